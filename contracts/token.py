@@ -1,0 +1,215 @@
+"""The URL token: what steering signs and every appliance verifies (Traffic Control url_sig shape).
+
+A grant says "this path (or, for fill, any path) may be fetched until `expires_at`, optionally only
+from clients inside `client_prefix`". Its signature is HMAC-SHA256 over a canonical, versioned string
+with the key named by `key_id`, base64url without padding. In a URL it is four query parameters:
+
+    /<file key>?e=<unix expiry>&k=<key id>[&c=<client prefix, e.g. 203.0.113.0/24>]&s=<signature>
+
+Fill tokens (peer fill, origin) have scope "fill", sign the path "*" and travel as `t=fill` plus the
+same parameters in the query or in an `Authorization: CDN-Token <query>` header. A prefix, not an exact
+address, is bound because mobile clients change address inside their carrier's prefix. Everything
+here is pure: the caller supplies `now` and the client address.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+from enum import Enum
+from typing import Mapping
+from urllib.parse import quote
+
+from contracts.ids import KeyId
+
+TOKEN_VERSION = "v1"
+MAX_KEY_ID_LEN = 32
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Scope(str, Enum):
+    PLAY = "play"
+    FILL = "fill"
+
+
+class TokenError(Exception):
+    """Base of every token refusal; `reason` is the code the appliance logs and returns."""
+
+    status_hint = 403
+    reason = "token-invalid"
+
+
+class TokenMissing(TokenError):
+    reason = "token-missing"
+
+
+class TokenMalformed(TokenError):
+    reason = "token-malformed"
+
+
+class TokenExpired(TokenError):
+    reason = "token-expired"
+
+
+class UnknownKey(TokenError):
+    reason = "unknown-key"
+
+
+class BadSignature(TokenError):
+    """Forged, or signed for another path, expiry, prefix or scope: the HMAC cannot tell which."""
+
+    reason = "bad-signature"
+
+
+class WrongClient(TokenError):
+    reason = "wrong-client"
+
+
+class WrongScope(TokenError):
+    reason = "wrong-scope"
+
+
+@dataclass(frozen=True)
+class Grant:
+    path: str  # URL path as sent ("/titles/x/720p.mp4"), or "*" for fill scope
+    expires_at: int  # unix seconds
+    key_id: KeyId
+    client_prefix: IPNetwork | None = None
+    scope: Scope = Scope.PLAY
+
+
+def client_prefix_for(address: str, v4_bits: int = 24, v6_bits: int = 48) -> IPNetwork:
+    """The prefix a token binds for a client address (/24 and /48 by default)."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = v4_bits if ip.version == 4 else v6_bits
+    return ipaddress.ip_network(f"{ip}/{bits}", strict=False)
+
+
+def _message(grant: Grant) -> bytes:
+    prefix = str(grant.client_prefix) if grant.client_prefix is not None else ""
+    return "|".join(
+        (TOKEN_VERSION, grant.scope.value, grant.path, str(grant.expires_at), grant.key_id, prefix)
+    ).encode()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def signature(grant: Grant, secret: bytes) -> str:
+    return _b64(hmac.new(secret, _message(grant), hashlib.sha256).digest())
+
+
+def encode_query(grant: Grant, secret: bytes) -> str:
+    """The query string (without '?') that carries `grant` and its signature."""
+    parts = [f"e={grant.expires_at}", f"k={quote(grant.key_id, safe='')}"]
+    if grant.client_prefix is not None:
+        parts.append(f"c={grant.client_prefix}")
+    if grant.scope is not Scope.PLAY:
+        parts.append(f"t={grant.scope.value}")
+    parts.append(f"s={signature(grant, secret)}")
+    return "&".join(parts)
+
+
+def sign_path(
+    path: str,
+    keys: "Keyring",
+    expires_at: int,
+    client_prefix: IPNetwork | None = None,
+) -> str:
+    """`path?token`: the signed path-and-query for one file, ready to append to a base URL."""
+    grant = Grant(path=path, expires_at=expires_at, key_id=keys.signing_id, client_prefix=client_prefix)
+    return f"{path}?{encode_query(grant, keys.secret(keys.signing_id))}"
+
+
+def fill_token(keys: "Keyring", expires_at: int) -> str:
+    grant = Grant(path="*", expires_at=expires_at, key_id=keys.signing_id, scope=Scope.FILL)
+    return encode_query(grant, keys.secret(keys.signing_id))
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """Split a query string into the token's parameters; a repeated token parameter is malformed."""
+    params: dict[str, str] = {}
+    if not query:
+        return params
+    for item in query.split("&"):
+        name, sep, value = item.partition("=")
+        if name in ("e", "k", "c", "s", "t"):
+            if name in params or not sep:
+                raise TokenMalformed(f"token parameter {name!r} repeated or without a value")
+            params[name] = value
+    return params
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Every key by id (all accepted) and the id of the one that signs."""
+
+    keys: Mapping[KeyId, bytes]
+    signing_id: KeyId
+
+    def __post_init__(self) -> None:
+        if self.signing_id not in self.keys:
+            raise ValueError(f"signing key {self.signing_id!r} is not among the keys")
+
+    def secret(self, key_id: KeyId) -> bytes:
+        return self.keys[key_id]
+
+
+def verify(
+    path: str,
+    params: Mapping[str, str],
+    keys: Keyring,
+    now: float,
+    client_address: str | None,
+    scope: Scope = Scope.PLAY,
+) -> Grant:
+    """Return the grant if the token in `params` allows `path` for this client now; else raise."""
+    if "s" not in params and "e" not in params:
+        raise TokenMissing("no token in the request")
+    try:
+        expires_at = int(params["e"])
+        key_id = KeyId(params["k"])
+        sig = params["s"]
+        raw_prefix = params.get("c")
+        client_prefix = ipaddress.ip_network(raw_prefix, strict=True) if raw_prefix else None
+        token_scope = Scope(params.get("t", Scope.PLAY.value))
+    except (KeyError, ValueError) as exc:
+        raise TokenMalformed(f"token parameters malformed: {exc}") from None
+    if len(key_id) > MAX_KEY_ID_LEN or len(sig) > 64:
+        raise TokenMalformed("token parameter too long")
+    if token_scope is not scope:
+        raise WrongScope(f"token scope {token_scope.value!r}, needed {scope.value!r}")
+    secret = keys.keys.get(key_id)
+    if secret is None:
+        raise UnknownKey(f"key id {key_id!r} is not configured")
+    grant = Grant(
+        path="*" if scope is Scope.FILL else path,
+        expires_at=expires_at,
+        key_id=key_id,
+        client_prefix=client_prefix,
+        scope=token_scope,
+    )
+    if not hmac.compare_digest(signature(grant, secret), sig):
+        raise BadSignature("signature does not match")
+    if now > expires_at:
+        raise TokenExpired(f"token expired at {expires_at}")
+    if client_prefix is not None and not _inside(client_address, client_prefix):
+        raise WrongClient(f"client {client_address} is outside {client_prefix}")
+    return grant
+
+
+def _inside(address: str | None, prefix: IPNetwork) -> bool:
+    if address is None:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.version == prefix.version and ip in prefix

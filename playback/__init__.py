@@ -1,0 +1,1 @@
+"""playback service."""
