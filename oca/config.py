@@ -39,6 +39,7 @@ class HttpConfig:
     max_connections: int = 20000  # per worker; beyond it new connections are closed at once
     drain_timeout_s: float = 30.0
     cache_control: str = "private, max-age=86400"
+    access_log: bool = True  # one JSON line per response on stdout
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def _http(s: Section) -> HttpConfig:
         max_connections=s.int("max_connections", d.max_connections, min=1),
         drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
         cache_control=s.str("cache_control", d.cache_control),
+        access_log=s.bool("access_log", d.access_log),
     )
     s.done()
     return cfg

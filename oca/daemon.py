@@ -1,0 +1,327 @@
+"""`oca serve`: the supervisor. It owns the store (disk checks, the tier mover), runs the serving
+workers (one process per core on one SO_REUSEPORT port), sums their counters, and answers the
+control endpoints with aiohttp on the admin port: /healthz, /metrics, /v1/health, /v1/inventory.
+
+Lifecycle: workers are (re)started as a generation; a crashed worker is replaced. SIGHUP re-reads
+the config: if it is valid and changed, a new generation starts and the old one drains — the
+listening port never closes, so no connection is refused; if only keys changed, workers reload
+them. SIGTERM or Ctrl-C: report draining, let the workers drain, exit. With systemd (Type=notify)
+it sends READY=1, WATCHDOG=1 and STOPPING=1.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from contracts.keys import write_new_keyfile
+from oca import config as oca_config
+from oca.config import OcaConfig
+from oca.http.worker import listening_socket, worker_main
+from oca.metrics import create_file, read_totals, render
+from oca.store.store import Store
+
+WORKER_READY_TIMEOUT_S = 30.0
+_mp = multiprocessing.get_context("spawn")
+
+
+def log(event: str, **fields: Any) -> None:
+    print(json.dumps({"ts": round(time.time(), 3), "event": event, "worker": "supervisor", **fields},
+                     default=str), flush=True)
+
+
+def sd_notify(message: str) -> None:
+    """systemd's notify protocol: one datagram to $NOTIFY_SOCKET (no-op outside systemd)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.sendto(message.encode(), address)
+    except OSError:
+        pass
+
+
+def prepare_dev(config: OcaConfig) -> None:
+    """Dev mode makes what a first try needs: the state directory and a signing key."""
+    config.tokens.key_file.parent.mkdir(parents=True, exist_ok=True)
+    if not config.tokens.key_file.exists():
+        write_new_keyfile(config.tokens.key_file)
+
+
+class Generation:
+    """The worker processes started together from one config."""
+
+    def __init__(self, config: OcaConfig, metrics_path: Path) -> None:
+        self.config = config
+        self.metrics_path = metrics_path
+        self.procs: list[Any] = []
+
+    def start(self) -> None:
+        events = []
+        for slot in range(self.config.effective_workers()):
+            ready = _mp.Event()
+            proc = _mp.Process(target=worker_main, args=(self.config, slot, self.metrics_path, ready),
+                               name=f"oca-worker-{slot}", daemon=False)
+            proc.start()
+            self.procs.append(proc)
+            events.append(ready)
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        for proc, ready in zip(self.procs, events):
+            while not ready.wait(0.1):
+                if not proc.is_alive() or time.monotonic() > deadline:
+                    self.terminate()
+                    raise RuntimeError(f"{proc.name} did not start (exit code {proc.exitcode})")
+
+    def respawn_dead(self) -> None:
+        for slot, proc in enumerate(self.procs):
+            if not proc.is_alive():
+                log("worker-restart", slot=slot, exit_code=proc.exitcode)
+                fresh = _mp.Process(target=worker_main, args=(self.config, slot, self.metrics_path, None),
+                                    name=f"oca-worker-{slot}")
+                fresh.start()
+                self.procs[slot] = fresh
+
+    def signal(self, signum: int) -> None:
+        for proc in self.procs:
+            if proc.is_alive() and proc.pid:
+                os.kill(proc.pid, signum)
+
+    def terminate(self) -> None:
+        self.signal(signal.SIGTERM)
+
+    def join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self.procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1)
+
+
+class Supervisor:
+    def __init__(self, config: OcaConfig) -> None:
+        self.config = config
+        self.draining = False
+        self.stopping = asyncio.Event()
+        self.started_at = time.time()
+        self.egress_bps = 0.0
+        self.disk_health: list[Any] = []
+        run_dir = config.store.index_path.parent / "run"
+        self.metrics_path = run_dir / f"metrics-{os.getpid()}.bin"
+
+    async def run(self) -> None:
+        config = self.config
+        if config.dev:
+            prepare_dev(config)
+        self.store = await asyncio.to_thread(Store.open, config)
+        if config.dev:
+            await asyncio.to_thread(self.store.scan, config.disks[0].path)
+        self.disk_health = await asyncio.to_thread(self.store.check_disks)
+        # Hold the port for the workers: with port 0 this picks one they can all bind.
+        self.port_holder = listening_socket(config.http.listen, config.http.port, listen=False)
+        config = self.config = replace(config, http=replace(config.http, port=self.port_holder.getsockname()[1]))
+        create_file(self.metrics_path, config.effective_workers() * 2)
+        self.generation = Generation(config, self.metrics_path)
+        await asyncio.to_thread(self.generation.start)
+        runner = await self._start_admin()
+        self._install_signals()
+        chores = [asyncio.create_task(c()) for c in (self._watch_workers, self._check_disks, self._sample_egress,
+                                                     self._watchdog, self._mover)]
+        self._announce()
+        sd_notify("READY=1")
+        await self.stopping.wait()
+        await self._shutdown(runner, chores)
+
+    def _announce(self) -> None:
+        c = self.config
+        log("ready", appliance=c.appliance_id, port=c.http.port, admin_port=self.admin_port,
+            workers=c.effective_workers(), files=self.store.index.count(), sendfile=c.http.sendfile)
+        if c.dev:
+            state = c.tokens.key_file.parent
+            (state / "dev.json").write_text(json.dumps(
+                {"port": c.http.port, "admin_port": self.admin_port, "host": c.http.listen, "pid": os.getpid()}))
+            print(f"oca dev appliance serving {c.disks[0].path} on http://{c.http.listen}:{c.http.port}/ "
+                  f"(admin http://127.0.0.1:{self.admin_port}/metrics)\n"
+                  f"  signed URL for a file: oca url --dev {c.disks[0].path} KEY", file=sys.stderr, flush=True)
+
+    async def _start_admin(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/v1/health", self._health)
+        app.router.add_get("/v1/inventory", self._inventory)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.admin.listen, self.config.admin.port)
+        await site.start()
+        self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return runner
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._begin_stop)
+        loop.add_signal_handler(signal.SIGINT, self._begin_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload()))
+
+    def _begin_stop(self) -> None:
+        if not self.draining:
+            self.draining = True
+            log("draining")
+            sd_notify("STOPPING=1")
+            self.stopping.set()
+
+    async def _shutdown(self, runner: web.AppRunner, chores: list[asyncio.Task]) -> None:
+        self.generation.terminate()
+        await asyncio.to_thread(self.generation.join, self.config.http.drain_timeout_s + 5)
+        for chore in chores:
+            chore.cancel()
+        await runner.cleanup()
+        self.port_holder.close()
+        self.store.close()
+        try:
+            self.metrics_path.unlink()
+        except OSError:
+            pass
+        log("stopped")
+
+    async def _reload(self) -> None:
+        if self.config.source is None:
+            self.generation.signal(signal.SIGHUP)
+            return
+        try:
+            fresh = await asyncio.to_thread(oca_config.load, self.config.source)
+        except oca_config.ConfigError as exc:
+            log("reload-refused", error=str(exc))
+            return
+        fresh = replace(fresh, http=replace(fresh.http, port=self.config.http.port))
+        if fresh == self.config:
+            self.generation.signal(signal.SIGHUP)
+            log("reloaded", restarted_workers=False)
+            return
+        if fresh.http.listen != self.config.http.listen or fresh.store != self.config.store:
+            log("reload-refused", error="http.listen and store.* need a restart")
+            return
+        old, self.config = self.generation, fresh
+        self.generation = Generation(fresh, self.metrics_path)
+        await asyncio.to_thread(self.generation.start)
+        old.terminate()
+        await asyncio.to_thread(old.join, fresh.http.drain_timeout_s + 5)
+        log("reloaded", restarted_workers=True)
+
+    # ---- chores -------------------------------------------------------------------------------
+    async def _watch_workers(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.draining:
+                self.generation.respawn_dead()
+
+    async def _check_disks(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.store.disk_check_interval_s)
+            try:
+                self.disk_health = await asyncio.to_thread(self.store.check_disks)
+            except Exception as exc:
+                log("disk-check-failed", error=str(exc))
+
+    async def _sample_egress(self) -> None:
+        last = self._bytes_sent(), time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            now = self._bytes_sent(), time.monotonic()
+            self.egress_bps = 8 * (now[0] - last[0]) / max(now[1] - last[1], 1e-6)
+            last = now
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            sd_notify("WATCHDOG=1")
+
+    async def _mover(self) -> None:
+        if not self.config.mover.enabled:
+            return
+        from oca.store.mover import mover_loop
+
+        await mover_loop(self.store, self.config, self.stopping)
+
+    def _bytes_sent(self) -> float:
+        totals = read_totals(self.metrics_path, self.config.effective_workers() * 2)
+        return totals["bytes_ssd"] + totals["bytes_hdd"] + totals["bytes_other"]
+
+    # ---- control endpoints --------------------------------------------------------------------
+    def health_report(self) -> dict[str, Any]:
+        disks = [_disk_json(d) for d in self.disk_health]
+        workers_alive = sum(p.is_alive() for p in self.generation.procs)
+        return {
+            "appliance": self.config.appliance_id,
+            "site": self.config.site,
+            "accepting": not self.draining and workers_alive > 0 and any(d["ok"] for d in disks),
+            "draining": self.draining,
+            "workers": {"alive": workers_alive, "configured": len(self.generation.procs)},
+            "load": {"loadavg": list(os.getloadavg()),
+                     "open_connections": read_totals(self.metrics_path, len(self.generation.procs) * 2)[
+                         "open_connections"]},
+            "egress_bps": round(self.egress_bps),
+            "capacity_bps": self.config.egress_capacity_bps,
+            "disks": disks,
+            "files": self.store.index.count(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        report = self.health_report()
+        ok = report["accepting"]
+        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "not accepting\n")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health_report())
+
+    async def _inventory(self, request: web.Request) -> web.Response:
+        entries = await asyncio.to_thread(self.store.index.all)
+        return web.json_response({"appliance": self.config.appliance_id, "files": [
+            {"key": e.key, "tier": e.tier.value, "size": e.size, "xxh3": e.xxh3} for e in entries]})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        totals = read_totals(self.metrics_path, self.config.effective_workers() * 2)
+        gauges: list[tuple[str, str, dict[str, str], float]] = [
+            ("oca_egress_bits_per_second", "Egress rate over the last second.", {}, round(self.egress_bps)),
+            ("oca_draining", "1 while the appliance drains.", {}, int(self.draining)),
+            ("oca_indexed_files", "Files in the index.", {}, self.store.index.count()),
+        ]
+        for d in map(_disk_json, self.disk_health):
+            labels = {"disk": d["path"], "tier": d["tier"]}
+            gauges.append(("oca_disk_up", "1 when the disk passes its checks.", labels, int(d["ok"])))
+            gauges.append(("oca_disk_free_bytes", "Free bytes on the disk.", labels, d["free_bytes"]))
+            gauges.append(("oca_disk_total_bytes", "Size of the disk.", labels, d["total_bytes"]))
+            gauges.append(("oca_disk_files", "Files indexed on the disk.", labels, d["files"]))
+        return web.Response(text=render(totals, gauges), content_type="text/plain", charset="utf-8")
+
+
+def _disk_json(d: Any) -> dict[str, Any]:
+    return {
+        "path": str(getattr(d, "path", getattr(d, "disk", ""))),
+        "tier": getattr(getattr(d, "tier", None), "value", str(getattr(d, "tier", ""))),
+        "ok": bool(getattr(d, "ok", not getattr(d, "failed", False))),
+        "reason": getattr(d, "reason", "") or "",
+        "total_bytes": getattr(d, "total_bytes", 0),
+        "free_bytes": getattr(d, "free_bytes", 0),
+        "files": getattr(d, "files", 0),
+    }
+
+
+def serve(config: OcaConfig) -> None:
+    import uvloop
+
+    uvloop.run(Supervisor(config).run())

@@ -1,0 +1,129 @@
+"""What one serving worker shares between its connections: config, keys, the open-file view of the
+index, counters, the popularity tally and the access log. Everything here runs on the event loop;
+anything that touches SQLite is handed to a thread by the worker's background tasks."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import secrets
+import sys
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any, Callable
+
+from contracts.ids import FileKey
+from contracts.token import Keyring
+from oca.config import HttpConfig
+from oca.http.files import OpenFile, OpenFiles
+from oca.metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from oca.http.protocol import Connection
+
+_LOG_FLUSH_LINES = 256
+
+
+class ServerState:
+    def __init__(self, config: HttpConfig, keys: Keyring, files: OpenFiles, metrics: WorkerMetrics,
+                 loop: asyncio.AbstractEventLoop, on_disk_failed: Callable[[str, str], None],
+                 on_file_missing: Callable[[FileKey], None], worker: int = 0) -> None:
+        self.config = config
+        self.keys = keys
+        self.files = files
+        self.metrics = metrics
+        self.loop = loop
+        self.use_sendfile = config.sendfile
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.hits: dict[FileKey, list[int]] = {}
+        self.worker = worker
+        self._on_disk_failed = on_disk_failed
+        self._on_file_missing = on_file_missing
+        self._boundary_prefix = secrets.token_hex(6)
+        self._boundary_seq = 0
+        self._log: list[str] = []
+        self._failed_disks: dict[str, float] = {}
+        self.date_header = b""
+        self.tick()
+
+    def tick(self) -> None:
+        """Refresh the Date header; called once a second by the worker."""
+        self.date_header = f"Server: oca\r\nDate: {formatdate(usegmt=True)}\r\n".encode()
+        self.flush_log()
+
+    def boundary(self) -> str:
+        self._boundary_seq += 1
+        return f"{self._boundary_prefix}{self._boundary_seq:010d}"
+
+    def record_hit(self, of: OpenFile, nbytes: int) -> None:
+        tally = self.hits.get(of.key)
+        if tally is None:
+            self.hits[of.key] = [1, nbytes]
+        else:
+            tally[0] += 1
+            tally[1] += nbytes
+        self.metrics.sent(of.entry.tier.value, nbytes)
+
+    def take_hits(self) -> dict[FileKey, tuple[int, int]]:
+        hits, self.hits = self.hits, {}
+        return {k: (v[0], v[1]) for k, v in hits.items()}
+
+    def disk_error(self, disk: str, error: OSError, key: FileKey) -> None:
+        """A file could not be opened or read. A file missing from a disk that is still there is
+        dropped alone (someone deleted it by hand); anything else fails the whole disk at once in
+        this worker and, through the index, everywhere."""
+        if error.errno == errno.ENOENT and os.path.isdir(disk):
+            self.files.apply_changes({key: None})
+            self._on_file_missing(key)
+            self.log_event("file-missing", disk=disk, key=key)
+            return
+        now = time.monotonic()
+        if now - self._failed_disks.get(disk, -1e9) < 10:
+            return
+        self._failed_disks[disk] = now
+        self.metrics.add("disk_errors")
+        dropped = self.files.drop_disk(disk)
+        self.log_event("disk-failed", disk=disk, error=str(error), files_dropped=len(dropped))
+        self._on_disk_failed(disk, f"{error.strerror or error}")
+
+    def access_log(self, conn: "Connection", of: OpenFile | None) -> None:
+        if not self.config.access_log:
+            return
+        req = conn.req
+        record: dict[str, Any] = {
+            "ts": round(time.time(), 3), "event": "request", "worker": self.worker, "client": conn.client,
+            "status": conn.status, "bytes": conn.body_bytes,
+            "ms": round((time.perf_counter() - conn.t0) * 1000, 3),
+        }
+        if req is not None:
+            record["method"] = req.method
+            if req.request_id:
+                record["request_id"] = req.request_id
+            if req.range is not None:
+                record["range"] = req.range[:200]
+        if of is not None:
+            record["key"] = of.key
+            record["tier"] = of.entry.tier.value
+        refused = getattr(conn, "refused", None)
+        if refused is not None and conn.status >= 400:
+            record["reason"] = refused.reason
+        self._log.append(json.dumps(record, separators=(",", ":")))
+        if len(self._log) >= _LOG_FLUSH_LINES:
+            self.flush_log()
+
+    def log_event(self, event: str, **fields: Any) -> None:
+        self._log.append(json.dumps({"ts": round(time.time(), 3), "event": event, "worker": self.worker,
+                                     **fields}, default=str, separators=(",", ":")))
+        self.flush_log()
+
+    def flush_log(self) -> None:
+        if not self._log:
+            return
+        data = ("\n".join(self._log) + "\n").encode()
+        self._log.clear()
+        try:
+            os.write(sys.stdout.fileno(), data)
+        except (BlockingIOError, BrokenPipeError, OSError):
+            pass  # a stalled or gone log reader must never stall serving

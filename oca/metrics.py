@@ -1,0 +1,153 @@
+"""Worker counters in shared memory, summed by the supervisor into Prometheus text.
+
+Each serving worker owns one slot of float64s in a file-backed mmap and is its only writer, so the
+hot path pays one array store per counter and no lock; the supervisor reads every slot when
+scraped. Aligned 8-byte stores are atomic on the platforms we run on, so a scrape never sees a torn
+value, only one a few microseconds old.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import Iterable
+
+STATUSES = (200, 206, 304, 400, 403, 404, 405, 408, 413, 414, 416, 431, 500, 501, 503, 505)
+TOKEN_REASONS = ("token-missing", "token-malformed", "token-expired", "unknown-key", "bad-signature",
+                 "wrong-client", "wrong-scope")
+TIERS = ("ssd", "hdd")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _names() -> list[str]:
+    names = [f"status_{s}" for s in STATUSES] + ["status_other"]
+    names += [f"bytes_{t}" for t in TIERS] + ["bytes_other"]
+    names += [f"token_{r}" for r in TOKEN_REASONS]
+    names += [f"latency_le_{i}" for i in range(len(LATENCY_BUCKETS))]
+    names += ["latency_sum", "latency_count", "hits", "misses", "open_connections",
+              "connections_total", "disk_errors", "client_aborts", "timeouts"]
+    return names
+
+
+NAMES = tuple(_names())
+INDEX = {name: i for i, name in enumerate(NAMES)}
+SLOT_BYTES = len(NAMES) * 8
+_STATUS_INDEX = {s: INDEX[f"status_{s}"] for s in STATUSES}
+_TOKEN_INDEX = {r: INDEX[f"token_{r}"] for r in TOKEN_REASONS}
+_TIER_INDEX = {t: INDEX[f"bytes_{t}"] for t in TIERS}
+
+
+def create_file(path: Path, slots: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.truncate(SLOT_BYTES * slots)
+
+
+def _map(path: Path) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+
+
+class WorkerMetrics:
+    """One worker's slot. Methods are tiny on purpose: they run per request."""
+
+    def __init__(self, path: Path | None, slot: int) -> None:
+        if path is None:  # tests and one-off tools: private memory, same code path
+            self._mm = mmap.mmap(-1, SLOT_BYTES)
+            self.v = memoryview(self._mm).cast("d")
+        else:
+            self._mm = _map(path)
+            self.v = memoryview(self._mm)[slot * SLOT_BYTES:(slot + 1) * SLOT_BYTES].cast("d")
+        self.v[INDEX["open_connections"]] = 0
+
+    def status(self, code: int) -> None:
+        self.v[_STATUS_INDEX.get(code, INDEX["status_other"])] += 1
+
+    def token_refused(self, reason: str) -> None:
+        i = _TOKEN_INDEX.get(reason)
+        if i is not None:
+            self.v[i] += 1
+
+    def sent(self, tier: str, nbytes: int) -> None:
+        self.v[_TIER_INDEX.get(tier, INDEX["bytes_other"])] += nbytes
+
+    def latency(self, seconds: float) -> None:
+        v = self.v
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                v[INDEX["latency_le_0"] + i] += 1
+                break
+        v[INDEX["latency_sum"]] += seconds
+        v[INDEX["latency_count"]] += 1
+
+    def add(self, name: str, amount: float = 1) -> None:
+        self.v[INDEX[name]] += amount
+
+
+def read_totals(path: Path, slots: int) -> dict[str, float]:
+    """Sum every worker's slot (the supervisor's view)."""
+    totals = dict.fromkeys(NAMES, 0.0)
+    try:
+        mm = _map(path)
+    except OSError:
+        return totals
+    with mm:
+        view = memoryview(mm).cast("d")
+        per = len(NAMES)
+        for slot in range(min(slots, len(view) // per)):
+            for i, name in enumerate(NAMES):
+                totals[name] += view[slot * per + i]
+        view.release()
+    return totals
+
+
+def render(totals: dict[str, float], gauges: Iterable[tuple[str, str, dict[str, str], float]]) -> str:
+    """Prometheus text exposition of the summed counters plus the supervisor's own gauges
+    (name, help, labels, value)."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_text: str) -> None:
+        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+
+    family("oca_requests_total", "counter", "Responses by HTTP status.")
+    for s in STATUSES:
+        out.append(f'oca_requests_total{{status="{s}"}} {totals[f"status_{s}"]:.0f}\n')
+    out.append(f'oca_requests_total{{status="other"}} {totals["status_other"]:.0f}\n')
+    family("oca_bytes_sent_total", "counter", "Body bytes sent, by the tier they were read from.")
+    for t in TIERS:
+        out.append(f'oca_bytes_sent_total{{tier="{t}"}} {totals[f"bytes_{t}"]:.0f}\n')
+    family("oca_token_refusals_total", "counter", "Requests refused for their token, by reason.")
+    for r in TOKEN_REASONS:
+        out.append(f'oca_token_refusals_total{{reason="{r}"}} {totals[f"token_{r}"]:.0f}\n')
+    family("oca_cache_lookups_total", "counter", "Signed requests for a file held (hit) or not (miss).")
+    out.append(f'oca_cache_lookups_total{{result="hit"}} {totals["hits"]:.0f}\n')
+    out.append(f'oca_cache_lookups_total{{result="miss"}} {totals["misses"]:.0f}\n')
+    family("oca_request_duration_seconds", "histogram", "From request parsed to last byte handed to the kernel.")
+    cumulative = 0.0
+    for i, bound in enumerate(LATENCY_BUCKETS):
+        cumulative += totals[f"latency_le_{i}"]
+        out.append(f'oca_request_duration_seconds_bucket{{le="{bound}"}} {cumulative:.0f}\n')
+    out.append(f'oca_request_duration_seconds_bucket{{le="+Inf"}} {totals["latency_count"]:.0f}\n')
+    out.append(f'oca_request_duration_seconds_sum {totals["latency_sum"]:.6f}\n')
+    out.append(f'oca_request_duration_seconds_count {totals["latency_count"]:.0f}\n')
+    for name, kind, help_text in (
+        ("open_connections", "gauge", "Client connections open now."),
+        ("connections_total", "counter", "Client connections accepted."),
+        ("disk_errors", "counter", "Read errors that failed a disk."),
+        ("client_aborts", "counter", "Responses cut short by the client going away."),
+        ("timeouts", "counter", "Connections closed for a header, idle or send timeout."),
+    ):
+        metric = f"oca_{name}" + ("_total" if kind == "counter" and not name.endswith("_total") else "")
+        family(metric, kind, help_text)
+        out.append(f"{metric} {totals[name]:.0f}\n")
+    seen: set[str] = set()
+    for name, help_text, labels, value in gauges:
+        if name not in seen:
+            family(name, "gauge", help_text)
+            seen.add(name)
+        label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        out.append(f"{name}{{{label_text}}} {value}\n" if label_text else f"{name} {value}\n")
+    return "".join(out)

@@ -1,0 +1,192 @@
+"""The appliance as an operator sees it: files appearing while it runs, key rotation, graceful drain,
+dying disks, tier moves under a response in flight, config errors."""
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from contracts.keys import new_secret
+
+BIG = os.urandom(24 * 1024 * 1024)  # more than the kernel buffers between us and the server
+
+
+def _status(app, target, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    try:
+        conn.request("GET", target, headers=headers or {})
+        resp = conn.getresponse()
+        body = resp.read()
+        return resp.status, body
+    finally:
+        conn.close()
+
+
+def _slow_reader(app, key):
+    """A connection that asked for a big file and reads it slowly (small receive buffer)."""
+    sock = socket.create_connection(("127.0.0.1", app.port), timeout=20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # tiny buffers crawl on loopback
+    sock.sendall(b"GET " + app.path_and_query(key).encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    first = sock.recv(4096)
+    assert first.startswith(b"HTTP/1.1 200 ")
+    return sock, first
+
+
+def _read_rest(sock, first, total_body):
+    head, _, body = first.partition(b"\r\n\r\n")
+    chunks = [body]
+    got = len(body)
+    while got < total_body:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        chunks.append(data)
+        got += len(data)
+    return head, b"".join(chunks)
+
+
+def test_put_while_running_is_served_soon(make_appliance):
+    app = make_appliance()
+    assert _status(app, app.path_and_query("late/file.mp4"))[0] == 404
+    app.put(b"hello", "late/file.mp4")
+    app.wait_for(lambda: _status(app, app.path_and_query("late/file.mp4")) == (200, b"hello"), what="new file")
+
+
+def test_key_rotation_without_restart(make_appliance):
+    app = make_appliance()
+    app.put(b"x" * 100, "k/file.mp4")
+    old_keys = app.root / "old-keys.toml"
+    shutil.copy(app.root / "keys.toml", old_keys)
+    old_secret_line = (app.root / "keys.toml").read_text().splitlines()[-1]
+    (app.root / "keys.toml").write_text(f'signing = "k2"\n[keys]\n{old_secret_line}\nk2 = "{new_secret()}"\n')
+    app.proc.send_signal(signal.SIGHUP)
+    app.wait_for(lambda: _status(app, app.path_and_query("k/file.mp4"))[0] == 200, what="k2 accepted")
+    assert _status(app, app.path_and_query("k/file.mp4", keyfile=old_keys))[0] == 200  # k1 still listed
+    (app.root / "keys.toml").write_text(f'signing = "k2"\n[keys]\n{app.root.joinpath("keys.toml").read_text().splitlines()[-1]}\n')
+    app.proc.send_signal(signal.SIGHUP)
+    app.wait_for(lambda: _status(app, app.path_and_query("k/file.mp4", keyfile=old_keys))[0] == 403,
+                 what="k1 retired")
+
+
+def test_sigterm_drains_responses_in_flight(make_appliance):
+    app = make_appliance()
+    app.put(BIG, "big/file.mp4")
+    app.wait_for(lambda: _status(app, app.path_and_query("big/file.mp4"), {"Range": "bytes=0-0"})[0] == 206,
+                 what="file")
+    sock, first = _slow_reader(app, "big/file.mp4")
+    app.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    with pytest.raises(ConnectionRefusedError):  # no new connections once draining
+        socket.create_connection(("127.0.0.1", app.port), timeout=2)
+    head, body = _read_rest(sock, first, len(BIG))
+    sock.close()
+    assert len(body) == len(BIG) and body == BIG and b"Connection: close" not in head  # the response in flight finished whole
+    assert app.proc.wait(20) == 0
+
+
+def test_vanished_disk_fails_alone(make_appliance):
+    app = make_appliance()
+    app.put(b"s" * 1000, "on/ssd.mp4", "ssd")
+    app.put(b"h" * 1000, "on/hdd.mp4", "hdd")
+    app.wait_for(lambda: _status(app, app.path_and_query("on/hdd.mp4"))[0] == 200, what="files")
+    shutil.move(app.hdd, app.root / "hdd0-pulled")  # the disk disappears
+    app.wait_for(lambda: _status(app, app.path_and_query("on/hdd.mp4"))[0] in (404, 503), what="hdd refused")
+    assert _status(app, app.path_and_query("on/ssd.mp4")) == (200, b"s" * 1000)
+    app.wait_for(lambda: not next(d for d in app.health()["disks"] if d["tier"] == "hdd")["ok"],
+                 what="hdd reported failed")
+    assert _status(app, app.path_and_query("on/hdd.mp4"))[0] == 404  # out of the index: a fast miss
+    metrics = app.admin("/metrics").decode()
+    assert f'oca_disk_up{{disk="{app.hdd}",tier="hdd"}} 0' in metrics
+
+
+def test_read_error_mid_response_fails_the_disk(make_appliance):
+    """A file cut shorter than its index entry is what a dying disk looks like to sendfile (it
+    returns 0 bytes early); the connection is cut and the disk failed, the other disk serves."""
+    app = make_appliance()
+    app.put(BIG, "cut/file.mp4", "hdd")
+    app.put(b"ok", "cut/other.mp4", "ssd")
+    app.wait_for(lambda: _status(app, app.path_and_query("cut/other.mp4"))[0] == 200, what="files")
+    with open(app.hdd / "cut" / "file.mp4", "r+b") as fh:
+        fh.truncate(1024)
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    conn.request("GET", app.path_and_query("cut/file.mp4"))
+    resp = conn.getresponse()
+    with pytest.raises(http.client.IncompleteRead):
+        resp.read()
+    conn.close()
+    app.wait_for(lambda: not next(d for d in app.health()["disks"] if d["tier"] == "hdd")["ok"]
+                 or _status(app, app.path_and_query("cut/file.mp4"))[0] == 404, what="disk failed")
+    assert _status(app, app.path_and_query("cut/other.mp4")) == (200, b"ok")
+    assert app.metric("oca_disk_errors_total") >= 1
+
+
+def test_move_between_tiers_keeps_response_in_flight(make_appliance):
+    app = make_appliance()
+    app.put(BIG, "move/file.mp4", "hdd")
+    app.wait_for(lambda: _status(app, app.path_and_query("move/file.mp4"), {"Range": "bytes=0-0"})[0] == 206,
+                 what="file")
+    sock, first = _slow_reader(app, "move/file.mp4")
+    from oca import config as oca_config
+    from oca.config import Tier
+    from oca.store.store import Store
+
+    store = Store.open(oca_config.load(app.config_path))
+    try:
+        moved = store.move("move/file.mp4", Tier.SSD)
+    finally:
+        store.close()
+    assert moved.tier is Tier.SSD and not (app.hdd / "move" / "file.mp4").exists()
+    _, body = _read_rest(sock, first, len(BIG))
+    sock.close()
+    assert body == BIG
+
+    def served_from_ssd() -> bool:
+        assert _status(app, app.path_and_query("move/file.mp4"), {"Range": "bytes=0-9"}) == (206, BIG[:10])
+        return 'oca_bytes_sent_total{tier="ssd"} 0' not in app.admin("/metrics").decode()
+
+    app.wait_for(served_from_ssd, what="served from ssd")
+
+
+def test_check_config_names_the_bad_key(make_appliance):
+    app = make_appliance(start=False)
+    ok = app.cli("check-config")
+    assert ok.returncode == 0 and "ok" in ok.stdout
+    app.config_path.write_text(app.config_path.read_text().replace('path = "hdd0"', "path = 5"))
+    bad = app.cli("check-config", check=False)
+    assert bad.returncode == 2 and "tiers.hdd[0].path" in bad.stderr
+    app.config_path.write_text(app.config_path.read_text().replace("[mover]", "[mover]\nspeed = 3"))
+    bad = app.cli("check-config", check=False)
+    assert "mover.speed: unknown setting" in bad.stderr or "tiers.hdd[0].path" in bad.stderr
+
+
+def test_dev_mode_first_try(tmp_path):
+    media = tmp_path / "media"
+    (media / "show").mkdir(parents=True)
+    (media / "show" / "ep1.mp4").write_bytes(b"v" * 5000)
+    from tests.oca.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "oca.cli", "serve", "--dev", str(media), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not (media / ".oca" / "dev.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        url = subprocess.run([sys.executable, "-m", "oca.cli", "url", "--dev", str(media), "show/ep1.mp4"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert url.startswith(f"http://127.0.0.1:{port}/show/ep1.mp4?")
+        import urllib.request
+
+        req = urllib.request.Request(url, headers={"Range": "bytes=10-19"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 206 and resp.read() == b"v" * 10
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
