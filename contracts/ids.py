@@ -14,6 +14,7 @@ MAX_FILE_KEY_LEN = 512
 # Segments of letters, digits, dot, dash, underscore; no empty, "." or ".." segment; no leading dot
 # (hides temp files and dot-dirs of the store). No percent signs: a key has exactly one spelling.
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}")
+_KEY = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254})*")
 
 
 class InvalidFileKey(ValueError):
@@ -22,6 +23,8 @@ class InvalidFileKey(ValueError):
 
 def validate_file_key(raw: str) -> FileKey:
     """Return `raw` as a FileKey, or raise InvalidFileKey saying why."""
+    if len(raw) <= MAX_FILE_KEY_LEN and _KEY.fullmatch(raw):  # one regex on the hot path
+        return FileKey(raw)
     if not raw:
         raise InvalidFileKey("empty file key")
     if len(raw) > MAX_FILE_KEY_LEN:

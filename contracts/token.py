@@ -19,6 +19,7 @@ import hmac
 import ipaddress
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from typing import Mapping
 from urllib.parse import quote
 
@@ -160,15 +161,14 @@ class Keyring:
         return self.keys[key_id]
 
 
-def verify(
+def verify_signature(
     path: str,
     params: Mapping[str, str],
     keys: Keyring,
-    now: float,
-    client_address: str | None,
     scope: Scope = Scope.PLAY,
 ) -> Grant:
-    """Return the grant if the token in `params` allows `path` for this client now; else raise."""
+    """The grant the token in `params` carries, if its signature is good for `path`; else raise.
+    Expiry and client are not checked here (see `check_grant`), so a good result may be memoised."""
     if "s" not in params and "e" not in params:
         raise TokenMissing("no token in the request")
     try:
@@ -196,20 +196,42 @@ def verify(
     )
     if not hmac.compare_digest(signature(grant, secret), sig):
         raise BadSignature("signature does not match")
-    if now > expires_at:
-        raise TokenExpired(f"token expired at {expires_at}")
-    if client_prefix is not None and not _inside(client_address, client_prefix):
-        raise WrongClient(f"client {client_address} is outside {client_prefix}")
     return grant
 
 
-def _inside(address: str | None, prefix: IPNetwork) -> bool:
-    if address is None:
-        return False
+def check_grant(grant: Grant, now: float, client_address: str | None) -> Grant:
+    """Raise unless the grant is still valid now and for this client."""
+    if now > grant.expires_at:
+        raise TokenExpired(f"token expired at {grant.expires_at}")
+    prefix = grant.client_prefix
+    if prefix is not None and not _inside(client_address, prefix):
+        raise WrongClient(f"client {client_address} is outside {prefix}")
+    return grant
+
+
+def verify(
+    path: str,
+    params: Mapping[str, str],
+    keys: Keyring,
+    now: float,
+    client_address: str | None,
+    scope: Scope = Scope.PLAY,
+) -> Grant:
+    """Return the grant if the token in `params` allows `path` for this client now; else raise."""
+    return check_grant(verify_signature(path, params, keys, scope), now, client_address)
+
+
+@lru_cache(maxsize=4096)
+def _address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.version == prefix.version and ip in prefix
+        return ip.ipv4_mapped
+    return ip
+
+
+def _inside(address: str | None, prefix: IPNetwork) -> bool:
+    ip = _address(address) if address is not None else None
+    return ip is not None and ip.version == prefix.version and ip in prefix

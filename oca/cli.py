@@ -68,10 +68,12 @@ def _config(args: argparse.Namespace) -> OcaConfig:
     if not directory.is_dir():
         raise ConfigError(f"--dev {directory}: not a directory")
     state = _dev_state(directory)
-    port = getattr(args, "port", None) or state.get("port", 8080)
-    return oca_config.dev_config(directory, port=port, workers=getattr(args, "workers", None) or 1,
+    port = getattr(args, "port", None)
+    admin_port = getattr(args, "admin_port", None)
+    return oca_config.dev_config(directory, port=state.get("port", 8080) if port is None else port,
+                                 workers=getattr(args, "workers", None) or 1,
                                  sendfile=not getattr(args, "no_sendfile", False),
-                                 admin_port=getattr(args, "admin_port", None) or 0)
+                                 admin_port=0 if admin_port is None else admin_port)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ value, only one a few microseconds old.
 from __future__ import annotations
 
 import mmap
+from bisect import bisect_left
 import os
 from pathlib import Path
 from typing import Iterable
@@ -35,6 +36,8 @@ SLOT_BYTES = len(NAMES) * 8
 _STATUS_INDEX = {s: INDEX[f"status_{s}"] for s in STATUSES}
 _TOKEN_INDEX = {r: INDEX[f"token_{r}"] for r in TOKEN_REASONS}
 _TIER_INDEX = {t: INDEX[f"bytes_{t}"] for t in TIERS}
+_HITS = INDEX["hits"]
+_LATENCY_FIRST, _LATENCY_SUM, _LATENCY_COUNT = INDEX["latency_le_0"], INDEX["latency_sum"], INDEX["latency_count"]
 
 
 def create_file(path: Path, slots: int) -> None:
@@ -76,12 +79,14 @@ class WorkerMetrics:
 
     def latency(self, seconds: float) -> None:
         v = self.v
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                v[INDEX["latency_le_0"] + i] += 1
-                break
-        v[INDEX["latency_sum"]] += seconds
-        v[INDEX["latency_count"]] += 1
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        if bucket < len(LATENCY_BUCKETS):  # past the last bound only +Inf (the count) holds it
+            v[_LATENCY_FIRST + bucket] += 1
+        v[_LATENCY_SUM] += seconds
+        v[_LATENCY_COUNT] += 1
+
+    def hit(self) -> None:
+        self.v[_HITS] += 1
 
     def add(self, name: str, amount: float = 1) -> None:
         self.v[INDEX[name]] += amount

@@ -5,33 +5,35 @@ address, the keyring, the clock and a lookup of held files; it gets back a verdi
 `Refuse` (an error status with a reason code for logs and metrics), `Health` or `Serve`.
 Order matters and is deliberate: a bad target is 400 before anything else; the token is checked
 before the inventory, so nobody without a valid URL learns what the appliance holds.
+
+A player fetches every segment of a rendition through the same signed URL, so the verdict "this
+target is a well-formed key with a good signature" is memoised in a `TargetMemo` (bounded, emptied
+when the keys change); expiry and client prefix are still checked on every request.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, NamedTuple, TypeVar
 
 from contracts.ids import FileKey, InvalidFileKey, validate_file_key
-from contracts.token import Keyring, TokenError, parse_query, verify
+from contracts.token import Grant, Keyring, TokenError, check_grant, parse_query, verify_signature
 from oca.core.ranges import RangeVerdict, decide
 
 E = TypeVar("E")
+MEMO_SIZE = 8192
 
 
-@dataclass(frozen=True, slots=True)
-class Refuse:
+# NamedTuples rather than frozen dataclasses: as immutable, cheaper to build per request.
+class Refuse(NamedTuple):
     status: int
     reason: str
     detail: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Health:
+class Health(NamedTuple):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class Serve(Generic[E]):
+class Serve(NamedTuple, Generic[E]):
     key: FileKey
     entry: E
     verdict: RangeVerdict
@@ -41,13 +43,39 @@ Verdict = Refuse | Health | Serve
 
 HEALTH_PATH = "/healthz"
 ALLOWED_METHODS = ("GET", "HEAD")
+METHOD_NOT_ALLOWED = Refuse(405, "method-not-allowed")
+NOT_HELD = Refuse(404, "not-held")
+HEALTH = Health()
 
 
-@dataclass(frozen=True, slots=True)
-class FileFacts:
+class Authorized(NamedTuple):
+    key: FileKey
+    grant: Grant
+
+
+class FileFacts(NamedTuple):
     size: int
     etag: str
-    last_modified: str  # IMF-fixdate, as sent in Last-Modified
+    last_modified: int  # seconds since the epoch, as sent (to the second) in Last-Modified
+
+
+class TargetMemo:
+    """request-target -> (key, grant) for targets whose key and signature were already checked."""
+
+    def __init__(self, size: int = MEMO_SIZE) -> None:
+        self._size = size
+        self._seen: dict[bytes, Authorized] = {}
+
+    def get(self, target: bytes) -> Authorized | None:
+        return self._seen.get(target)
+
+    def put(self, target: bytes, authorized: Authorized) -> None:
+        if len(self._seen) >= self._size:
+            self._seen.clear()  # cheap and bounded; hot URLs come back on their next request
+        self._seen[target] = authorized
+
+    def clear(self) -> None:
+        self._seen.clear()
 
 
 def split_target(target: bytes) -> tuple[str, str] | Refuse:
@@ -65,6 +93,24 @@ def split_target(target: bytes) -> tuple[str, str] | Refuse:
         return Refuse(400, "bad-path", "non-ASCII request-target")
 
 
+def authorize(target: bytes, keys: Keyring) -> Authorized | Refuse | Health:
+    """Key and signature of a target, independent of time and client (hence memoisable)."""
+    split = split_target(target)
+    if isinstance(split, Refuse):
+        return split
+    path, query = split
+    if path == HEALTH_PATH:
+        return HEALTH
+    try:
+        key = validate_file_key(path[1:])
+    except InvalidFileKey as exc:
+        return Refuse(400, "bad-path", str(exc))
+    try:
+        return Authorized(key, verify_signature(path, parse_query(query), keys))
+    except TokenError as exc:
+        return Refuse(exc.status_hint, exc.reason, str(exc))
+
+
 def plan(
     method: str,
     target: bytes,
@@ -75,25 +121,25 @@ def plan(
     now: float,
     lookup: Callable[[FileKey], E | None],
     facts: Callable[[E], FileFacts],
+    memo: TargetMemo | None = None,
 ) -> Verdict:
     if method not in ALLOWED_METHODS:
-        return Refuse(405, "method-not-allowed")
-    split = split_target(target)
-    if isinstance(split, Refuse):
-        return split
-    path, query = split
-    if path == HEALTH_PATH:
-        return Health()
+        return METHOD_NOT_ALLOWED
+    known = memo.get(target) if memo is not None else None
+    if known is None:
+        checked = authorize(target, keys)
+        if type(checked) is not Authorized:
+            return checked  # type: ignore[return-value]
+        known = checked
+        if memo is not None:
+            memo.put(target, known)
+    key, grant = known
     try:
-        key = validate_file_key(path[1:])
-    except InvalidFileKey as exc:
-        return Refuse(400, "bad-path", str(exc))
-    try:
-        verify(path, parse_query(query), keys, now, client)
+        check_grant(grant, now, client)
     except TokenError as exc:
         return Refuse(exc.status_hint, exc.reason, str(exc))
     entry = lookup(key)
     if entry is None:
-        return Refuse(404, "not-held")
+        return NOT_HELD
     f = facts(entry)
     return Serve(key, entry, decide(range_header, if_range, f.size, f.etag, f.last_modified))

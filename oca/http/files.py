@@ -31,7 +31,7 @@ def content_type_for(key: str) -> str:
 
 
 class OpenFile:
-    __slots__ = ("key", "entry", "fd", "refs", "stale", "facts", "content_type", "static_headers")
+    __slots__ = ("key", "entry", "fd", "refs", "stale", "facts", "content_type", "static_headers", "tier")
 
     def __init__(self, key: FileKey, entry: FileEntry, fd: int, cache_control: str) -> None:
         self.key = key
@@ -40,8 +40,9 @@ class OpenFile:
         self.refs = 0
         self.stale = False
         self.content_type = content_type_for(key)
+        self.tier = entry.tier.value  # an enum's .value is a slow descriptor: read it once
         last_modified = formatdate(entry.mtime, usegmt=True)
-        self.facts = FileFacts(size=entry.size, etag=f'"{entry.xxh3}"', last_modified=last_modified)
+        self.facts = FileFacts(size=entry.size, etag=f'"{entry.xxh3}"', last_modified=int(entry.mtime))
         # Headers identical on every response of this file, encoded once.
         self.static_headers = (
             f"Accept-Ranges: bytes\r\nETag: {self.facts.etag}\r\nLast-Modified: {last_modified}\r\n"
@@ -78,6 +79,17 @@ class OpenFiles:
 
     def lookup(self, key: FileKey) -> FileEntry | None:
         return self.entries.get(key)
+
+    def acquire_key(self, key: FileKey) -> OpenFile | None:
+        """The open file for `key` if the index holds it (the caller must `release()` it)."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        of = self._open.get(key)
+        if of is None or of.entry is not entry:
+            of = self._open_new(key, entry)
+        of.refs += 1
+        return of
 
     def acquire(self, key: FileKey, entry: FileEntry) -> OpenFile:
         """The open file for `entry`, opened now if needed; the caller must `release()` it."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from contracts.ids import FileKey
 from contracts.token import Keyring
 from oca.config import HttpConfig
+from oca.core.request import TargetMemo
 from oca.http.files import OpenFile, OpenFiles
 from oca.metrics import WorkerMetrics
 
@@ -30,7 +31,8 @@ class ServerState:
                  loop: asyncio.AbstractEventLoop, on_disk_failed: Callable[[str, str], None],
                  on_file_missing: Callable[[FileKey], None], worker: int = 0) -> None:
         self.config = config
-        self.keys = keys
+        self._keys = keys
+        self.memo = TargetMemo()
         self.files = files
         self.metrics = metrics
         self.loop = loop
@@ -46,7 +48,23 @@ class ServerState:
         self._log: list[str] = []
         self._failed_disks: dict[str, float] = {}
         self.date_header = b""
+        self.clock = loop.time()  # coarse monotonic time for connection deadlines
         self.tick()
+
+    @property
+    def keys(self) -> Keyring:
+        return self._keys
+
+    @keys.setter
+    def keys(self, keys: Keyring) -> None:
+        self._keys = keys
+        self.memo.clear()  # a retired key must stop verifying at once
+
+    def sweep(self) -> None:
+        """Fire header, idle and send timeouts; called twice a second by the worker."""
+        self.clock = now = self.loop.time()
+        for conn in [c for c in self.connections if c.deadline <= now]:
+            conn.check_deadline(now)
 
     def tick(self) -> None:
         """Refresh the Date header; called once a second by the worker."""
@@ -64,7 +82,7 @@ class ServerState:
         else:
             tally[0] += 1
             tally[1] += nbytes
-        self.metrics.sent(of.entry.tier.value, nbytes)
+        self.metrics.sent(of.tier, nbytes)
 
     def take_hits(self) -> dict[FileKey, tuple[int, int]]:
         hits, self.hits = self.hits, {}
@@ -105,7 +123,7 @@ class ServerState:
                 record["range"] = req.range[:200]
         if of is not None:
             record["key"] = of.key
-            record["tier"] = of.entry.tier.value
+            record["tier"] = of.tier
         refused = getattr(conn, "refused", None)
         if refused is not None and conn.status >= 400:
             record["reason"] = refused.reason

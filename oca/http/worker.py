@@ -29,6 +29,7 @@ from oca.store.index import Index
 INDEX_POLL_S = 1.0
 HITS_FLUSH_S = 2.0
 KEYS_POLL_S = 5.0
+SWEEP_S = 0.5
 
 
 def listening_socket(host: str, port: int, reuse_port: bool = True, listen: bool = True) -> socket.socket:
@@ -69,7 +70,8 @@ class Worker:
         server = await loop.create_server(lambda: Connection(self.state), sock=sock, backlog=4096)
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_keys)
-        chores = [asyncio.create_task(c()) for c in (self._follow_index, self._flush_hits, self._tick)]
+        chores = [asyncio.create_task(c()) for c in (self._follow_index, self._flush_hits, self._tick,
+                                                     self._sweep)]
         self.state.log_event("worker-ready", port=sock.getsockname()[1], files=len(entries))
         if self.ready is not None:
             self.ready.set()
@@ -128,6 +130,11 @@ class Worker:
         while True:
             await asyncio.sleep(1.0 - time.time() % 1.0)
             self.state.tick()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            self.state.sweep()
 
     def _maybe_reload_keys(self) -> None:
         mtime = _mtime(self.config.tokens.key_file)

@@ -22,7 +22,10 @@ CASES = [
     ("bytes=-0", Unsatisfiable(SIZE)),
     ("bytes=5-3", Unsatisfiable(SIZE)),
     ("bytes=abc", Unsatisfiable(SIZE)),
-    ("bytes=", Unsatisfiable(SIZE)),
+    ("bytes=", Whole("not a bytes range")),
+    ("bytes=- 5", Unsatisfiable(SIZE)),
+    ("bytes=000000000000000000000001-2", Partial((R(1, 3),))),
+    ("bytes=0-9223372036854775808", Unsatisfiable(SIZE)),
     ("bytes=-", Unsatisfiable(SIZE)),
     ("bytes=1-2,", Unsatisfiable(SIZE)),
     ("bytes=0-1;2-3", Unsatisfiable(SIZE)),
@@ -44,22 +47,32 @@ def test_parse_range(header, expected):
     assert parse_range(header, SIZE) == expected
 
 
-def test_empty_file_ignores_ranges():
-    assert isinstance(parse_range("bytes=0-0", 0), Whole)
+@pytest.mark.parametrize("header,expected", [
+    ("bytes=0-0", Whole("empty range at offset 0")),
+    ("bytes=-5", Whole("empty range at offset 0")),
+    ("bytes=0-", Whole("empty range at offset 0")),
+    ("bytes=1-", Unsatisfiable(0)),
+    ("bytes=abc", Unsatisfiable(0)),
+], ids=["0-0", "suffix", "0-", "1-", "garbage"])
+def test_empty_file_as_nginx(header, expected):
+    assert parse_range(header, 0) == expected
 
 
 def test_too_many_ranges_send_whole():
     header = "bytes=" + ",".join(f"{i}-{i}" for i in range(40))
     assert parse_range(header, SIZE, max_ranges=32) == Whole("too many ranges")
+    assert isinstance(parse_range(header, SIZE), Partial)  # nginx serves 40; our default cap is 64
 
 
-ETAG, LM = '"abc"', "Tue, 01 Jan 2030 00:00:00 GMT"
+ETAG, LM = '"abc"', 1893456000  # Tue, 01 Jan 2030 00:00:00 GMT
 
 
 @pytest.mark.parametrize("if_range,ok", [
-    (None, True), ('"abc"', True), ('"abd"', False), ('W/"abc"', False), (LM, True),
+    (None, True), ('"abc"', True), ('"abd"', False), ('W/"abc"', False), ("Tue, 01 Jan 2030 00:00:00 GMT", True),
+    ("Tuesday, 01-Jan-30 00:00:00 GMT", True), ("Tue Jan  1 00:00:00 2030", True),
     ("Wed, 02 Jan 2030 00:00:00 GMT", False), ("garbage", False),
-], ids=["absent", "etag-match", "etag-mismatch", "weak-etag", "date-match", "date-mismatch", "garbage"])
+], ids=["absent", "etag-match", "etag-mismatch", "weak-etag", "date-match", "rfc850-match", "asctime-match",
+        "date-mismatch", "garbage"])
 def test_if_range(if_range, ok):
     assert if_range_matches(if_range, ETAG, LM) is ok
     verdict = decide("bytes=0-9", if_range, SIZE, ETAG, LM)
