@@ -31,7 +31,7 @@ def content_type_for(key: str) -> str:
 
 
 class OpenFile:
-    __slots__ = ("key", "entry", "fd", "refs", "stale", "facts", "content_type", "static_headers", "tier")
+    __slots__ = ("key", "entry", "fd", "refs", "stale", "facts", "content_type", "static_headers", "tier", "type_line")
 
     def __init__(self, key: FileKey, entry: FileEntry, fd: int, cache_control: str) -> None:
         self.key = key
@@ -40,6 +40,7 @@ class OpenFile:
         self.refs = 0
         self.stale = False
         self.content_type = content_type_for(key)
+        self.type_line = f"Content-Type: {self.content_type}\r\n".encode("latin-1")
         self.tier = entry.tier.value  # an enum's .value is a slow descriptor: read it once
         last_modified = formatdate(entry.mtime, usegmt=True)
         self.facts = FileFacts(size=entry.size, etag=f'"{entry.xxh3}"', last_modified=int(entry.mtime))
@@ -79,6 +80,11 @@ class OpenFiles:
 
     def lookup(self, key: FileKey) -> FileEntry | None:
         return self.entries.get(key)
+
+    def open_file(self, key: FileKey) -> OpenFile | None:
+        """The file if it is open already (the hot path never opens); changes evict entries here,
+        so whatever is found is current."""
+        return self._open.get(key)
 
     def acquire_key(self, key: FileKey) -> OpenFile | None:
         """The open file for `key` if the index holds it (the caller must `release()` it)."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import httptools
 
-from oca.core.ranges import Partial, Unsatisfiable, multipart_layout
+from oca.core.ranges import Partial, Unsatisfiable, multipart_layout, parse_range
 from oca.core.request import Health, Refuse, Serve, plan
 from oca.http.files import FileOpenError, OpenFile
 from oca.http.state import ServerState
@@ -268,6 +268,8 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         parser = self.parser
+        if not self.busy and not self.queue and self._fast(parser):
+            return
         req = Request(parser.get_method().decode("latin-1"), self.url, self.h_range, self.h_if_range,
                       parser.should_keep_alive(), self.h_request_id, parser.get_http_version())
         if not self.busy and not self.queue:
@@ -281,6 +283,80 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     # ---- answering ----------------------------------------------------------------------------
+    def _fast(self, parser: Any) -> bool:
+        """The hot path for the overwhelmingly common request: a keep-alive HTTP/1.1 GET for one
+        plain range (or all) of an open file, through a URL whose key and signature were already
+        checked, answered with one send and one sendfile. The decisions are the core's own
+        (`check_grant`, `parse_range`); only the layers around them are skipped. Anything else
+        returns False before a byte is sent, and the general path answers it."""
+        server = self.server
+        if (self.h_if_range is not None or self.h_request_id is not None or not server.use_sendfile
+                or parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
+                or not parser.should_keep_alive() or server.draining):
+            return False
+        known = server.memo.get(self.url)
+        if known is None:
+            return False
+        grant = known.grant
+        if grant.client_prefix is not None or time.time() > grant.expires_at:
+            return False
+        of = server.files.open_file(known.key)
+        if of is None:
+            return False
+        size = of.facts.size
+        header = self.h_range
+        if header is None:
+            if size == 0:
+                return False
+            start, end = 0, size
+            head = b"%s%s%sContent-Length: %d\r\n%s\r\n" % (
+                _STATUS_LINES[200], server.date_header, of.type_line, size, of.static_headers)
+            status = 200
+        else:
+            verdict = parse_range(header, size)
+            if type(verdict) is not Partial or len(verdict.ranges) != 1:
+                return False
+            start, end = verdict.ranges[0]
+            head = b"%s%s%sContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n%s\r\n" % (
+                _STATUS_LINES[206], server.date_header, of.type_line, end - start, start, end - 1, size,
+                of.static_headers)
+            status = 206
+        t0 = time.perf_counter()
+        count = end - start
+        sent = done = 0
+        try:
+            sent = self.sock.send(head, _MSG_MORE)
+            if sent == len(head):
+                done = os.sendfile(self.sock_fd, of.fd, start, count)
+                if done == count:  # all of it: account and wait for the next request
+                    metrics = server.metrics
+                    metrics.hit()
+                    server.record_hit(of, count)
+                    metrics.response(status, time.perf_counter() - t0)
+                    if server.config.access_log:
+                        self.t0, self.status, self.body_bytes = t0, status, count
+                        self.req = Request("GET", self.url, header, None, True, None, "1.1")
+                        server.access_log(self, of)
+                    self.deadline = server.clock + self.config.keepalive_timeout_s
+                    return True
+        except OSError:
+            if sent == 0:
+                return False  # nothing went out: the general path retries and handles the error
+        # The kernel buffer filled (or an error is pending): the general writer takes over.
+        self.t0 = t0
+        server.metrics.hit()
+        self.busy = True
+        self.status = status
+        self.req = Request("GET", self.url, header, None, True, None, "1.1") if server.config.access_log else None
+        of.refs += 1
+        self.current = of
+        self.body_bytes = done
+        if sent < len(head):
+            self.out.append(head[sent:])
+        self.out.append(_FilePart(of, start + done, count - done))
+        self._pump()
+        return True
+
     def _next(self) -> None:
         while self.queue and not self.busy and not self.closed:
             req = self.queue.popleft()
@@ -339,11 +415,12 @@ class Connection(asyncio.Protocol):
         body = req.method != "HEAD"
         if type(decision) is Partial:
             ranges = decision.ranges
-            if len(ranges) == 1:
-                r = ranges[0]
-                head = self._head(206, req, of.content_type, r.length,
-                                  of.static_headers + b"Content-Range: bytes %d-%d/%d\r\n" % (r.start, r.end - 1, size))
-                self._start(206, head, [_FilePart(of, r.start, r.length)] if body else None)
+            if len(ranges) == 1:  # the hot path: one range, headers formatted in one go
+                start, end = ranges[0]
+                head = b"%s%s%sContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n%s%s" % (
+                    _STATUS_LINES[206], self.server.date_header, of.type_line, end - start, start, end - 1,
+                    size, of.static_headers, self._tail(req))
+                self._start(206, head, [_FilePart(of, start, end - start)] if body else None)
                 return
             layout = multipart_layout(ranges, size, of.content_type, self.server.boundary())
             head = self._head(206, req, layout.content_type, layout.length, of.static_headers)
@@ -360,7 +437,8 @@ class Connection(asyncio.Protocol):
             head = self._head(200, req, of.content_type, size, of.static_headers)
             self._start(200, head, [_FilePart(of, 0, size)] if body and size else None)
 
-    def _head(self, status: int, req: Request | None, content_type: str, length: int, extra: bytes) -> bytes:
+    def _tail(self, req: Request | None) -> bytes:
+        """The end of a response head: connection handling, the request id, the blank line."""
         tail = b"\r\n"
         if self.close_after:
             tail = b"Connection: close\r\n\r\n"
@@ -368,8 +446,11 @@ class Connection(asyncio.Protocol):
             tail = b"Connection: keep-alive\r\n\r\n"
         if req is not None and req.request_id:
             tail = f"X-Request-Id: {req.request_id}\r\n".encode() + tail
+        return tail
+
+    def _head(self, status: int, req: Request | None, content_type: str, length: int, extra: bytes) -> bytes:
         return b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s" % (
-            _STATUS_LINES[status], self.server.date_header, content_type.encode(), length, extra, tail)
+            _STATUS_LINES[status], self.server.date_header, content_type.encode(), length, extra, self._tail(req))
 
     def _respond_error(self, refuse: Refuse, req: Request | None, close: bool = False, extra: str = "") -> None:
         if close:
@@ -477,9 +558,7 @@ class Connection(asyncio.Protocol):
             server.record_hit(of, self.body_bytes)
             self.current = None
             of.release()
-        metrics = server.metrics
-        metrics.status(self.status)
-        metrics.latency(time.perf_counter() - self.t0)
+        server.metrics.response(self.status, time.perf_counter() - self.t0)
         if server.config.access_log:
             server.access_log(self, of)
         self.busy = False

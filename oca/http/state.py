@@ -82,7 +82,8 @@ class ServerState:
         else:
             tally[0] += 1
             tally[1] += nbytes
-        self.metrics.sent(of.tier, nbytes)
+        if nbytes:
+            self.metrics.sent(of.tier, nbytes)
 
     def take_hits(self) -> dict[FileKey, tuple[int, int]]:
         hits, self.hits = self.hits, {}
