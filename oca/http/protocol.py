@@ -545,14 +545,17 @@ class Connection(asyncio.Protocol):
         self.deadline = self.server.clock + self.config.send_timeout_s
 
     def _on_writable(self) -> None:
-        self.server.loop.remove_writer(self.sock_fd)
-        self.writing = False
+        # The writer stays registered until the response is done: a big body waits for the
+        # socket many times, and each add/remove pair is two epoll_ctl calls.
         self.deadline = _NEVER
         if not self.closed:
             self._pump()
 
     def _finish(self) -> None:
         server = self.server
+        if self.writing:
+            server.loop.remove_writer(self.sock_fd)
+            self.writing = False
         of = self.current
         if of is not None:
             server.record_hit(of, self.body_bytes)
