@@ -132,6 +132,24 @@ def fill_token(keys: "Keyring", expires_at: int) -> str:
     return encode_query(grant, keys.secret(keys.signing_id))
 
 
+AUTH_SCHEME = "CDN-Token"
+
+
+def fill_authorization(keys: "Keyring", expires_at: int) -> str:
+    """The `Authorization` header value a fill client (peer, pull-through, agent) sends."""
+    return f"{AUTH_SCHEME} {fill_token(keys, expires_at)}"
+
+
+def authorization_params(header: str | None) -> dict[str, str] | None:
+    """The token parameters of an `Authorization: CDN-Token …` header, None for any other scheme."""
+    if header is None:
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != AUTH_SCHEME.lower():
+        return None
+    return parse_query(credentials.strip())
+
+
 def parse_query(query: str) -> dict[str, str]:
     """Split a query string into the token's parameters; a repeated token parameter is malformed."""
     params: dict[str, str] = {}

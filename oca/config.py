@@ -76,7 +76,9 @@ class MoverConfig:
 class PullThroughConfig:
     enabled: bool = False
     parent: str | None = None  # base URL of another appliance or the origin
-    timeout_s: float = 10.0
+    timeout_s: float = 10.0  # connect / between-bytes timeout towards the parent
+    wait_s: float = 2.0  # how long a request waits for its pull before the fast 404
+    retry_after_s: float = 30.0  # a key whose pull failed is not pulled again before this
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,8 @@ def _pull_through(s: Section) -> PullThroughConfig:
         enabled=s.bool("enabled", False),
         parent=s.str("parent", None),
         timeout_s=s.float("timeout_s", 10.0, min=0.1),
+        wait_s=s.float("wait_s", 2.0, min=0.0),
+        retry_after_s=s.float("retry_after_s", 30.0, min=0.0),
     )
     s.done()
     if cfg.enabled and not cfg.parent:

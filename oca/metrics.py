@@ -37,6 +37,8 @@ _STATUS_INDEX = {s: INDEX[f"status_{s}"] for s in STATUSES}
 _TOKEN_INDEX = {r: INDEX[f"token_{r}"] for r in TOKEN_REASONS}
 _TIER_INDEX = {t: INDEX[f"bytes_{t}"] for t in TIERS}
 _HITS = INDEX["hits"]
+_STATUS_OTHER = INDEX["status_other"]
+_NBUCKETS = len(LATENCY_BUCKETS)
 _LATENCY_FIRST, _LATENCY_SUM, _LATENCY_COUNT = INDEX["latency_le_0"], INDEX["latency_sum"], INDEX["latency_count"]
 
 
@@ -76,6 +78,16 @@ class WorkerMetrics:
 
     def sent(self, tier: str, nbytes: int) -> None:
         self.v[_TIER_INDEX.get(tier, INDEX["bytes_other"])] += nbytes
+
+    def response(self, status: int, seconds: float) -> None:
+        """One response sent: its status and its latency, in one call on the hot path."""
+        v = self.v
+        v[_STATUS_INDEX.get(status, _STATUS_OTHER)] += 1
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        if bucket < _NBUCKETS:
+            v[_LATENCY_FIRST + bucket] += 1
+        v[_LATENCY_SUM] += seconds
+        v[_LATENCY_COUNT] += 1
 
     def latency(self, seconds: float) -> None:
         v = self.v

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Callable, Generic, NamedTuple, TypeVar
 
 from contracts.ids import FileKey, InvalidFileKey, validate_file_key
-from contracts.token import Grant, Keyring, TokenError, check_grant, parse_query, verify_signature
+from contracts.token import (Grant, Keyring, Scope, TokenError, authorization_params, check_grant, parse_query,
+                             verify_signature)
 from oca.core.ranges import RangeVerdict, decide
 
 E = TypeVar("E")
@@ -44,7 +45,6 @@ Verdict = Refuse | Health | Serve
 HEALTH_PATH = "/healthz"
 ALLOWED_METHODS = ("GET", "HEAD")
 METHOD_NOT_ALLOWED = Refuse(405, "method-not-allowed")
-NOT_HELD = Refuse(404, "not-held")
 HEALTH = Health()
 
 
@@ -93,8 +93,10 @@ def split_target(target: bytes) -> tuple[str, str] | Refuse:
         return Refuse(400, "bad-path", "non-ASCII request-target")
 
 
-def authorize(target: bytes, keys: Keyring) -> Authorized | Refuse | Health:
-    """Key and signature of a target, independent of time and client (hence memoisable)."""
+def authorize(target: bytes, keys: Keyring, authorization: str | None = None) -> Authorized | Refuse | Health:
+    """Key and signature of a target, independent of time and client (hence memoisable). A URL
+    token (play scope) comes in the query; a peer or pull-through fetch without one may present a
+    fill token in `Authorization: CDN-Token …` instead."""
     split = split_target(target)
     if isinstance(split, Refuse):
         return split
@@ -106,7 +108,12 @@ def authorize(target: bytes, keys: Keyring) -> Authorized | Refuse | Health:
     except InvalidFileKey as exc:
         return Refuse(400, "bad-path", str(exc))
     try:
-        return Authorized(key, verify_signature(path, parse_query(query), keys))
+        params, scope = parse_query(query), Scope.PLAY
+        if "s" not in params and authorization is not None:
+            fill_params = authorization_params(authorization)
+            if fill_params is not None:
+                params, scope = fill_params, Scope.FILL
+        return Authorized(key, verify_signature(path, params, keys, scope))
     except TokenError as exc:
         return Refuse(exc.status_hint, exc.reason, str(exc))
 
@@ -122,12 +129,15 @@ def plan(
     lookup: Callable[[FileKey], E | None],
     facts: Callable[[E], FileFacts],
     memo: TargetMemo | None = None,
+    authorization: str | None = None,
 ) -> Verdict:
     if method not in ALLOWED_METHODS:
         return METHOD_NOT_ALLOWED
+    if authorization is not None:
+        memo = None  # fill fetches are rare; only URL tokens are memoised
     known = memo.get(target) if memo is not None else None
     if known is None:
-        checked = authorize(target, keys)
+        checked = authorize(target, keys, authorization)
         if type(checked) is not Authorized:
             return checked  # type: ignore[return-value]
         known = checked
@@ -140,6 +150,6 @@ def plan(
         return Refuse(exc.status_hint, exc.reason, str(exc))
     entry = lookup(key)
     if entry is None:
-        return NOT_HELD
+        return Refuse(404, "not-held", key)
     f = facts(entry)
     return Serve(key, entry, decide(range_header, if_range, f.size, f.etag, f.last_modified))

@@ -55,10 +55,13 @@ class _Reject(Exception):
 class Request:
     """A parsed request waiting its turn (pipelining) or being answered."""
 
-    __slots__ = ("method", "target", "range", "if_range", "keep_alive", "request_id", "version", "refuse")
+    __slots__ = ("method", "target", "range", "if_range", "keep_alive", "request_id", "version", "refuse",
+                 "authorization")
 
     def __init__(self, method: str, target: bytes, range_: str | None, if_range: str | None,
-                 keep_alive: bool, request_id: str | None, version: str, refuse: Refuse | None = None) -> None:
+                 keep_alive: bool, request_id: str | None, version: str, refuse: Refuse | None = None,
+                 authorization: str | None = None) -> None:
+        self.authorization = authorization
         self.method = method
         self.target = target
         self.range = range_
@@ -219,7 +222,7 @@ class Connection(asyncio.Protocol):
         self.head_bytes = 0
         self.pending_bytes = 0
         self.url = b""
-        self.h_range = self.h_if_range = self.h_request_id = None
+        self.h_range = self.h_if_range = self.h_request_id = self.h_authorization = None
         self.h_host = 0
         self.h_body = False
         if not self.busy:
@@ -248,6 +251,8 @@ class Connection(asyncio.Protocol):
                 self.h_body = True
         elif n == b"transfer-encoding":
             self.h_body = True
+        elif n == b"authorization":
+            self.h_authorization = value.decode("latin-1")
         elif n == b"x-request-id":
             rid = value[:64].decode("latin-1")
             self.h_request_id = rid if rid.replace("-", "").replace("_", "").replace(".", "").isalnum() else None
@@ -271,7 +276,8 @@ class Connection(asyncio.Protocol):
         if not self.busy and not self.queue and self._fast(parser):
             return
         req = Request(parser.get_method().decode("latin-1"), self.url, self.h_range, self.h_if_range,
-                      parser.should_keep_alive(), self.h_request_id, parser.get_http_version())
+                      parser.should_keep_alive(), self.h_request_id, parser.get_http_version(),
+                      authorization=self.h_authorization)
         if not self.busy and not self.queue:
             self._handle(req)  # the common case: no pipelining; _finish moves on
             return
@@ -290,7 +296,8 @@ class Connection(asyncio.Protocol):
         (`check_grant`, `parse_range`); only the layers around them are skipped. Anything else
         returns False before a byte is sent, and the general path answers it."""
         server = self.server
-        if (self.h_if_range is not None or self.h_request_id is not None or not server.use_sendfile
+        if (self.h_if_range is not None or self.h_request_id is not None or self.h_authorization is not None
+                or not server.use_sendfile
                 or parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
                 or not parser.should_keep_alive() or server.draining):
             return False
@@ -390,7 +397,7 @@ class Connection(asyncio.Protocol):
             self.close_after = True
         try:
             verdict = plan(req.method, req.target, req.range, req.if_range, self.client, server.keys,
-                           time.time(), server.files.acquire_key, _facts, server.memo)
+                           time.time(), server.files.acquire_key, _facts, server.memo, req.authorization)
         except FileOpenError as exc:
             server.disk_error(exc.entry.disk, exc.error, exc.entry.key)
             self._respond_error(Refuse(503, "disk-error", str(exc)), req)
@@ -402,9 +409,39 @@ class Connection(asyncio.Protocol):
                 server.metrics.token_refused(verdict.reason)
             elif verdict.status == 404:
                 server.metrics.add("misses")
+                if server.puller is not None and req.authorization is None:
+                    self._await_pull(req, verdict)
+                    return
             self._respond_error(verdict, req, close=verdict.status in (400, 405))
         elif type(verdict) is Health:
             self._respond_simple(200, b"ok\n", req)
+
+    def _await_pull(self, req: Request, miss: Refuse) -> None:
+        """Pull-through: hold the request while the worker fetches the file from the parent, up to
+        `wait_s`; then serve it, or give the fast 404 and let the fetch finish in the background.
+        Fill fetches (with an Authorization token) never trigger a pull: no chains of parents."""
+        server = self.server
+        pull = server.puller.pull(miss.detail)
+        if pull is None:
+            self._respond_error(miss, req)
+            return
+        self.busy = True
+        settled = False
+
+        def resume(*_: Any) -> None:
+            nonlocal settled
+            if settled or self.closed:
+                return
+            settled = True
+            timer.cancel()
+            self.busy = False
+            if pull.done() and not pull.cancelled() and pull.exception() is None:
+                self._handle(req)  # held now: answered like any hit
+            else:
+                self._respond_error(Refuse(404, "not-held", "pull in progress or failed"), req)
+
+        timer = server.loop.call_later(server.pull_wait_s, resume)
+        pull.add_done_callback(resume)
 
     def _serve(self, req: Request, verdict: Serve) -> None:
         of: OpenFile = verdict.entry

@@ -47,6 +47,8 @@ class ServerState:
         self._boundary_seq = 0
         self._log: list[str] = []
         self._failed_disks: dict[str, float] = {}
+        self.puller: Any = None  # oca.http.pull.Puller when pull-through is on
+        self.pull_wait_s = 0.0
         self.date_header = b""
         self.clock = loop.time()  # coarse monotonic time for connection deadlines
         self.tick()

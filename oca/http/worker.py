@@ -28,7 +28,6 @@ from oca.store.index import Index
 
 INDEX_POLL_S = 1.0
 HITS_FLUSH_S = 2.0
-KEYS_POLL_S = 5.0
 SWEEP_S = 0.5
 
 
@@ -66,6 +65,8 @@ class Worker:
             config.http, load_keyring(config.tokens.key_file), files,
             WorkerMetrics(self.metrics_path, self.slot), loop,
             on_disk_failed=self._disk_failed, on_file_missing=self._file_missing, worker=self.slot)
+        if config.pull_through.enabled:
+            self._start_puller()
         sock = listening_socket(config.http.listen, config.http.port)
         server = await loop.create_server(lambda: Connection(self.state), sock=sock, backlog=4096)
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
@@ -81,10 +82,23 @@ class Worker:
         for chore in chores:
             chore.cancel()
         await self._flush_once()
+        if self.state.puller is not None:
+            await self.state.puller.close()
+            self.store.close()
         self.state.files.close_all()
         self.state.log_event("worker-stopped")
         self.state.flush_log()
         self.index.close()
+
+    def _start_puller(self) -> None:
+        from oca.http.pull import Puller
+        from oca.store.store import Store
+
+        state = self.state
+        self.store = Store.open(self.config)
+        state.puller = Puller(self.config.pull_through, self.store, lambda: state.keys,
+                              lambda entry: state.files.apply_changes({entry.key: entry}), state.log_event)
+        state.pull_wait_s = self.config.pull_through.wait_s
 
     async def _drain(self) -> None:
         state = self.state

@@ -190,3 +190,41 @@ def test_dev_mode_first_try(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_pull_through_from_a_parent_appliance(make_appliance):
+    """Off by default (a miss is a fast 404); on, a child fetches the file from its parent with a
+    fill token, publishes it atomically and serves it; fill tokens are what the parent accepts."""
+    parent = make_appliance()
+    data = os.urandom(300_000)
+    parent.put(data, "pt/file.mp4")
+    parent.wait_for(lambda: _status(parent, parent.path_and_query("pt/file.mp4"))[0] == 200, what="parent")
+    child = make_appliance(start=False)
+    shutil.copy(parent.root / "keys.toml", child.root / "keys.toml")  # one key set for the fleet
+    child.config_path.write_text(child.config_path.read_text() + (
+        f'\n[pull_through]\nenabled = true\nparent = "http://127.0.0.1:{parent.port}"\nwait_s = 5.0\n'))
+    child.start()
+    status, body = _status(child, child.path_and_query("pt/file.mp4"), {"Range": "bytes=100-199"})
+    assert (status, body) == (206, data[100:200])
+    assert any(e["key"] == "pt/file.mp4" for e in child.log_events("pulled"))
+    stored = [d / "pt" / "file.mp4" for d in (child.ssd, child.hdd) if (d / "pt" / "file.mp4").exists()]
+    assert len(stored) == 1 and stored[0].read_bytes() == data
+    # A file the parent lacks: a fast 404, and no second attempt inside the penalty window.
+    assert _status(child, child.path_and_query("pt/none.mp4"))[0] == 404
+    assert _status(child, child.path_and_query("pt/none.mp4"))[0] == 404
+    assert len(child.log_events("pull-failed")) == 1
+
+
+def test_fill_token_in_authorization_header(make_appliance):
+    from contracts.keys import load_keyring
+    from contracts.token import fill_authorization
+
+    app = make_appliance()
+    app.put(b"peer", "peer/file.mp4")
+    app.wait_for(lambda: _status(app, app.path_and_query("peer/file.mp4"))[0] == 200, what="file")
+    keys = load_keyring(app.root / "keys.toml")
+    good = fill_authorization(keys, int(time.time()) + 60)
+    assert _status(app, "/peer/file.mp4", {"Authorization": good}) == (200, b"peer")
+    assert _status(app, "/peer/file.mp4", {"Authorization": good[:-2] + "xx"})[0] == 403
+    assert _status(app, "/peer/file.mp4", {"Authorization": fill_authorization(keys, int(time.time()) - 5)})[0] == 403
+    assert _status(app, "/peer/file.mp4", {"Authorization": "Basic dXNlcjpwYXNz"})[0] == 403

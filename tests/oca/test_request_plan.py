@@ -32,7 +32,7 @@ def run(target, method="GET", rng=None, if_range=None, client="192.0.2.1", memo=
                                                  Whole("no range"))),
     (dict(target=signed(), method="POST"), Refuse(405, "method-not-allowed")),
     (dict(target=b"/healthz"), Health()),
-    (dict(target=signed("/titles/none.mp4")), Refuse(404, "not-held")),
+    (dict(target=signed("/titles/none.mp4")), Refuse(404, "not-held", "titles/none.mp4")),
 ], ids=["whole", "range", "unsatisfiable", "head", "post", "health", "not-held"])
 def test_verdicts(kwargs, expected):
     assert run(**kwargs) == expected
