@@ -1,0 +1,302 @@
+"""Catalog entries: the one JSON document per title that playback and fill read (`catalog/<id>.json`).
+
+An entry carries, per rendition, everything a player manifest needs — file key, size, xxh3-128, RFC 6381
+codec, resolution, frame rate, bandwidth, the init and sidx byte ranges and every segment's (offset,
+length, duration) — so playback renders HLS and DASH itself with absolute signed URLs, and fill knows
+what to copy and how to check it. Wire format: camelCase JSON with `"schema": 1`; durations in seconds,
+bandwidths in bits per second, sizes and offsets in bytes. `from_dict` refuses a malformed entry and
+names the field. Search is here too, so every reader ranks the same way.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from origin.core.errors import CatalogError, UsageError
+from origin.core.ladder import validate_languages
+from origin.core.layout import validate_title_id
+
+SCHEMA = 1
+MAX_TITLE_LEN = 300
+MAX_GENRES = 16
+
+
+@dataclass(frozen=True)
+class Segment:
+    offset: int
+    length: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Span:
+    offset: int
+    length: int
+
+    @property
+    def last(self) -> int:  # inclusive, as HTTP and DASH write ranges
+        return self.offset + self.length - 1
+
+
+@dataclass(frozen=True)
+class Rendition:
+    name: str
+    kind: str  # "video" | "audio"
+    key: str
+    size: int
+    xxh3: str
+    codec: str
+    bandwidth: int  # peak segment bit rate (HLS BANDWIDTH)
+    average_bandwidth: int
+    init: Span
+    index: Span | None
+    segments: tuple[Segment, ...]
+    playlist: str  # key of its HLS media playlist
+    width: int | None = None
+    height: int | None = None
+    frame_rate: float | None = None
+    language: str | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return sum(s.duration_s for s in self.segments)
+
+
+@dataclass(frozen=True)
+class Asset:
+    key: str
+    size: int
+    xxh3: str
+    content_type: str
+
+
+@dataclass(frozen=True)
+class Metadata:
+    title_id: str
+    title: str
+    genres: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    release_date: str | None = None  # ISO 8601 date
+
+
+@dataclass(frozen=True)
+class TitleEntry:
+    meta: Metadata
+    version: str
+    duration_s: float
+    renditions: tuple[Rendition, ...]
+    assets: tuple[Asset, ...]  # playlists, MPD, poster: everything besides the renditions
+    master: str
+    dash: str
+    poster: str | None
+    source: Mapping[str, Any] = field(default_factory=dict)  # how it was made (for idempotent re-ingest)
+    ingested_at: str = ""
+
+    @property
+    def title_id(self) -> str:
+        return self.meta.title_id
+
+    @property
+    def video(self) -> tuple[Rendition, ...]:
+        return tuple(r for r in self.renditions if r.kind == "video")
+
+    @property
+    def audio(self) -> tuple[Rendition, ...]:
+        return tuple(r for r in self.renditions if r.kind == "audio")
+
+    def objects(self) -> tuple[tuple[str, int, str], ...]:
+        """(key, size, xxh3) of every object the entry names, renditions first."""
+        return tuple((r.key, r.size, r.xxh3) for r in self.renditions) + tuple(
+            (a.key, a.size, a.xxh3) for a in self.assets)
+
+
+def validate_metadata(meta: Metadata) -> Metadata:
+    validate_title_id(meta.title_id)
+    if not meta.title.strip() or len(meta.title) > MAX_TITLE_LEN:
+        raise UsageError(f"title: 1-{MAX_TITLE_LEN} characters, not blank")
+    if len(meta.genres) > MAX_GENRES or any(not g.strip() or len(g) > 64 for g in meta.genres):
+        raise UsageError(f"genres: at most {MAX_GENRES}, each 1-64 characters")
+    validate_languages(meta.languages)
+    if meta.release_date is not None:
+        try:
+            dt.date.fromisoformat(meta.release_date)
+        except ValueError:
+            raise UsageError(f"release date {meta.release_date!r}: expected YYYY-MM-DD") from None
+    return meta
+
+
+def to_dict(entry: TitleEntry) -> dict[str, Any]:
+    meta = entry.meta
+    return {
+        "schema": SCHEMA,
+        "id": meta.title_id,
+        "title": meta.title,
+        "genres": list(meta.genres),
+        "languages": list(meta.languages),
+        "releaseDate": meta.release_date,
+        "duration": round(entry.duration_s, 6),
+        "bitrates": sorted(r.bandwidth for r in entry.video),
+        "version": entry.version,
+        "master": entry.master,
+        "dash": entry.dash,
+        "poster": entry.poster,
+        "renditions": [_rendition_dict(r) for r in entry.renditions],
+        "assets": [{"key": a.key, "size": a.size, "xxh3": a.xxh3, "contentType": a.content_type}
+                   for a in entry.assets],
+        "source": dict(entry.source),
+        "ingestedAt": entry.ingested_at,
+    }
+
+
+def _rendition_dict(r: Rendition) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": r.name, "type": r.kind, "key": r.key, "size": r.size, "xxh3": r.xxh3, "codec": r.codec,
+        "bandwidth": r.bandwidth, "averageBandwidth": r.average_bandwidth, "duration": round(r.duration_s, 6),
+    }
+    if r.kind == "video":
+        out.update(width=r.width, height=r.height, frameRate=r.frame_rate)
+    else:
+        out.update(language=r.language, channels=r.channels, sampleRate=r.sample_rate)
+    out["init"] = {"offset": r.init.offset, "length": r.init.length}
+    out["index"] = {"offset": r.index.offset, "length": r.index.length} if r.index else None
+    out["segments"] = [[s.offset, s.length, round(s.duration_s, 6)] for s in r.segments]
+    out["playlist"] = r.playlist
+    return out
+
+
+class _Fields:
+    """Typed access to one JSON object, naming the dotted field in each error."""
+
+    def __init__(self, value: Any, where: str) -> None:
+        if not isinstance(value, Mapping):
+            raise CatalogError(f"{where or 'entry'}: must be an object")
+        self.value, self.where = value, where
+
+    def get(self, name: str, kinds: type | tuple[type, ...], optional: bool = False) -> Any:
+        where = f"{self.where}.{name}" if self.where else name
+        value = self.value.get(name)
+        if value is None and optional:
+            return None
+        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in _tuple(kinds):
+            raise CatalogError(f"{where}: missing or of the wrong type")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise CatalogError(f"{where}: must not be negative")
+        return value
+
+    def sub(self, name: str, optional: bool = False) -> "_Fields | None":
+        value = self.value.get(name)
+        if value is None and optional:
+            return None
+        return _Fields(value, f"{self.where}.{name}" if self.where else name)
+
+
+def _tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _strings(f: _Fields, name: str) -> tuple[str, ...]:
+    values = f.get(name, list)
+    if not all(isinstance(v, str) for v in values):
+        raise CatalogError(f"{name}: must be a list of strings")
+    return tuple(values)
+
+
+def from_dict(raw: Any) -> TitleEntry:
+    f = _Fields(raw, "")
+    if f.get("schema", int) != SCHEMA:
+        raise CatalogError(f"schema: version {raw.get('schema')} is not {SCHEMA}")
+    meta = Metadata(f.get("id", str), f.get("title", str), _strings(f, "genres"), _strings(f, "languages"),
+                    f.get("releaseDate", str, optional=True))
+    try:
+        validate_metadata(meta)
+    except UsageError as exc:
+        raise CatalogError(str(exc)) from None
+    renditions = tuple(_rendition(_Fields(r, f"renditions[{i}]")) for i, r in enumerate(f.get("renditions", list)))
+    if not any(r.kind == "video" for r in renditions):
+        raise CatalogError("renditions: no video rendition")
+    assets = tuple(_asset(_Fields(a, f"assets[{i}]")) for i, a in enumerate(f.get("assets", list)))
+    return TitleEntry(
+        meta=meta, version=f.get("version", str), duration_s=float(f.get("duration", (int, float))),
+        renditions=renditions, assets=assets, master=f.get("master", str), dash=f.get("dash", str),
+        poster=f.get("poster", str, optional=True), source=dict(f.get("source", dict)),
+        ingested_at=f.get("ingestedAt", str),
+    )
+
+
+def _span(f: _Fields | None) -> Span | None:
+    return None if f is None else Span(f.get("offset", int), f.get("length", int))
+
+
+def _rendition(f: _Fields) -> Rendition:
+    kind = f.get("type", str)
+    if kind not in ("video", "audio"):
+        raise CatalogError(f"{f.where}.type: must be video or audio")
+    segments = []
+    for i, seg in enumerate(f.get("segments", list)):
+        if (not isinstance(seg, list) or len(seg) != 3 or not all(isinstance(x, int) for x in seg[:2])
+                or not isinstance(seg[2], (int, float)) or min(seg) < 0):
+            raise CatalogError(f"{f.where}.segments[{i}]: must be [offset, length, duration]")
+        segments.append(Segment(seg[0], seg[1], float(seg[2])))
+    video = kind == "video"
+    rate = f.get("frameRate", (int, float), optional=True) if video else None
+    return Rendition(
+        name=f.get("name", str), kind=kind, key=f.get("key", str), size=f.get("size", int),
+        xxh3=f.get("xxh3", str), codec=f.get("codec", str), bandwidth=f.get("bandwidth", int),
+        average_bandwidth=f.get("averageBandwidth", int), init=_span(f.sub("init")),  # type: ignore[arg-type]
+        index=_span(f.sub("index", optional=True)), segments=tuple(segments), playlist=f.get("playlist", str),
+        width=f.get("width", int) if video else None, height=f.get("height", int) if video else None,
+        frame_rate=float(rate) if rate is not None else None,
+        language=None if video else f.get("language", str),
+        channels=None if video else f.get("channels", int, optional=True),
+        sample_rate=None if video else f.get("sampleRate", int, optional=True),
+    )
+
+
+def _asset(f: _Fields) -> Asset:
+    return Asset(f.get("key", str), f.get("size", int), f.get("xxh3", str), f.get("contentType", str))
+
+
+def summary(entry: TitleEntry) -> dict[str, Any]:
+    """What a title list shows: no renditions or segments."""
+    full = to_dict(entry)
+    return {k: full[k] for k in ("id", "title", "genres", "languages", "releaseDate", "duration", "bitrates",
+                                 "version", "poster", "master", "dash")}
+
+
+def _fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def match_score(entry: TitleEntry, query: str) -> int:
+    """How well `query` names the title: 0 is no match; exact > id > prefix > every word > substring."""
+    q, title = _fold(query).strip(), _fold(entry.meta.title)
+    if not q:
+        return 1
+    words = title.replace("-", " ").split()
+    if q == title:
+        return 100
+    if q == _fold(entry.title_id):
+        return 90
+    if title.startswith(q):
+        return 80
+    if all(any(w.startswith(part) for w in words) for part in q.split()):
+        return 60
+    return 40 if q in title else 0
+
+
+def search(entries: Iterable[TitleEntry], query: str | None = None, genre: str | None = None) -> list[TitleEntry]:
+    """Entries matching `query` (title words) and `genre` (exact, case-insensitive), best first."""
+    wanted_genre = _fold(genre) if genre else None
+    scored = []
+    for entry in entries:
+        if wanted_genre is not None and wanted_genre not in {_fold(g) for g in entry.meta.genres}:
+            continue
+        score = match_score(entry, query) if query else 1
+        if score:
+            scored.append((-score, _fold(entry.meta.title), entry.title_id, entry))
+    return [item[-1] for item in sorted(scored, key=lambda item: item[:3])]

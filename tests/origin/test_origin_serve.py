@@ -1,0 +1,190 @@
+"""`origin serve` as a real subprocess over the local origin: range semantics (RFC 9110 §14), fill
+tokens, the catalog API, metrics, ffmpeg decoding the whole title from the master playlist over HTTP,
+and a graceful SIGTERM."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from conftest import SAMPLE_FRAMES, SAMPLE_SECONDS
+from origin_testkit import decoded_audio_seconds, decoded_frames
+
+from contracts.keys import load_keyring
+from contracts.token import Grant, Scope, encode_query, fill_token, sign_path
+from origin.core.catalog import to_dict
+
+
+@pytest.fixture(scope="module")
+def token(keyfile) -> str:
+    return fill_token(load_keyring(keyfile), int(time.time()) + 3600)
+
+
+@pytest.fixture(scope="module")
+def auth(token) -> dict[str, str]:
+    return {"Authorization": f"CDN-Token {token}"}
+
+
+@pytest.fixture(scope="module")
+def rendition(world):
+    entry = world.ingested("local").entry
+    r = next(r for r in entry.video if r.name == "180p")
+    return r, (world.location("local").path / r.key).read_bytes()
+
+
+RANGE_CASES = [
+    # (Range header, status, expected slice as (start, end-exclusive) or None for 416/whole)
+    ("bytes=0-99", 206, (0, 100)),
+    ("bytes=100-", 206, (100, None)),
+    ("bytes=-500", 206, (-500, None)),
+    ("bytes=10-10", 206, (10, 11)),
+    ("bytes=5-999999999", 206, (5, None)),  # last-pos past the end is clamped
+    ("BYTES = 0-9", 206, (0, 10)),  # unit is case-insensitive, whitespace allowed around '='
+    ("bytes=999999999-", 416, None),
+    ("bytes=-0", 416, None),
+    ("bytes=9-5", 200, None),  # invalid: ignored
+    ("bytes=abc", 200, None),
+    ("items=0-5", 200, None),
+    ("bytes=0-1,5-9", 200, None),  # several ranges: the whole file
+]
+
+
+@pytest.mark.parametrize("header,status,window", RANGE_CASES, ids=[c[0] for c in RANGE_CASES])
+def test_range_semantics(served, auth, rendition, header, status, window):
+    r, data = rendition
+    response = requests.get(f"{served.url}/{r.key}", headers={**auth, "Range": header}, timeout=10)
+    assert response.status_code == status
+    size = len(data)
+    if status == 206:
+        start, end = window
+        expected = data[start:end] if start >= 0 else data[start:]
+        assert response.content == expected
+        first = start if start >= 0 else size + start
+        assert response.headers["Content-Range"] == f"bytes {first}-{first + len(expected) - 1}/{size}"
+    elif status == 416:
+        assert response.headers["Content-Range"] == f"bytes */{size}"
+    else:
+        assert response.content == data and "Content-Range" not in response.headers
+    assert response.headers["Accept-Ranges"] == "bytes"
+
+
+def test_segment_ranges_from_the_entry(served, auth, rendition):
+    r, data = rendition
+    for seg in r.segments:
+        end = seg.offset + seg.length - 1
+        got = requests.get(f"{served.url}/{r.key}", headers={**auth, "Range": f"bytes={seg.offset}-{end}"}, timeout=10)
+        assert got.status_code == 206 and got.content == data[seg.offset:end + 1]
+
+
+def test_head_and_if_range(served, auth, rendition):
+    r, data = rendition
+    head = requests.head(f"{served.url}/{r.key}", headers=auth, timeout=10)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == len(data) and not head.content
+    etag = head.headers["ETag"]
+    same = requests.get(f"{served.url}/{r.key}", headers={**auth, "Range": "bytes=0-9", "If-Range": etag}, timeout=10)
+    assert same.status_code == 206
+    stale = requests.get(f"{served.url}/{r.key}", headers={**auth, "Range": "bytes=0-9", "If-Range": '"old"'},
+                         timeout=10)
+    assert stale.status_code == 200 and len(stale.content) == len(data)
+    dated = requests.get(f"{served.url}/{r.key}", timeout=10,
+                         headers={**auth, "Range": "bytes=0-9", "If-Range": head.headers["Last-Modified"]})
+    assert dated.status_code == 206
+
+
+def test_token_in_query_string(served, token, rendition):
+    r, data = rendition
+    assert requests.get(f"{served.url}/{r.key}?{token}", timeout=10).content == data
+
+
+def _forged(keyfile) -> str:
+    keys = load_keyring(keyfile)
+    good = fill_token(keys, int(time.time()) + 3600)
+    return good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+
+
+REFUSALS = {
+    "missing": lambda keyfile: None,
+    "forged": _forged,
+    "expired": lambda keyfile: fill_token(load_keyring(keyfile), int(time.time()) - 10),
+    "play-scope": lambda keyfile: sign_path("*", load_keyring(keyfile), int(time.time()) + 60).split("?", 1)[1],
+    "unknown-key": lambda keyfile: encode_query(
+        Grant("*", int(time.time()) + 60, "nokey", scope=Scope.FILL), b"x" * 32),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+@pytest.mark.parametrize("where", ["header", "query"])
+def test_bad_tokens_are_refused(served, keyfile, rendition, case, where):
+    r, _ = rendition
+    token = REFUSALS[case](keyfile)
+    url, headers = f"{served.url}/{r.key}", {}
+    if token is not None:
+        if where == "header":
+            headers["Authorization"] = f"CDN-Token {token}"
+        else:
+            url += f"?{token}"
+    response = requests.get(url, headers=headers, timeout=10)
+    assert response.status_code == 403
+    assert response.headers["X-Deny-Reason"].startswith(("token-", "bad-", "unknown-", "wrong-"))
+    assert requests.get(f"{served.url}/v1/titles", headers=headers, timeout=10).status_code == 403
+
+
+def test_missing_and_invalid_keys(served, auth):
+    assert requests.get(f"{served.url}/files/nope/v0000000000000000/x.mp4", headers=auth, timeout=10).status_code == 404
+    assert requests.get(f"{served.url}/files/../etc/passwd", headers=auth, timeout=10).status_code == 404
+    assert requests.get(f"{served.url}/.tmp/x", headers=auth, timeout=10).status_code == 404
+
+
+def test_catalog_api(served, auth, world):
+    listing = requests.get(f"{served.url}/v1/titles", headers=auth, timeout=10)
+    assert listing.status_code == 200
+    ids = [t["id"] for t in listing.json()["titles"]]
+    assert "sample" in ids
+    found = requests.get(f"{served.url}/v1/titles", params={"q": "sample ti"}, headers=auth, timeout=10).json()
+    assert found["titles"][0]["id"] == "sample"
+    by_genre = requests.get(f"{served.url}/v1/titles", params={"genre": "ANIMATION"}, headers=auth, timeout=10)
+    assert "sample" in [t["id"] for t in by_genre.json()["titles"]]
+    one = requests.get(f"{served.url}/v1/titles/sample", headers=auth, timeout=10).json()
+    assert one["id"] == "sample" and one["renditions"][0]["segments"]
+    assert one == to_dict(world.ingested("local").entry)
+    assert requests.get(f"{served.url}/v1/titles/none", headers=auth, timeout=10).status_code == 404
+
+
+def test_health_and_metrics(served):
+    assert requests.get(f"{served.url}/healthz", timeout=10).text == "ok\n"
+    text = requests.get(f"{served.url}/metrics", timeout=10).text
+    assert "origin_bytes_sent_total" in text and 'origin_responses_total{route="file"' in text
+
+
+def test_ffmpeg_decodes_the_whole_title_from_the_master_playlist(served, token, world):
+    entry = world.ingested("local").entry
+    url = f"{served.url}/{entry.master}"
+    headers = f"Authorization: CDN-Token {token}\r\n"
+    assert decoded_frames(url, "0:v:0", headers) == SAMPLE_FRAMES
+    assert decoded_audio_seconds(url, headers) == pytest.approx(SAMPLE_SECONDS, abs=0.1)
+
+
+def test_sigterm_drains_and_exits(world, keyfile, tmp_path):
+    conf = tmp_path / "origin.toml"
+    conf.write_text(f'[origin]\nlocation = "{world.location("local").path}"\n[serve]\nport = 0\n'
+                    f'key_file = "{keyfile}"\n')
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(20)
+    proc = subprocess.Popen([sys.executable, "-m", "origin.cli", "serve", "-c", str(conf)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    assert notify.recv(64) == b"READY=1"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert "draining" in proc.stdout.read()
+    assert notify.recv(64) == b"STOPPING=1"
+    notify.close()
