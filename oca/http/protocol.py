@@ -15,7 +15,6 @@ object unless requests are pipelined, header bytes assembled once with `%`.
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 import time
@@ -29,22 +28,10 @@ from oca.core.ranges import Partial, Unsatisfiable, multipart_layout, parse_rang
 from oca.core.request import Health, Refuse, Serve, plan
 from oca.http.files import FileOpenError, OpenFile
 from oca.http.state import ServerState
+from oca.http.writer import MSG_MORE, NEVER, STATUS_LINES, FilePart, Request, ResponseWriter
 
-REASONS = {
-    200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
-    416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
-    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
-_SOCKET_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT,
-                            errno.ECONNABORTED, errno.EBADF})
-_COPY_CHUNK = 256 * 1024
-_MAX_QUEUED = 32  # pipelined requests held before we stop reading
-_NEVER = float("inf")
-_MSG_MORE = socket.MSG_MORE
 _facts = attrgetter("facts")
+_MAX_QUEUED = 32  # pipelined requests held before we stop reading
 
 
 class _Reject(Exception):
@@ -52,36 +39,7 @@ class _Reject(Exception):
         self.refuse = refuse
 
 
-class Request:
-    """A parsed request waiting its turn (pipelining) or being answered."""
-
-    __slots__ = ("method", "target", "range", "if_range", "keep_alive", "request_id", "version", "refuse",
-                 "authorization")
-
-    def __init__(self, method: str, target: bytes, range_: str | None, if_range: str | None,
-                 keep_alive: bool, request_id: str | None, version: str, refuse: Refuse | None = None,
-                 authorization: str | None = None) -> None:
-        self.authorization = authorization
-        self.method = method
-        self.target = target
-        self.range = range_
-        self.if_range = if_range
-        self.keep_alive = keep_alive
-        self.request_id = request_id
-        self.version = version
-        self.refuse = refuse
-
-
-class _FilePart:
-    __slots__ = ("of", "offset", "count")
-
-    def __init__(self, of: OpenFile, offset: int, count: int) -> None:
-        self.of = of
-        self.offset = offset
-        self.count = count
-
-
-class Connection(asyncio.Protocol):
+class Connection(ResponseWriter, asyncio.Protocol):
     """One client connection."""
 
     def __init__(self, server: ServerState) -> None:
@@ -179,7 +137,7 @@ class Connection(asyncio.Protocol):
         elif not self.busy:
             self.close()
         else:
-            self.deadline = _NEVER
+            self.deadline = NEVER
 
     # ---- parsing ----------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -260,7 +218,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.in_head = False
         if not self.busy:
-            self.deadline = _NEVER
+            self.deadline = NEVER
         version = self.parser.get_http_version()
         if version != "1.1":
             if version != "1.0":
@@ -317,7 +275,7 @@ class Connection(asyncio.Protocol):
                 return False
             start, end = 0, size
             head = b"%s%s%sContent-Length: %d\r\n%s\r\n" % (
-                _STATUS_LINES[200], server.date_header, of.type_line, size, of.static_headers)
+                STATUS_LINES[200], server.date_header, of.type_line, size, of.static_headers)
             status = 200
         else:
             verdict = parse_range(header, size)
@@ -325,14 +283,14 @@ class Connection(asyncio.Protocol):
                 return False
             start, end = verdict.ranges[0]
             head = b"%s%s%sContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n%s\r\n" % (
-                _STATUS_LINES[206], server.date_header, of.type_line, end - start, start, end - 1, size,
+                STATUS_LINES[206], server.date_header, of.type_line, end - start, start, end - 1, size,
                 of.static_headers)
             status = 206
         t0 = time.perf_counter()
         count = end - start
         sent = done = 0
         try:
-            sent = self.sock.send(head, _MSG_MORE)
+            sent = self.sock.send(head, MSG_MORE)
             if sent == len(head):
                 done = os.sendfile(self.sock_fd, of.fd, start, count)
                 if done == count:  # all of it: account and wait for the next request
@@ -360,7 +318,7 @@ class Connection(asyncio.Protocol):
         self.body_bytes = done
         if sent < len(head):
             self.out.append(head[sent:])
-        self.out.append(_FilePart(of, start + done, count - done))
+        self.out.append(FilePart(of, start + done, count - done))
         self._pump()
         return True
 
@@ -455,15 +413,15 @@ class Connection(asyncio.Protocol):
             if len(ranges) == 1:  # the hot path: one range, headers formatted in one go
                 start, end = ranges[0]
                 head = b"%s%s%sContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n%s%s" % (
-                    _STATUS_LINES[206], self.server.date_header, of.type_line, end - start, start, end - 1,
+                    STATUS_LINES[206], self.server.date_header, of.type_line, end - start, start, end - 1,
                     size, of.static_headers, self._tail(req))
-                self._start(206, head, [_FilePart(of, start, end - start)] if body else None)
+                self._start(206, head, [FilePart(of, start, end - start)] if body else None)
                 return
             layout = multipart_layout(ranges, size, of.content_type, self.server.boundary())
             head = self._head(206, req, layout.content_type, layout.length, of.static_headers)
             parts: list[Any] = []
             for part_head, r in zip(layout.heads, ranges):
-                parts += (part_head, _FilePart(of, r.start, r.length))
+                parts += (part_head, FilePart(of, r.start, r.length))
             parts.append(layout.tail)
             self._start(206, head, parts if body else None)
         elif type(decision) is Unsatisfiable:
@@ -472,144 +430,4 @@ class Connection(asyncio.Protocol):
                                 extra=f"Content-Range: bytes */{size}\r\n")
         else:
             head = self._head(200, req, of.content_type, size, of.static_headers)
-            self._start(200, head, [_FilePart(of, 0, size)] if body and size else None)
-
-    def _tail(self, req: Request | None) -> bytes:
-        """The end of a response head: connection handling, the request id, the blank line."""
-        tail = b"\r\n"
-        if self.close_after:
-            tail = b"Connection: close\r\n\r\n"
-        elif req is not None and req.version == "1.0":
-            tail = b"Connection: keep-alive\r\n\r\n"
-        if req is not None and req.request_id:
-            tail = f"X-Request-Id: {req.request_id}\r\n".encode() + tail
-        return tail
-
-    def _head(self, status: int, req: Request | None, content_type: str, length: int, extra: bytes) -> bytes:
-        return b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s" % (
-            _STATUS_LINES[status], self.server.date_header, content_type.encode(), length, extra, self._tail(req))
-
-    def _respond_error(self, refuse: Refuse, req: Request | None, close: bool = False, extra: str = "") -> None:
-        if close:
-            self.close_after = True
-        if req is None:
-            self.t0 = time.perf_counter()
-            self.req = None
-        if refuse.status == 405:
-            extra += "Allow: GET, HEAD\r\n"
-        elif refuse.status == 503:
-            extra += "Retry-After: 5\r\n"
-        body = f"{refuse.status} {REASONS.get(refuse.status, '')}: {refuse.reason}\n".encode()
-        extra_b = f"X-Oca-Reason: {refuse.reason}\r\n{extra}".encode()
-        head = self._head(refuse.status, req, "text/plain; charset=utf-8", len(body), extra_b)
-        self.refused = refuse
-        self._start(refuse.status, head, None if req is not None and req.method == "HEAD" else [body])
-
-    def _respond_simple(self, status: int, body: bytes, req: Request) -> None:
-        head = self._head(status, req, "text/plain; charset=utf-8", len(body), b"Cache-Control: no-store\r\n")
-        self._start(status, head, None if req.method == "HEAD" else [body])
-
-    # ---- writing ------------------------------------------------------------------------------
-    def _start(self, status: int, head: bytes, body: list[Any] | None) -> None:
-        self.busy = True
-        self.status = status
-        self.body_bytes = 0
-        out = self.out
-        out.append(head)
-        if body:
-            out.extend(body)
-        self._pump()
-
-    def _pump(self) -> None:
-        out = self.out
-        sock = self.sock
-        try:
-            while out:
-                item = out[0]
-                if type(item) is bytes:
-                    sent = sock.send(item, _MSG_MORE if len(out) > 1 else 0)
-                    if sent < len(item):
-                        out[0] = item[sent:]
-                        self._wait_writable()
-                        return
-                    out.popleft()
-                    continue
-                if not self.server.use_sendfile:
-                    data = os.pread(item.of.fd, min(item.count, _COPY_CHUNK), item.offset)
-                    if not data:
-                        raise _Truncated(item.of)
-                    item.offset += len(data)
-                    item.count -= len(data)
-                    self.body_bytes += len(data)
-                    if item.count == 0:
-                        out.popleft()  # so MSG_MORE is not set on the last bytes
-                    out.appendleft(data)
-                    continue
-                sent = os.sendfile(self.sock_fd, item.of.fd, item.offset, item.count)
-                if sent == 0:
-                    raise _Truncated(item.of)
-                self.body_bytes += sent
-                if sent == item.count:
-                    out.popleft()
-                else:
-                    item.offset += sent
-                    item.count -= sent
-        except BlockingIOError:
-            self._wait_writable()
-            return
-        except _Truncated as exc:
-            self._on_file_error(exc.of, OSError(errno.EIO, "file shorter than its index entry"))
-            return
-        except OSError as exc:
-            if exc.errno in _SOCKET_ERRNOS or self.current is None:
-                self.server.metrics.add("client_aborts")
-                self.close()
-            else:
-                self._on_file_error(self.current, exc)
-            return
-        self._finish()
-
-    def _on_file_error(self, of: OpenFile, exc: OSError) -> None:
-        """A read failed mid-response: the body can't be completed, so cut the connection (the
-        player retries its next URL) and fail the disk so no one else is sent there."""
-        self.server.disk_error(of.entry.disk, exc, of.key)
-        self.close()
-
-    def _wait_writable(self) -> None:
-        if not self.writing:
-            self.writing = True
-            self.server.loop.add_writer(self.sock_fd, self._on_writable)
-        self.deadline = self.server.clock + self.config.send_timeout_s
-
-    def _on_writable(self) -> None:
-        # The writer stays registered until the response is done: a big body waits for the
-        # socket many times, and each add/remove pair is two epoll_ctl calls.
-        self.deadline = _NEVER
-        if not self.closed:
-            self._pump()
-
-    def _finish(self) -> None:
-        server = self.server
-        if self.writing:
-            server.loop.remove_writer(self.sock_fd)
-            self.writing = False
-        of = self.current
-        if of is not None:
-            server.record_hit(of, self.body_bytes)
-            self.current = None
-            of.release()
-        server.metrics.response(self.status, time.perf_counter() - self.t0)
-        if server.config.access_log:
-            server.access_log(self, of)
-        self.busy = False
-        self._next()
-
-    def _release_current(self) -> None:
-        if self.current is not None:
-            self.current.release()
-            self.current = None
-
-
-class _Truncated(Exception):
-    def __init__(self, of: OpenFile) -> None:
-        self.of = of
+            self._start(200, head, [FilePart(of, 0, size)] if body and size else None)

@@ -262,9 +262,9 @@ class Index:
             if seq < self._floor(tx) or seq > top:
                 return None
             rows = tx.execute(
-                f"SELECT c.key, f.tier, f.disk, f.size, f.xxh3, f.mtime, p.key IS NOT NULL "
-                f"FROM (SELECT DISTINCT key FROM changes WHERE seq > ? AND seq <= ?) c "
-                f"LEFT JOIN files f ON f.key = c.key LEFT JOIN pins p ON p.key = c.key", (seq, top))
+                "SELECT c.key, f.tier, f.disk, f.size, f.xxh3, f.mtime, p.key IS NOT NULL "
+                "FROM (SELECT DISTINCT key FROM changes WHERE seq > ? AND seq <= ?) c "
+                "LEFT JOIN files f ON f.key = c.key LEFT JOIN pins p ON p.key = c.key", (seq, top))
             changed = {r[0]: (_entry(r) if r[1] is not None else None) for r in rows}
         return changed, top
 

@@ -251,3 +251,11 @@ def test_metrics_and_health(served):
     assert health["accepting"] and not health["draining"]
     assert {d["tier"] for d in health["disks"]} == {"ssd", "hdd"} and all(d["ok"] for d in health["disks"])
     assert served.admin("/healthz") == b"ok\n"
+
+
+def test_deep_pipelining_pauses_reading_and_answers_all(served):
+    target = served.path_and_query("titles/t1/v1/small.m4s").encode()
+    one = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n"
+    last = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reply = raw_exchange(served.port, one * 60 + last, timeout=10)
+    assert reply.count(b"HTTP/1.1 206 ") == 60 and reply.count(b"HTTP/1.1 200 ") == 1

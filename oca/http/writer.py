@@ -1,0 +1,216 @@
+"""The writing half of a client connection: response heads, and bodies sent with `send` (MSG_MORE
+while more follows) and `os.sendfile` — or `pread` + `send` with sendfile off — on the dup of the
+socket, waiting for writability with the loop's writer callback. A read error mid-body means the
+file (its disk) failed: the connection is cut, since a body can't be taken back, and the disk is
+reported so nobody else is sent there. `Connection` (protocol.py) mixes this in.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+from typing import TYPE_CHECKING, Any
+
+from oca.core.request import Refuse
+from oca.http.files import OpenFile
+
+if TYPE_CHECKING:
+    from collections import deque
+
+    from oca.http.state import ServerState
+
+REASONS = {
+    200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+    416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in REASONS.items()}
+_SOCKET_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ETIMEDOUT,
+                            errno.ECONNABORTED, errno.EBADF})
+_COPY_CHUNK = 256 * 1024
+NEVER = float("inf")
+MSG_MORE = socket.MSG_MORE
+
+class Request:
+    """A parsed request waiting its turn (pipelining) or being answered."""
+
+    __slots__ = ("method", "target", "range", "if_range", "keep_alive", "request_id", "version", "refuse",
+                 "authorization")
+
+    def __init__(self, method: str, target: bytes, range_: str | None, if_range: str | None,
+                 keep_alive: bool, request_id: str | None, version: str, refuse: Refuse | None = None,
+                 authorization: str | None = None) -> None:
+        self.authorization = authorization
+        self.method = method
+        self.target = target
+        self.range = range_
+        self.if_range = if_range
+        self.keep_alive = keep_alive
+        self.request_id = request_id
+        self.version = version
+        self.refuse = refuse
+
+
+class FilePart:
+    __slots__ = ("of", "offset", "count")
+
+    def __init__(self, of: OpenFile, offset: int, count: int) -> None:
+        self.of = of
+        self.offset = offset
+        self.count = count
+
+
+class ResponseWriter:
+    server: "ServerState"
+    sock: socket.socket
+    sock_fd: int
+    out: "deque[Any]"
+    current: OpenFile | None
+    close_after: bool
+    closed: bool
+    writing: bool
+    busy: bool
+    req: "Request | None"
+
+    def _tail(self, req: Request | None) -> bytes:
+        """The end of a response head: connection handling, the request id, the blank line."""
+        tail = b"\r\n"
+        if self.close_after:
+            tail = b"Connection: close\r\n\r\n"
+        elif req is not None and req.version == "1.0":
+            tail = b"Connection: keep-alive\r\n\r\n"
+        if req is not None and req.request_id:
+            tail = f"X-Request-Id: {req.request_id}\r\n".encode() + tail
+        return tail
+
+    def _head(self, status: int, req: Request | None, content_type: str, length: int, extra: bytes) -> bytes:
+        return b"%s%sContent-Type: %s\r\nContent-Length: %d\r\n%s%s" % (
+            STATUS_LINES[status], self.server.date_header, content_type.encode(), length, extra, self._tail(req))
+
+    def _respond_error(self, refuse: Refuse, req: Request | None, close: bool = False, extra: str = "") -> None:
+        if close:
+            self.close_after = True
+        if req is None:
+            self.t0 = time.perf_counter()
+            self.req = None
+        if refuse.status == 405:
+            extra += "Allow: GET, HEAD\r\n"
+        elif refuse.status == 503:
+            extra += "Retry-After: 5\r\n"
+        body = f"{refuse.status} {REASONS.get(refuse.status, '')}: {refuse.reason}\n".encode()
+        extra_b = f"X-Oca-Reason: {refuse.reason}\r\n{extra}".encode()
+        head = self._head(refuse.status, req, "text/plain; charset=utf-8", len(body), extra_b)
+        self.refused = refuse
+        self._start(refuse.status, head, None if req is not None and req.method == "HEAD" else [body])
+
+    def _respond_simple(self, status: int, body: bytes, req: Request) -> None:
+        head = self._head(status, req, "text/plain; charset=utf-8", len(body), b"Cache-Control: no-store\r\n")
+        self._start(status, head, None if req.method == "HEAD" else [body])
+
+    # ---- writing ------------------------------------------------------------------------------
+    def _start(self, status: int, head: bytes, body: list[Any] | None) -> None:
+        self.busy = True
+        self.status = status
+        self.body_bytes = 0
+        out = self.out
+        out.append(head)
+        if body:
+            out.extend(body)
+        self._pump()
+
+    def _pump(self) -> None:
+        out = self.out
+        sock = self.sock
+        try:
+            while out:
+                item = out[0]
+                if type(item) is bytes:
+                    sent = sock.send(item, MSG_MORE if len(out) > 1 else 0)
+                    if sent < len(item):
+                        out[0] = item[sent:]
+                        self._wait_writable()
+                        return
+                    out.popleft()
+                    continue
+                if not self.server.use_sendfile:
+                    data = os.pread(item.of.fd, min(item.count, _COPY_CHUNK), item.offset)
+                    if not data:
+                        raise _Truncated(item.of)
+                    item.offset += len(data)
+                    item.count -= len(data)
+                    self.body_bytes += len(data)
+                    if item.count == 0:
+                        out.popleft()  # so MSG_MORE is not set on the last bytes
+                    out.appendleft(data)
+                    continue
+                sent = os.sendfile(self.sock_fd, item.of.fd, item.offset, item.count)
+                if sent == 0:
+                    raise _Truncated(item.of)
+                self.body_bytes += sent
+                if sent == item.count:
+                    out.popleft()
+                else:
+                    item.offset += sent
+                    item.count -= sent
+        except BlockingIOError:
+            self._wait_writable()
+            return
+        except _Truncated as exc:
+            self._on_file_error(exc.of, OSError(errno.EIO, "file shorter than its index entry"))
+            return
+        except OSError as exc:
+            if exc.errno in _SOCKET_ERRNOS or self.current is None:
+                self.server.metrics.add("client_aborts")
+                self.close()
+            else:
+                self._on_file_error(self.current, exc)
+            return
+        self._finish()
+
+    def _on_file_error(self, of: OpenFile, exc: OSError) -> None:
+        """A read failed mid-response: the body can't be completed, so cut the connection (the
+        player retries its next URL) and fail the disk so no one else is sent there."""
+        self.server.disk_error(of.entry.disk, exc, of.key)
+        self.close()
+
+    def _wait_writable(self) -> None:
+        if not self.writing:
+            self.writing = True
+            self.server.loop.add_writer(self.sock_fd, self._on_writable)
+        self.deadline = self.server.clock + self.config.send_timeout_s
+
+    def _on_writable(self) -> None:
+        # The writer stays registered until the response is done: a big body waits for the
+        # socket many times, and each add/remove pair is two epoll_ctl calls.
+        self.deadline = NEVER
+        if not self.closed:
+            self._pump()
+
+    def _finish(self) -> None:
+        server = self.server
+        if self.writing:
+            server.loop.remove_writer(self.sock_fd)
+            self.writing = False
+        of = self.current
+        if of is not None:
+            server.record_hit(of, self.body_bytes)
+            self.current = None
+            of.release()
+        server.metrics.response(self.status, time.perf_counter() - self.t0)
+        if server.config.access_log:
+            server.access_log(self, of)
+        self.busy = False
+        self._next()
+
+    def _release_current(self) -> None:
+        if self.current is not None:
+            self.current.release()
+            self.current = None
+
+
+class _Truncated(Exception):
+    def __init__(self, of: OpenFile) -> None:
+        self.of = of
