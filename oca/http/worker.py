@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -177,10 +178,20 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def raise_fd_limit() -> int:
+    """Each connection holds two descriptors (the transport's and our dup) and open files are kept
+    open, so the default soft limit of 1024 would refuse work long before the CPU is busy."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def worker_main(config: OcaConfig, slot: int, metrics_path: Path | None, ready=None) -> None:
     """Entry point of a worker process (multiprocessing spawn target); `ready` is an Event set
     once the worker accepts connections."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise_fd_limit()
     try:
         uvloop.run(Worker(config, slot, metrics_path, ready).run())
     except Exception as exc:
