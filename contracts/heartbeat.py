@@ -1,0 +1,348 @@
+"""The heartbeat: what every appliance POSTs (msgpack) to every steering replica each interval, and
+steering's answer. Version 1 on the wire is one flat map:
+
+    {"v": 1, "appliance_id": "ams-1", "site": "ams", "seq": 42, "sent_at": 1767225600.5,
+     "accepting": true, "draining": false,
+     "load": {"loadavg": 0.7, "open_connections": 1200},
+     "egress_bps": 3200000000, "capacity_bps": 10000000000,
+     "disks": [{"path": "/srv/ssd0", "tier": "ssd", "state": "ok", "total_bytes": 4e12 as int,
+                "free_bytes": ..., "files": 1800}],
+     "popularity": {"<file key>": [requests, bytes], ...},     # decayed counters (floats)
+     "inventory": {"generation": 7, "full": false, "base": 6, "added": [keys], "removed": [keys]}}
+
+Inventory travels whole at start (`full`: `added` is the whole set, `base` is nil) and as deltas after:
+a delta turns the set at generation `base` into the set at `generation` (base == generation: nothing
+changed). A replica whose generation is neither → a gap (a lost delta, a restarted replica): it answers
+`need_full` and the reporter resends the whole set. Decoding validates everything and raises a
+`HeartbeatError` naming the field; `status_hint` is 400.
+
+A report is authenticated with the shared key ring (contracts.keys): the header
+`X-CDN-Heartbeat-Signature: k=<key id>,s=<base64url HMAC-SHA256 of "heartbeat-v1|" + body>`; steering
+accepts any listed key (rotation as for URL tokens) and refuses a report whose `sent_at` is further
+than its allowed skew from its clock, so a captured report cannot be replayed later.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+import msgpack
+
+from contracts.ids import MAX_FILE_KEY_LEN, ApplianceId, FileKey, KeyId, SiteId
+from contracts.token import Keyring
+
+SCHEMA_VERSION = 1
+CONTENT_TYPE = "application/msgpack"
+SIGNATURE_HEADER = "X-CDN-Heartbeat-Signature"
+_SIGNED_PREFIX = b"heartbeat-v1|"
+# The grammar of contracts.ids.validate_file_key as one regex: a full inventory holds ~10^5 keys and
+# this is ~5x faster than splitting each key. Segments cannot start with "." so "." and ".." are out.
+_SEG = r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}"
+_FILE_KEY = re.compile(f"{_SEG}(?:/{_SEG})*")
+
+
+class HeartbeatError(ValueError):
+    status_hint = 400
+    reason = "heartbeat-invalid"
+
+
+class MalformedHeartbeat(HeartbeatError):
+    reason = "heartbeat-malformed"
+
+
+class UnsupportedVersion(HeartbeatError):
+    reason = "heartbeat-version"
+
+
+class HeartbeatUnauthorized(HeartbeatError):
+    status_hint = 401
+    reason = "heartbeat-unauthorized"
+
+
+class StaleHeartbeat(HeartbeatError):
+    reason = "heartbeat-stale"
+
+
+class DiskState(str, Enum):
+    OK = "ok"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class DiskReport:
+    path: str
+    tier: str  # "ssd" | "hdd" (free text on the wire so a new tier needs no new schema)
+    state: DiskState
+    total_bytes: int
+    free_bytes: int
+    files: int
+
+
+@dataclass(frozen=True)
+class Load:
+    loadavg: float  # 1-minute load average
+    open_connections: int
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """What the appliance measures about itself; the reporter adds identity, sequence and inventory."""
+
+    accepting: bool
+    draining: bool
+    load: Load
+    egress_bps: int
+    capacity_bps: int
+    disks: tuple[DiskReport, ...] = ()
+    popularity: Mapping[FileKey, tuple[float, float]] = field(default_factory=dict)  # (requests, bytes)
+
+
+@dataclass(frozen=True)
+class InventoryUpdate:
+    generation: int
+    full: bool
+    added: tuple[FileKey, ...] = ()
+    removed: tuple[FileKey, ...] = ()
+    base: int | None = None  # the generation a delta applies to; None for a full set
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    appliance_id: ApplianceId
+    site: SiteId
+    seq: int
+    sent_at: float
+    health: HealthSnapshot
+    inventory: InventoryUpdate
+
+
+@dataclass(frozen=True)
+class HeartbeatAck:
+    generation_ack: int | None  # the generation the replica now holds (None: nothing yet)
+    need_full: bool
+    status: str = "unknown"  # the replica's view of this appliance: up | down | unknown
+    reason: str = ""
+
+
+# ---- encoding -------------------------------------------------------------------------------
+
+def encode_heartbeat(hb: Heartbeat) -> bytes:
+    h = hb.health
+    inv = hb.inventory
+    return msgpack.packb({
+        "v": SCHEMA_VERSION, "appliance_id": hb.appliance_id, "site": hb.site, "seq": hb.seq,
+        "sent_at": hb.sent_at, "accepting": h.accepting, "draining": h.draining,
+        "load": {"loadavg": h.load.loadavg, "open_connections": h.load.open_connections},
+        "egress_bps": h.egress_bps, "capacity_bps": h.capacity_bps,
+        "disks": [{"path": d.path, "tier": d.tier, "state": d.state.value, "total_bytes": d.total_bytes,
+                   "free_bytes": d.free_bytes, "files": d.files} for d in h.disks],
+        "popularity": {k: [float(r), float(b)] for k, (r, b) in h.popularity.items()},
+        "inventory": {"generation": inv.generation, "full": inv.full, "base": inv.base,
+                      "added": list(inv.added), "removed": list(inv.removed)},
+    })
+
+
+def ack_to_dict(ack: HeartbeatAck) -> dict[str, Any]:
+    return {"v": SCHEMA_VERSION, "generation_ack": ack.generation_ack, "need_full": ack.need_full,
+            "status": ack.status, "reason": ack.reason}
+
+
+def encode_ack(ack: HeartbeatAck) -> bytes:
+    return msgpack.packb(ack_to_dict(ack))
+
+
+def decode_ack(raw: bytes, content_type: str = CONTENT_TYPE) -> HeartbeatAck:
+    try:
+        data = json.loads(raw) if "json" in content_type else msgpack.unpackb(raw)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise MalformedHeartbeat(f"ack: not valid {content_type}: {exc}") from None
+    f = _Fields(data, "ack")
+    gen = f.opt_int("generation_ack")
+    return HeartbeatAck(generation_ack=gen, need_full=f.bool("need_full"),
+                        status=f.str("status", "unknown"), reason=f.str("reason", ""))
+
+
+# ---- authentication -------------------------------------------------------------------------
+
+def sign_body(body: bytes, keys: Keyring) -> str:
+    """The signature header's value for an encoded report, with the ring's signing key."""
+    return f"k={keys.signing_id},s={_mac(body, keys.secret(keys.signing_id))}"
+
+
+def verify_body(body: bytes, header: str | None, keys: Keyring) -> KeyId:
+    """The key id that signed `body`; raises HeartbeatUnauthorized (401) otherwise."""
+    if not header:
+        raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: required")
+    params = dict(part.partition("=")[::2] for part in header.split(","))
+    key_id, sig = KeyId(params.get("k", "")), params.get("s", "")
+    secret = keys.keys.get(key_id)
+    if secret is None:
+        raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: unknown key id {key_id!r:.40}")
+    if not hmac.compare_digest(_mac(body, secret), sig):
+        raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: signature does not match")
+    return key_id
+
+
+def check_fresh(hb: "Heartbeat", now: float, max_skew_s: float) -> None:
+    """Refuse a report sent too long ago (a replay) or from a clock too far ahead."""
+    if abs(now - hb.sent_at) > max_skew_s:
+        raise StaleHeartbeat(f"sent_at: {hb.sent_at:.0f} is more than {max_skew_s:.0f} s from {now:.0f}")
+
+
+def _mac(body: bytes, secret: bytes) -> str:
+    digest = hmac.new(secret, _SIGNED_PREFIX + body, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+# ---- decoding -------------------------------------------------------------------------------
+
+def decode_heartbeat(raw: bytes) -> Heartbeat:
+    """Parse and validate one report; raise HeartbeatError naming the first bad field."""
+    try:
+        data = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise MalformedHeartbeat(f"not valid msgpack: {exc}") from None
+    f = _Fields(data, "")
+    version = data.get("v") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise UnsupportedVersion(f"v: schema version {version!r} not supported (want {SCHEMA_VERSION})")
+    load = _Fields(f.raw("load"), "load")
+    health = HealthSnapshot(
+        accepting=f.bool("accepting"), draining=f.bool("draining"),
+        load=Load(loadavg=load.number("loadavg"), open_connections=load.count("open_connections")),
+        egress_bps=f.count("egress_bps"), capacity_bps=f.count("capacity_bps"),
+        disks=tuple(_disk(d, f"disks[{i}]") for i, d in enumerate(f.list("disks"))),
+        popularity=_popularity(f.raw("popularity", {})),
+    )
+    return Heartbeat(
+        appliance_id=ApplianceId(f.ident("appliance_id")), site=SiteId(f.ident("site")),
+        seq=f.count("seq"), sent_at=f.number("sent_at"), health=health,
+        inventory=_inventory(_Fields(f.raw("inventory"), "inventory")),
+    )
+
+
+def _disk(raw: Any, where: str) -> DiskReport:
+    f = _Fields(raw, where)
+    state = f.str("state")
+    if state not in ("ok", "failed"):
+        raise MalformedHeartbeat(f"{where}.state: must be 'ok' or 'failed'")
+    return DiskReport(path=f.str("path"), tier=f.str("tier"), state=DiskState(state),
+                      total_bytes=f.count("total_bytes"), free_bytes=f.count("free_bytes"),
+                      files=f.count("files"))
+
+
+def _popularity(raw: Any) -> dict[FileKey, tuple[float, float]]:
+    if not isinstance(raw, dict):
+        raise MalformedHeartbeat("popularity: must be a map")
+    out: dict[FileKey, tuple[float, float]] = {}
+    for key, value in raw.items():
+        where = f"popularity[{key!r}]"
+        _check_key(key, where)
+        if (not isinstance(value, (list, tuple)) or len(value) != 2
+                or not all(_is_number(v) and v >= 0 for v in value)):
+            raise MalformedHeartbeat(f"{where}: must be [requests, bytes], two non-negative numbers")
+        out[FileKey(key)] = (float(value[0]), float(value[1]))
+    return out
+
+
+def _inventory(f: "_Fields") -> InventoryUpdate:
+    full = f.bool("full")
+    base = f.opt_int("base")
+    generation = f.count("generation")
+    if not full and base is None:
+        raise MalformedHeartbeat("inventory.base: required in a delta")
+    if base is not None and base > generation:
+        raise MalformedHeartbeat("inventory.base: must not be above inventory.generation")
+    added = _keys(f.list("added"), "inventory.added")
+    removed = _keys(f.list("removed"), "inventory.removed")
+    if full and removed:
+        raise MalformedHeartbeat("inventory.removed: must be empty in a full inventory")
+    return InventoryUpdate(generation=generation, full=full, added=added, removed=removed,
+                           base=None if full else base)
+
+
+def _keys(raw: list[Any], where: str) -> tuple[FileKey, ...]:
+    match = _FILE_KEY.fullmatch
+    for i, key in enumerate(raw):
+        if not isinstance(key, str) or len(key) > MAX_FILE_KEY_LEN or match(key) is None:
+            raise MalformedHeartbeat(f"{where}[{i}]: not a valid file key: {key!r:.80}")
+    return tuple(raw)
+
+
+def _check_key(key: Any, where: str) -> None:
+    if not isinstance(key, str) or len(key) > MAX_FILE_KEY_LEN or _FILE_KEY.fullmatch(key) is None:
+        raise MalformedHeartbeat(f"{where}: not a valid file key")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_MISSING: Any = object()
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+
+
+class _Fields:
+    """Typed access to one wire map; every error names the field."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise MalformedHeartbeat(f"{where or '(top level)'}: must be a map")
+        self._data = data
+        self._where = where
+
+    def _name(self, name: str) -> str:
+        return f"{self._where}.{name}" if self._where else name
+
+    def raw(self, name: str, default: Any = _MISSING) -> Any:
+        if name in self._data:
+            return self._data[name]
+        if default is _MISSING:
+            raise MalformedHeartbeat(f"{self._name(name)}: required")
+        return default
+
+    def bool(self, name: str) -> bool:
+        value = self.raw(name)
+        if not isinstance(value, bool):
+            raise MalformedHeartbeat(f"{self._name(name)}: must be true or false")
+        return value
+
+    def str(self, name: str, default: Any = _MISSING) -> str:
+        value = self.raw(name, default)
+        if not isinstance(value, str):
+            raise MalformedHeartbeat(f"{self._name(name)}: must be a string")
+        return value
+
+    def ident(self, name: str) -> str:
+        value = self.str(name)
+        if not _IDENT.fullmatch(value):
+            raise MalformedHeartbeat(f"{self._name(name)}: must be 1-64 of [A-Za-z0-9_.-]")
+        return value
+
+    def number(self, name: str) -> float:
+        value = self.raw(name)
+        if not _is_number(value) or value < 0:
+            raise MalformedHeartbeat(f"{self._name(name)}: must be a non-negative number")
+        return float(value)
+
+    def count(self, name: str) -> int:
+        value = self.raw(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise MalformedHeartbeat(f"{self._name(name)}: must be a non-negative integer")
+        return value
+
+    def opt_int(self, name: str) -> int | None:
+        return None if self.raw(name, None) is None else self.count(name)
+
+    def list(self, name: str) -> list[Any]:
+        value = self.raw(name)
+        if not isinstance(value, list):
+            raise MalformedHeartbeat(f"{self._name(name)}: must be an array")
+        return value

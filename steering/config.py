@@ -1,0 +1,146 @@
+"""Steering's typed config: `load(path)` reads TOML, `parse(mapping)` builds frozen dataclasses and names
+the dotted key of any error. Relative paths are taken against the config file's folder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from contracts.ids import SiteId
+from contracts.tomlconf import ConfigError, Section, read_toml
+from steering.core.health import HealthPolicy
+from steering.core.rank import RankPolicy
+
+__all__ = ["ConfigError", "ServerConfig", "TokenConfig", "GeoConfig", "SteeringConfig", "load", "parse"]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1"
+    port: int = 8100
+    reload_check_interval_s: float = 2.0  # fleet and key files are polled for changes (besides SIGHUP)
+    drain_grace_s: float = 1.0  # SIGTERM: /healthz answers 503 this long before the listener closes
+    drain_timeout_s: float = 10.0  # then in-flight requests get this long to finish
+    max_heartbeat_bytes: int = 64 << 20  # a full inventory of ~10^5 keys is a few MB
+    max_files_per_request: int = 1000  # POST /v1/steer
+    log_decisions: bool = True  # one structured log line per decision (counters are always kept)
+    heartbeat_auth: bool = True  # reports must be signed with a key of the key file
+    heartbeat_max_skew_s: float = 300.0  # a report's sent_at may differ this much from our clock
+
+
+@dataclass(frozen=True)
+class TokenConfig:
+    ttl_s: int = 6 * 3600
+    max_ttl_s: int = 2 * 86400  # the most a caller may ask for with ttl_s
+    client_prefix_v4: int = 24
+    client_prefix_v6: int = 48
+
+
+@dataclass(frozen=True)
+class GeoConfig:
+    database: Path | None = None  # a MaxMind GeoIP2/GeoLite2 City .mmdb
+    slack_km: float = 50.0  # sites this much farther than the nearest still count as equally near
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    fleet_file: Path
+    key_file: Path
+    default_site: SiteId
+    server: ServerConfig
+    tokens: TokenConfig
+    geo: GeoConfig
+    health: HealthPolicy
+    ranking: RankPolicy
+    tick_interval_s: float = 0.25  # how often missed reports are looked for
+    source: Path | None = None
+
+
+def load(path: Path) -> SteeringConfig:
+    path = Path(path).resolve()
+    return parse(read_toml(path), base=path.parent, source=path)
+
+
+def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | None = None) -> SteeringConfig:
+    top = Section(mapping)
+    main = top.section("steering")
+    health = _health(top.section("health", {}))
+    config = SteeringConfig(
+        fleet_file=main.path("fleet_file", base=base),
+        key_file=main.path("key_file", base=base),
+        default_site=SiteId(main.str("default_site")),
+        server=_server(main),
+        tokens=_tokens(top.section("tokens", {})),
+        geo=_geo(top.section("geo", {}), base),
+        health=health,
+        ranking=_ranking(top.section("ranking", {})),
+        tick_interval_s=min(0.25, health.interval_s / 4),
+        source=source,
+    )
+    main.done()
+    top.done()
+    return config
+
+
+def _server(s: Section) -> ServerConfig:
+    d = ServerConfig()
+    return ServerConfig(
+        listen=s.str("listen", d.listen),
+        port=s.int("port", d.port, min=0, max=65535),
+        reload_check_interval_s=s.float("reload_check_interval_s", d.reload_check_interval_s, min=0.1),
+        drain_grace_s=s.float("drain_grace_s", d.drain_grace_s, min=0),
+        drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
+        max_heartbeat_bytes=s.int("max_heartbeat_bytes", d.max_heartbeat_bytes, min=1 << 16),
+        max_files_per_request=s.int("max_files_per_request", d.max_files_per_request, min=1),
+        log_decisions=s.bool("log_decisions", d.log_decisions),
+        heartbeat_auth=s.bool("heartbeat_auth", d.heartbeat_auth),
+        heartbeat_max_skew_s=s.float("heartbeat_max_skew_s", d.heartbeat_max_skew_s, min=1),
+    )
+
+
+def _tokens(s: Section) -> TokenConfig:
+    d = TokenConfig()
+    cfg = TokenConfig(
+        ttl_s=s.int("ttl_s", d.ttl_s, min=1),
+        max_ttl_s=s.int("max_ttl_s", d.max_ttl_s, min=1),
+        client_prefix_v4=s.int("client_prefix_v4", d.client_prefix_v4, min=0, max=32),
+        client_prefix_v6=s.int("client_prefix_v6", d.client_prefix_v6, min=0, max=128),
+    )
+    s.done()
+    if cfg.ttl_s > cfg.max_ttl_s:
+        raise ConfigError("tokens.ttl_s: must not exceed tokens.max_ttl_s")
+    return cfg
+
+
+def _geo(s: Section, base: Path | None) -> GeoConfig:
+    cfg = GeoConfig(database=s.path("database", None, base=base),
+                    slack_km=s.float("slack_km", GeoConfig.slack_km, min=0))
+    s.done()
+    return cfg
+
+
+def _health(s: Section) -> HealthPolicy:
+    d = HealthPolicy()
+    cfg = HealthPolicy(
+        interval_s=s.float("report_interval_s", d.interval_s, min=0.05),
+        missed_reports=s.int("missed_reports", d.missed_reports, min=1),
+        egress_down_fraction=s.float("egress_down_fraction", d.egress_down_fraction, min=0.01, max=10),
+        egress_up_fraction=s.float("egress_up_fraction", d.egress_up_fraction, min=0.0, max=10),
+        max_failed_disk_fraction=s.float("max_failed_disk_fraction", d.max_failed_disk_fraction, min=0, max=1),
+        down_after=s.int("down_after_reports", d.down_after, min=1),
+        up_after=s.int("up_after_reports", d.up_after, min=1),
+    )
+    s.done()
+    if cfg.egress_up_fraction > cfg.egress_down_fraction:
+        raise ConfigError("health.egress_up_fraction: must not exceed health.egress_down_fraction")
+    return cfg
+
+
+def _ranking(s: Section) -> RankPolicy:
+    d = RankPolicy()
+    cfg = RankPolicy(
+        max_locations=s.int("max_locations", d.max_locations, min=1, max=16),
+        min_sites=s.int("min_sites", d.min_sites, min=1, max=16),
+    )
+    s.done()
+    return cfg

@@ -1,0 +1,269 @@
+"""Steering's HTTP shell (aiohttp): thin handlers over `Replica`, plus the replica's background life —
+a ticker that marks silent appliances down, a watcher that reloads changed files, SIGHUP (reload
+everything, the config file too), SIGTERM (drain: /healthz turns 503, the listener closes after a
+grace period, in-flight requests finish).
+
+    GET  /v1/steer?file=KEY&client=IP[&ttl_s=N][&explain=1]  -> {"locations": [...], "expires_at": N}
+    POST /v1/steer  {"client": IP, "files": [KEY, ...], "ttl_s": N}
+                    -> {"expires_at": N, "files": {KEY: {"locations": [...]}, ...}}
+    POST /v1/heartbeat  (msgpack, contracts.heartbeat)  -> ack, msgpack or JSON (Accept)
+    GET  /v1/fleet, /healthz, /metrics
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from contracts.heartbeat import CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, ack_to_dict, encode_ack
+from contracts.keys import load_keyring
+from steering import config as steering_config
+from steering.config import SteeringConfig
+from steering.fleetconf import load_fleet
+from steering.geoip import GeoDatabase
+from steering.metrics import labels
+from steering.service import BadRequest, Loaded, Replica, SteerAnswer, dumps, file_signature, load_all
+
+log = logging.getLogger("steering")
+REPLICA = web.AppKey("replica", Replica)
+RELOADER = web.AppKey("reloader", "Reloader")
+
+
+# ---- handlers ---------------------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def refusals(handler: Handler) -> Handler:
+    """Turn our refusals (ValueErrors carrying status_hint and reason, ours and contracts') into JSON
+    errors. A wrapper, not an aiohttp middleware: aiohttp rebuilds the middleware chain per request."""
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except ValueError as exc:
+            status = getattr(exc, "status_hint", 400)
+            reason = getattr(exc, "reason", "bad-request")
+            request.app[REPLICA].metrics.inc("steering_errors_total", labels(reason=reason))
+            return _json({"error": reason, "detail": str(exc)}, status=status)
+    return wrapped
+
+
+@refusals
+async def steer_get(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    q = request.query
+    if "file" not in q:
+        raise BadRequest("file: required")
+    expires_at, (answer,) = replica.steer([q["file"]], q.get("client") or request.remote or "", _ttl(q.get("ttl_s")))
+    body: dict[str, Any] = {"locations": answer.locations, "expires_at": expires_at}
+    if q.get("explain"):
+        body["decision"] = _explain(answer)
+    return _json(body, status=200 if answer.locations else 503)
+
+
+@refusals
+async def steer_post(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    try:
+        body = await request.json()
+    except ValueError:
+        raise BadRequest("body: must be JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("files"), list):
+        raise BadRequest("files: must be a list of file keys")
+    files = body["files"]
+    if not 0 < len(files) <= replica.config.server.max_files_per_request or not all(isinstance(f, str) for f in files):
+        raise BadRequest(f"files: 1..{replica.config.server.max_files_per_request} file keys (strings)")
+    client = body.get("client") or request.remote or ""
+    if not isinstance(client, str):
+        raise BadRequest("client: must be an IP address string")
+    expires_at, answers = replica.steer(files, client, _ttl(body.get("ttl_s")))
+    explain = bool(body.get("explain"))
+    out = {a.file: ({"locations": a.locations, "decision": _explain(a)} if explain else {"locations": a.locations})
+           for a in answers}
+    return _json({"expires_at": expires_at, "files": out})
+
+
+def _ttl(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise BadRequest("ttl_s: must be an integer number of seconds") from None
+
+
+def _explain(answer: SteerAnswer) -> dict[str, Any]:
+    d = answer.decision
+    return {"method": d.method.value, "outcome": d.outcome.value, "site": d.site,
+            "candidates": [{"appliance": c.appliance.id, "site": c.appliance.site, "holds": c.holds}
+                           for c in d.candidates]}
+
+
+@refusals
+async def heartbeat(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    ack = replica.heartbeat(await request.read(), request.headers.get(SIGNATURE_HEADER))
+    if "application/json" in request.headers.get("Accept", ""):
+        return _json(ack_to_dict(ack))
+    return web.Response(body=encode_ack(ack), content_type=MSGPACK)
+
+
+async def fleet(request: web.Request) -> web.Response:
+    return _json(request.app[REPLICA].fleet_json())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    replica = request.app[REPLICA]
+    return _json(replica.health_json(), status=503 if replica.draining else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[REPLICA].metrics_text(), content_type="text/plain",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(text=dumps(payload), status=status, content_type="application/json")
+
+
+# ---- background life --------------------------------------------------------------------------
+
+class Reloader:
+    """Reloads what changed: the fleet, key and GeoIP files are polled; SIGHUP reloads everything.
+    Files are read in a thread; a failed reload keeps the previous state and is logged and counted."""
+
+    def __init__(self, replica: Replica, config_path: Path | None) -> None:
+        self.replica = replica
+        self.config_path = config_path
+        self.seen = self._signatures(replica.config)
+        self._lock = asyncio.Lock()
+
+    def _signatures(self, config: SteeringConfig) -> dict[str, Any]:
+        return {"config": file_signature(self.config_path), "fleet": file_signature(config.fleet_file),
+                "keys": file_signature(config.key_file), "geo": file_signature(config.geo.database)}
+
+    async def reload(self, force: bool = False) -> bool:
+        async with self._lock:
+            now = self._signatures(self.replica.config)
+            parts = set(now) if force else {k for k in now if now[k] != self.seen[k]}
+            if not parts:
+                return False
+            try:
+                config, loaded = await asyncio.to_thread(self._read, parts)
+            except (ValueError, OSError) as exc:
+                self.seen = now  # don't retry a broken file every poll; its next change retries
+                self.replica.metrics.inc("steering_reloads_total", labels(result="error"))
+                log.error("reload failed, keeping the running config: %s", exc)
+                return False
+            self.replica.adopt(config, loaded)
+            self.seen = self._signatures(config)
+            self.replica.metrics.inc("steering_reloads_total", labels(result="ok"))
+            log.info("reloaded", extra={"fields": {"parts": sorted(parts), "sites": len(loaded.fleet.sites),
+                                                    "signing_key": loaded.keys.signing_id}})
+            return True
+
+    def _read(self, parts: set[str]) -> tuple[SteeringConfig, Loaded]:
+        old, cur = self.replica.config, self.replica.loaded
+        config = steering_config.load(self.config_path) if "config" in parts and self.config_path else old
+        if "config" in parts:
+            return config, load_all(config)
+        fleet = load_fleet(config.fleet_file) if "fleet" in parts else cur.fleet
+        if config.default_site not in fleet.sites:
+            raise steering_config.ConfigError(f"steering.default_site: {config.default_site!r} not in the fleet")
+        keys = load_keyring(config.key_file) if "keys" in parts else cur.keys
+        geo = cur.geo
+        if "geo" in parts and config.geo.database:
+            geo = GeoDatabase(config.geo.database)
+        return config, Loaded(fleet=fleet, keys=keys, geo=geo)
+
+
+async def _every(interval_s: Callable[[], float], step: Callable[[], Any]) -> None:
+    while True:
+        await asyncio.sleep(interval_s())
+        try:
+            result = step()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:  # noqa: BLE001 - a background step must not die silently nor kill the loop
+            log.exception("background step failed")
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    replica, reloader = app[REPLICA], app[RELOADER]
+    tasks = [asyncio.create_task(_every(lambda: replica.config.tick_interval_s, replica.tick)),
+             asyncio.create_task(_every(lambda: replica.config.server.reload_check_interval_s, reloader.reload)),
+             asyncio.create_task(_every(lambda: 0.25, replica.decisions.flush))]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    replica.decisions.flush()
+
+
+def make_app(replica: Replica, config_path: Path | None = None) -> web.Application:
+    app = web.Application(client_max_size=replica.config.server.max_heartbeat_bytes)
+    app[REPLICA] = replica
+    app[RELOADER] = Reloader(replica, config_path)
+    app.cleanup_ctx.append(_background)
+    app.router.add_get("/v1/steer", steer_get)
+    app.router.add_post("/v1/steer", steer_post)
+    app.router.add_post("/v1/heartbeat", heartbeat)
+    app.router.add_get("/v1/fleet", fleet)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def sd_notify(state: str) -> None:
+    """systemd Type=notify: tell the service manager READY=1 / STOPPING=1 (no-op without systemd)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(state.encode(), address)
+
+
+async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None,
+                ready: Callable[[int], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then drain. `ready` gets the bound port (0 in config: any free one)."""
+    replica = Replica(config, loaded)
+    app = make_app(replica, config_path)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.drain_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.listen, config.server.port, backlog=1024)
+    await site.start()
+    port = runner.addresses[0][1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app[RELOADER].reload(force=True)))
+    fleet = loaded.fleet
+    log.info("serving", extra={"fields": {"listen": config.server.listen, "port": port,
+                                           "sites": len(fleet.sites), "appliances": len(fleet.appliances)}})
+    sd_notify("READY=1")
+    if ready is not None:
+        ready(port)
+    await stop.wait()
+    replica.draining = True
+    sd_notify("STOPPING=1")
+    log.info("draining", extra={"fields": {"grace_s": replica.config.server.drain_grace_s}})
+    await asyncio.sleep(replica.config.server.drain_grace_s)
+    await runner.cleanup()
+    log.info("stopped")
+
+
+__all__ = ["make_app", "serve", "Reloader", "REPLICA", "RELOADER"]

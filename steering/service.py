@@ -1,0 +1,248 @@
+"""One steering replica: the loaded fleet, keys and GeoIP database, the live fleet state and the
+metrics, behind plain methods the HTTP handlers call. File reading happens in `load_*` (the server
+runs them off the event loop); swapping in what they read is a few reference assignments on the
+loop, so a reload never drops or half-serves a request.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from contracts.heartbeat import HeartbeatAck, check_fresh, decode_heartbeat, verify_body
+from contracts.ids import FileKey, validate_file_key
+from contracts.keys import load_keyring
+from contracts.token import Keyring, sign_path
+from steering import config as steering_config
+from steering.config import SteeringConfig
+from steering.core.fleet import Fleet
+from steering.core.live import FleetState, Ingested
+from steering.core.locate import Localisation, Localiser
+from steering.core.prefixes import ClientAddress, parse_address, token_prefix
+from steering.core.rank import Decision, rank
+from steering.decisionlog import DecisionLog
+from steering.fleetconf import load_fleet
+from steering.geoip import GeoDatabase
+from steering.metrics import Metrics, labels
+
+log = logging.getLogger("steering")
+
+
+class BadRequest(ValueError):
+    status_hint = 400
+    reason = "bad-request"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    fleet: Fleet
+    keys: Keyring
+    geo: GeoDatabase | None
+
+
+@dataclass(frozen=True)
+class SteerAnswer:
+    file: FileKey
+    locations: tuple[str, ...]
+    decision: Decision
+
+
+def load_all(config: SteeringConfig) -> Loaded:
+    """Read every file the config names (blocking); raises ConfigError naming what is wrong."""
+    fleet = load_fleet(config.fleet_file)
+    if config.default_site not in fleet.sites:
+        raise steering_config.ConfigError(
+            f"steering.default_site: {config.default_site!r} is not a site of {config.fleet_file}")
+    geo = GeoDatabase(config.geo.database) if config.geo.database else None
+    return Loaded(fleet=fleet, keys=load_keyring(config.key_file), geo=geo)
+
+
+def file_signature(path: Path | None) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten or replaced (mtime, size, inode); None if unreadable."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class Replica:
+    def __init__(self, config: SteeringConfig, loaded: Loaded,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+        self.metrics = Metrics()
+        self.clock, self.wall = clock, wall
+        self.config = config
+        self.loaded = loaded
+        self.state = FleetState(loaded.fleet, config.health)
+        self.localiser = self._localiser(config, loaded.fleet)
+        self.draining = False
+        self.started_at = wall()
+        self._decision_keys: dict[tuple[str, str], Any] = {}
+        self._mismatched: set[str] = set()
+        self.decisions = DecisionLog()  # the server flushes it
+
+    @staticmethod
+    def _localiser(config: SteeringConfig, fleet: Fleet) -> Localiser:
+        t = config.tokens
+        return Localiser(fleet, config.default_site, config.geo.slack_km, t.client_prefix_v4, t.client_prefix_v6)
+
+    # ---- reloads ------------------------------------------------------------------------------
+
+    def adopt(self, config: SteeringConfig, loaded: Loaded) -> None:
+        """Switch to a reloaded config and files (on the loop; everything was read already)."""
+        if (config.server.listen, config.server.port) != (self.config.server.listen, self.config.server.port):
+            log.warning("listen address changes need a restart; keeping %s:%s",
+                        self.config.server.listen, self.config.server.port)
+            config = replace(config, server=replace(config.server, listen=self.config.server.listen,
+                                                    port=self.config.server.port))
+        old_geo = self.loaded.geo
+        self.state.reconfigure(loaded.fleet, config.health)
+        self.localiser = self._localiser(config, loaded.fleet)
+        self.config, self.loaded = config, loaded
+        if old_geo is not None and old_geo is not loaded.geo:
+            old_geo.close()
+
+    # ---- steering -----------------------------------------------------------------------------
+
+    def steer(self, files: Sequence[str], client: str, ttl_s: int | None = None) -> tuple[int, list[SteerAnswer]]:
+        """Rank and sign for every file; returns (expires_at, answers). One localisation per call."""
+        tokens = self.config.tokens
+        ttl = tokens.ttl_s if ttl_s is None else ttl_s
+        if not 0 < ttl <= tokens.max_ttl_s:
+            raise BadRequest(f"ttl_s: must be 1..{tokens.max_ttl_s}")
+        keys = [validate_file_key(f) for f in files]
+        addr = parse_address(client)
+        loc = self.locate(addr)
+        prefix = token_prefix(addr, tokens.client_prefix_v4, tokens.client_prefix_v6)
+        expires_at = int(self.wall()) + ttl
+        answers = []
+        for key in keys:
+            decision = rank(loc, self.state.fleet, self.state.view, key, self.config.ranking)
+            # The token covers path, expiry, key and prefix, not the host: one signature serves every URL.
+            signed = sign_path("/" + key, self.loaded.keys, expires_at, client_prefix=prefix)
+            urls = tuple(c.appliance.base_url + signed for c in decision.candidates)
+            self._count(decision, key, prefix)
+            answers.append(SteerAnswer(key, urls, decision))
+        return expires_at, answers
+
+    def locate(self, addr: ClientAddress) -> Localisation:
+        loc = self.localiser.by_prefix(addr)
+        if loc is not None:
+            return loc
+        geo = self.loaded.geo
+        point = geo.point(addr.text) if geo is not None else None
+        if point is not None:
+            return self.localiser.by_point(addr, point)
+        return self.localiser.by_default()
+
+    def _count(self, decision: Decision, key: FileKey, prefix: Any) -> None:
+        pair = (decision.method.value, decision.outcome.value)
+        counter = self._decision_keys.get(pair)
+        if counter is None:
+            counter = self._decision_keys[pair] = (
+                "steering_decisions_total", labels(method=pair[0], outcome=pair[1]))
+        self.metrics.counters[counter] += 1
+        if self.config.server.log_decisions:
+            first = decision.candidates[0].appliance.id if decision.candidates else None
+            self.decisions.add(key, str(prefix), pair[0], pair[1], decision.site, first, len(decision.candidates))
+
+    # ---- heartbeats ---------------------------------------------------------------------------
+
+    def heartbeat(self, raw: bytes, signature: str | None = None) -> HeartbeatAck:
+        """Authenticate (unless turned off), decode, check freshness and ingest one report."""
+        server = self.config.server
+        try:
+            if server.heartbeat_auth:
+                verify_body(raw, signature, self.loaded.keys)
+            hb = decode_heartbeat(raw)
+            if server.heartbeat_auth:
+                check_fresh(hb, self.wall(), server.heartbeat_max_skew_s)
+            got = self.state.ingest(hb, self.clock())
+        except ValueError as exc:
+            self.metrics.inc("steering_heartbeats_total", labels(result=getattr(exc, "reason", "invalid")))
+            raise
+        self.metrics.inc("steering_heartbeats_total", labels(result="ok"))
+        self._note(hb.appliance_id, got)
+        return got.ack
+
+    def _note(self, appliance: str, got: Ingested) -> None:
+        self.metrics.inc("steering_inventory_updates_total", labels(verdict=got.inventory.verdict.value))
+        if got.site_mismatch and appliance not in self._mismatched:
+            self._mismatched.add(appliance)  # once, not every report
+            log.warning("appliance reports another site than the fleet file", extra={"fields": {
+                "appliance": appliance}})
+        if got.transition is not None:
+            self._transition(got.transition)
+
+    def tick(self) -> None:
+        for transition in self.state.tick(self.clock()):
+            self._transition(transition)
+
+    def _transition(self, t: Any) -> None:
+        self.metrics.inc("steering_health_transitions_total", labels(to=t.after.value, reason=t.reason))
+        log.info("appliance status", extra={"fields": {
+            "appliance": t.appliance, "from": t.before.value, "to": t.after.value, "reason": t.reason}})
+
+    # ---- views --------------------------------------------------------------------------------
+
+    def fleet_json(self) -> dict[str, Any]:
+        now, state = self.clock(), self.state
+        sites = []
+        for site in state.fleet.sites.values():
+            sites.append({"id": site.id, "latitude": site.latitude, "longitude": site.longitude,
+                          "capacity_bps": site.capacity_bps,
+                          "appliances": [self._appliance_json(a, now) for a in site.appliances]})
+        return {"generated_at": self.wall(), "appliances": len(state.fleet.appliances),
+                "up": state.up_count(), "default_site": self.config.default_site, "sites": sites}
+
+    def _appliance_json(self, spec: Any, now: float) -> dict[str, Any]:
+        health = self.state.health[spec.id]
+        out: dict[str, Any] = {
+            "id": spec.id, "base_url": spec.base_url, "capacity_bps": spec.capacity_bps,
+            "status": health.status.value, "reason": health.reason,
+            "status_age_s": round(now - health.changed_at, 3) if health.transitions else None,
+            "transitions": health.transitions,  # a flapping appliance shows here first
+            "inventory": {"generation": self.state.inventory.generation(spec.id),
+                          "files": self.state.inventory.count(spec.id)},
+        }
+        report = self.state.reports.get(spec.id)
+        if report is not None:
+            h = report.health
+            out.update(last_report_age_s=round(now - report.received_at, 3), seq=report.seq,
+                       reported_site=report.site, accepting=h.accepting, draining=h.draining,
+                       egress_bps=h.egress_bps, load={"loadavg": h.load.loadavg,
+                                                      "open_connections": h.load.open_connections},
+                       disks=[{"path": d.path, "tier": d.tier, "state": d.state.value,
+                               "total_bytes": d.total_bytes, "free_bytes": d.free_bytes, "files": d.files}
+                              for d in h.disks])
+        return out
+
+    def health_json(self) -> dict[str, Any]:
+        return {"status": "draining" if self.draining else "ok", "sites": len(self.state.fleet.sites),
+                "appliances": len(self.state.fleet.appliances), "up": self.state.up_count(),
+                "signing_key": self.loaded.keys.signing_id}
+
+    def metrics_text(self) -> str:
+        counts: dict[str, int] = {}
+        for health in self.state.health.values():
+            counts[health.status.value] = counts.get(health.status.value, 0) + 1
+        gauges = [("steering_appliances", "Appliances by status as this replica sees them.",
+                   labels(status=s), float(counts.get(s, 0))) for s in ("up", "down", "unknown")]
+        gauges += [
+            ("steering_draining", "1 while draining after SIGTERM.", (), float(self.draining)),
+            ("steering_decision_log_dropped", "Decision log lines dropped (backlog or write errors).", (),
+             float(self.decisions.dropped)),
+            ("steering_prefixes", "Client prefixes in the fleet file.", (), float(len(self.state.fleet.prefixes))),
+            ("steering_uptime_seconds", "Seconds since start.", (), round(self.wall() - self.started_at, 3)),
+        ]
+        return self.metrics.render(gauges)
+
+
+def dumps(payload: Any) -> str:
+    return json.dumps(payload, separators=(",", ":"))

@@ -1,0 +1,204 @@
+"""Shared helpers for steering tests: fleet and config files, heartbeats, a real server in a thread."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import requests
+from aiohttp import web
+
+from contracts.heartbeat import (CONTENT_TYPE, SIGNATURE_HEADER, DiskReport, DiskState, HealthSnapshot, Heartbeat,
+                                 InventoryUpdate, Load, encode_heartbeat, sign_body)
+from contracts.ids import ApplianceId, FileKey, SiteId
+from contracts.keys import load_keyring, write_new_keyfile
+from contracts.token import Keyring
+from steering import config as steering_config
+from steering.core.fleet import ApplianceSpec, SiteSpec, build_fleet
+from steering.server import make_app
+from steering.service import Replica, load_all
+
+# Three sites, three appliances each: Amsterdam, Frankfurt, London.
+SITES = {
+    "ams": (52.37, 4.90, ["192.0.2.0/24", "2001:db8:a::/48"]),
+    "fra": (50.11, 8.68, ["198.51.100.0/24", "2001:db8:f::/48"]),
+    "lon": (51.51, -0.13, ["203.0.113.0/24"]),
+}
+
+
+def fleet_toml(sites: dict[str, tuple[float, float, list[str]]] = SITES, per_site: int = 3,
+               base: Callable[[str], str] = lambda a: f"http://{a}.oca.test:8080", capacity_gbps: float = 10) -> str:
+    out = []
+    for site, (lat, lon, prefixes) in sites.items():
+        out.append(f'[[sites]]\nid = "{site}"\nlatitude = {lat}\nlongitude = {lon}\nprefixes = {prefixes!r}\n'
+                   .replace("'", '"'))
+        for i in range(1, per_site + 1):
+            a = f"{site}-{i}"
+            out.append(f'[[sites.appliances]]\nid = "{a}"\nbase_url = "{base(a)}"\ncapacity_gbps = {capacity_gbps}\n')
+    return "\n".join(out)
+
+
+def core_fleet(spec: dict[str, tuple[float, float, list[str], list[tuple[str, int]]]]):
+    """A core Fleet from {site: (lat, lon, prefixes, [(appliance, capacity_bps)])}."""
+    return build_fleet(
+        SiteSpec(SiteId(site), lat, lon,
+                 tuple(ApplianceSpec(ApplianceId(a), SiteId(site), f"http://{a}", cap) for a, cap in apps),
+                 tuple(prefixes))
+        for site, (lat, lon, prefixes, apps) in spec.items())
+
+
+def write_setup(folder: Path, fleet_text: str | None = None, port: int = 0, extra: str = "",
+                health: dict[str, float] | None = None, default_site: str = "ams",
+                steering: dict[str, float] | None = None) -> Path:
+    """Write keys, fleet and steering config into `folder`; returns the config path. `health` and
+    `steering` override settings of those sections; `extra` is appended to [steering] verbatim."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "keys.toml").exists():
+        write_new_keyfile(folder / "keys.toml")
+    (folder / "fleet.toml").write_text(fleet_text if fleet_text is not None else fleet_toml())
+    config = folder / "steering.toml"
+    main = {"reload_check_interval_s": 0.1, "drain_grace_s": 0.1, "drain_timeout_s": 2.0, **(steering or {})}
+    health_all = {"report_interval_s": 0.3, "missed_reports": 3, **(health or {})}
+    config.write_text(f"""
+[steering]
+listen = "127.0.0.1"
+port = {port}
+fleet_file = "fleet.toml"
+key_file = "keys.toml"
+default_site = "{default_site}"
+{_lines(main)}
+{extra}
+[health]
+{_lines(health_all)}
+""")
+    return config
+
+
+def _lines(settings: dict[str, float]) -> str:
+    return "\n".join(f"{k} = {v}" for k, v in settings.items())
+
+
+def heartbeat(appliance: str, site: str, *, seq: int = 1, egress: int = 1_000, capacity: int = 10 * 10**9,
+              accepting: bool = True, draining: bool = False, failed_disks: int = 0, disks: int = 2,
+              generation: int = 1, full: bool = True, added: Iterable[str] = (), removed: Iterable[str] = (),
+              base: int | None = None) -> Heartbeat:
+    health = HealthSnapshot(
+        accepting=accepting, draining=draining, load=Load(0.5, 10), egress_bps=egress, capacity_bps=capacity,
+        disks=tuple(DiskReport(f"/d{i}", "hdd", DiskState.FAILED if i < failed_disks else DiskState.OK,
+                               10**12, 10**11, 3) for i in range(disks)),
+        popularity={FileKey("t/a.mp4"): (3.0, 3000.0)})
+    inv = InventoryUpdate(generation=generation, full=full, added=tuple(FileKey(k) for k in added),
+                          removed=tuple(FileKey(k) for k in removed), base=None if full else base)
+    return Heartbeat(ApplianceId(appliance), SiteId(site), seq, time.time(), health, inv)
+
+
+def post_heartbeat(url: str, hb: Heartbeat, keys: Keyring | None, accept: str = CONTENT_TYPE) -> requests.Response:
+    """POST one report as an appliance does: msgpack, signed with `keys` (None: unsigned)."""
+    body = encode_heartbeat(hb)
+    headers = {"Content-Type": CONTENT_TYPE, "Accept": accept}
+    if keys is not None:
+        headers[SIGNATURE_HEADER] = sign_body(body, keys)
+    return requests.post(url + "/v1/heartbeat", data=body, headers=headers, timeout=5)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, every_s: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(every_s)
+
+
+class ServerThread:
+    """A real steering server on 127.0.0.1 (an ephemeral port) on its own loop in a thread."""
+
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        config = steering_config.load(config_path)
+        self.replica = Replica(config, load_all(config))
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def keys(self) -> Keyring:
+        return load_keyring(self.config_path.parent / "keys.toml")
+
+    def post_heartbeat(self, hb: Heartbeat, accept: str = CONTENT_TYPE) -> requests.Response:
+        return post_heartbeat(self.url, hb, self.keys, accept)
+
+    def __enter__(self) -> "ServerThread":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("steering server did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.app = make_app(self.replica, self.config_path)
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
+        self.loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.replica.config.server.port)
+        self.loop.run_until_complete(site.start())
+        self.port = self._runner.addresses[0][1]
+        self._ready.set()
+        self.loop.run_forever()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the server's loop (the replica is not thread-safe) and return its result."""
+        async def run() -> Any:
+            return fn()
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+
+class SteeringProcess:
+    """`steering serve -c CONFIG` as a real OS process; the port is read from its stdout."""
+
+    def __init__(self, config_path: Path) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen([sys.executable, "-m", "steering.cli", "serve", "-c", str(config_path)],
+                                     stdout=subprocess.PIPE, stderr=open(config_path.parent / "steering.log", "w"),
+                                     text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("listening "):
+            self.proc.kill()
+            raise RuntimeError(f"steering did not start: {line!r}, see {config_path.parent / 'steering.log'}")
+        self.port = int(line.split()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.keys = load_keyring(config_path.parent / "keys.toml")
+
+    def post_heartbeat(self, hb: Heartbeat) -> requests.Response:
+        return post_heartbeat(self.url, hb, self.keys)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(10)
+        except Exception:
+            self.proc.kill()
+            return self.proc.wait(5)

@@ -1,0 +1,134 @@
+"""Steering config and fleet files: examples load, errors name the dotted key."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from contracts.keys import write_new_keyfile
+from contracts.tomlconf import ConfigError
+from steering import config as steering_config
+from steering.cli import main
+from steering.fleetconf import load_fleet, parse_fleet
+
+ROOT = Path(__file__).resolve().parents[2]
+MINIMAL = {"steering": {"fleet_file": "/f.toml", "key_file": "/k.toml", "default_site": "ams"}}
+
+
+def test_examples_pass_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("steering.example.toml", "fleet.example.toml"):
+        shutil.copy(ROOT / "config" / name, tmp_path / name)
+    write_new_keyfile(tmp_path / "keys.toml")
+    cfg = tmp_path / "steering.example.toml"
+    cfg.write_text(cfg.read_text().replace("/etc/opencdn/keys.toml", "keys.toml"))
+    assert main(["check-config", "-c", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert "3 sites, 5 appliances, 6 prefixes" in out and "signing k1" in out
+
+
+def test_check_config_reports_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[steering]\nfleet_file = "f.toml"\nkey_file = "k.toml"\ndefault_site = "x"\nprot = 1\n')
+    assert main(["check-config", "-c", str(cfg)]) == 2
+    assert "steering.prot: unknown setting" in capsys.readouterr().err
+
+
+def test_console_script_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "steering.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "check-config" in out.stdout
+
+
+def with_(path: str, value: object) -> dict:
+    cfg = json.loads(json.dumps(MINIMAL))
+    *parents, last = path.split(".")
+    target = cfg
+    for p in parents:
+        target = target.setdefault(p, {})
+    target[last] = value
+    return cfg
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({}, "steering: required"),
+    ({"steering": {"key_file": "/k", "default_site": "a"}}, "steering.fleet_file: required"),
+    (with_("steering.fleet_file", "rel.toml"), "steering.fleet_file: must be an absolute path"),
+    (with_("steering.port", 70000), "steering.port: must be at most 65535"),
+    (with_("health.missed_reports", 0), "health.missed_reports: must be at least 1"),
+    (with_("health.egress_up_fraction", 0.95), "health.egress_up_fraction: must not exceed"),
+    (with_("health.typo", 1), "health.typo: unknown setting"),
+    (with_("tokens.ttl_s", 10**7), "tokens.ttl_s: must not exceed tokens.max_ttl_s"),
+    (with_("tokens.client_prefix_v4", 33), "tokens.client_prefix_v4: must be at most 32"),
+    (with_("ranking.max_locations", 0), "ranking.max_locations: must be at least 1"),
+    (with_("geo.slack_km", "far"), "geo.slack_km: must be a number"),
+], ids=["no-section", "no-fleet", "relative-path", "port", "missed", "band-inverted", "typo", "ttl",
+        "prefix-bits", "max-locations", "slack-type"])
+def test_config_errors_name_the_key(mapping: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        steering_config.parse(mapping)
+    assert message in str(err.value)
+
+
+def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:
+    cfg = steering_config.parse({"steering": {"fleet_file": "f.toml", "key_file": "k.toml", "default_site": "a"},
+                                 "geo": {"database": "GeoLite2-City.mmdb"}}, base=tmp_path)
+    assert cfg.fleet_file == tmp_path / "f.toml" and cfg.geo.database == tmp_path / "GeoLite2-City.mmdb"
+    assert cfg.health.missed_reports == 3 and cfg.ranking.max_locations == 3 and cfg.tokens.ttl_s == 21600
+
+
+SITE = {"id": "ams", "latitude": 52.37, "longitude": 4.9, "prefixes": ["192.0.2.0/24"],
+        "appliances": [{"id": "ams-1", "base_url": "https://a1.example.net/", "capacity_gbps": 10}]}
+
+
+def site(**changes: object) -> dict:
+    return {"sites": [{**SITE, **changes}]}
+
+
+@pytest.mark.parametrize("mapping, message", [
+    ({"sites": []}, "sites: the fleet needs at least one site"),
+    (site(latitude=91), "sites[0].latitude: must be at most 90"),
+    (site(id="a b"), "sites[0].id: must be 1-64"),
+    (site(prefixes=["192.0.2.1/24"]), "sites[0].prefixes[0]: 192.0.2.1/24 has host bits set"),
+    (site(prefixes=["not-a-net"]), "sites[0].prefixes[0]"),
+    (site(appliances=[{"id": "x", "base_url": "ftp://x", "capacity_gbps": 1}]), "sites[0].appliances[0].base_url"),
+    (site(appliances=[{"id": "x", "base_url": "http://x", "capacity_gbps": 0}]),
+     "sites[0].appliances[0].capacity_gbps: must be at least"),
+    (site(appliances=[{"id": "x", "base_url": "http://x"}]), "sites[0].appliances[0].capacity_gbps: required"),
+    ({"sites": [SITE, SITE]}, "sites.ams: site listed twice"),
+    ({"sites": [SITE, {**SITE, "id": "fra"}]}, "appliance 'ams-1' also listed in site 'ams'"),
+    ({"coverageZones": {"ams": {"network": ["2001:db8::/32"], "coordinates": {"latitude": 1, "longitude": 2}}}},
+     "coverageZones.ams.network[0]: 2001:db8::/32 is not an IPv4 network"),
+    ({"coverageZones": {"ams": {"network": []}}}, "coverageZones.ams.coordinates: required"),
+    ({"coverageZones": {}}, "coverageZones: must be an object with at least one zone"),
+], ids=["no-sites", "latitude", "site-id", "host-bits", "not-a-network", "scheme", "zero-capacity",
+        "no-capacity", "duplicate-site", "duplicate-appliance", "czf-v6-in-network", "czf-no-coordinates",
+        "czf-empty"])
+def test_fleet_errors_name_the_key(mapping: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_fleet(mapping)
+    assert message in str(err.value)
+
+
+def test_coverage_zone_json_shape(tmp_path: Path) -> None:
+    czf = {"coverageZones": {
+        "ams": {"network": ["192.0.2.0/24"], "network6": ["2001:db8::/32"],
+                "coordinates": {"latitude": 52.37, "longitude": 4.90},
+                "appliances": [{"id": "ams-1", "base_url": "https://ams-1.example.net", "capacity_gbps": 40}]},
+        "fra": {"network": ["198.51.100.0/24"], "coordinates": {"latitude": 50.11, "longitude": 8.68}}}}
+    path = tmp_path / "czf.json"
+    path.write_text(json.dumps(czf))
+    fleet = load_fleet(path)
+    assert set(fleet.sites) == {"ams", "fra"} and len(fleet.prefixes) == 3
+    assert fleet.appliances["ams-1"].capacity_bps == 40 * 10**9
+    assert fleet.sites["fra"].appliances == ()
+
+
+def test_fleet_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="No such file"):
+        load_fleet(tmp_path / "missing.toml")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_fleet(tmp_path / "bad.json")

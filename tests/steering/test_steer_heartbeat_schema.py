@@ -1,0 +1,162 @@
+"""The heartbeat wire schema (contracts.heartbeat): round trips, and every malformed report refused
+with a HeartbeatError (status_hint 400) that names the field."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from contracts.heartbeat import (HeartbeatAck, HeartbeatError, HeartbeatUnauthorized, MalformedHeartbeat,
+                                 StaleHeartbeat, UnsupportedVersion, ack_to_dict, check_fresh, decode_ack,
+                                 decode_heartbeat, encode_ack, encode_heartbeat, sign_body, verify_body)
+from contracts.ids import KeyId
+from contracts.token import Keyring
+from contracts.ids import is_valid_file_key
+from steer_helpers import heartbeat
+
+
+def wire(**changes: Any) -> bytes:
+    data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4", "t/b.mp4"])))
+    for dotted, value in changes.items():
+        target = data
+        *path, last = dotted.split("__")
+        for part in path:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if value is DELETE:
+            del target[last]
+        else:
+            target[last] = value
+    return msgpack.packb(data)
+
+
+DELETE = object()
+
+
+def test_round_trip() -> None:
+    hb = heartbeat("ams-1", "ams", seq=7, egress=123, failed_disks=1, generation=9, full=False,
+                   added=["t/x.mp4"], removed=["t/y.mp4"], base=8)
+    assert decode_heartbeat(encode_heartbeat(hb)) == hb
+
+
+def test_the_wire_map_is_flat_and_versioned() -> None:
+    data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4"])))
+    assert data["v"] == 1
+    assert set(data) == {"v", "appliance_id", "site", "seq", "sent_at", "accepting", "draining", "load",
+                         "egress_bps", "capacity_bps", "disks", "popularity", "inventory"}
+    assert data["inventory"] == {"generation": 1, "full": True, "base": None, "added": ["t/a.mp4"], "removed": []}
+    assert data["disks"][0] == {"path": "/d0", "tier": "hdd", "state": "ok", "total_bytes": 10**12,
+                                "free_bytes": 10**11, "files": 3}
+
+
+@pytest.mark.parametrize("raw, field", [
+    (b"\xc1", "msgpack"),
+    (msgpack.packb([1, 2]), "(top level)"),
+    (wire(v=2), "v:"),
+    (wire(v=DELETE), "v:"),
+    (wire(appliance_id=DELETE), "appliance_id: required"),
+    (wire(appliance_id="../etc"), "appliance_id:"),
+    (wire(seq=-1), "seq:"),
+    (wire(seq=True), "seq:"),
+    (wire(sent_at="now"), "sent_at:"),
+    (wire(accepting="yes"), "accepting:"),
+    (wire(load__loadavg=float("nan")), "load.loadavg:"),
+    (wire(egress_bps=1.5), "egress_bps:"),
+    (wire(disks="none"), "disks:"),
+    (wire(disks__0__state="broken"), "disks[0].state:"),
+    (wire(disks__0__free_bytes=-5), "disks[0].free_bytes:"),
+    (wire(popularity={"../x": [1, 2]}), "popularity["),
+    (wire(popularity={"t/a.mp4": [1]}), "popularity["),
+    (wire(inventory="all"), "inventory:"),
+    (wire(inventory__added=["ok/key", "bad//key"]), "inventory.added[1]"),
+    (wire(inventory__added=[7]), "inventory.added[0]"),
+    (wire(inventory__full=False), "inventory.base: required"),
+    (wire(inventory__full=False, inventory__base=5), "inventory.base: must not be above"),
+    (wire(inventory__removed=["t/a.mp4"]), "inventory.removed"),
+], ids=["not-msgpack", "not-a-map", "version-2", "no-version", "no-appliance", "bad-appliance-id",
+        "negative-seq", "bool-seq", "string-time", "string-bool", "nan-load", "float-bps", "disks-not-list",
+        "disk-state", "negative-free", "bad-popularity-key", "short-popularity", "inventory-not-map",
+        "bad-inventory-key", "int-inventory-key", "delta-without-base", "base-above-generation",
+        "removed-in-full"])
+def test_malformed_reports_name_the_field(raw: bytes, field: str) -> None:
+    with pytest.raises(HeartbeatError) as err:
+        decode_heartbeat(raw)
+    assert field in str(err.value)
+    assert err.value.status_hint == 400
+
+
+def test_version_errors_are_their_own_kind() -> None:
+    with pytest.raises(UnsupportedVersion):
+        decode_heartbeat(wire(v=2))
+    with pytest.raises(MalformedHeartbeat):
+        decode_heartbeat(wire(seq="x"))
+
+
+@pytest.mark.parametrize("content_type", ["application/msgpack", "application/json"])
+def test_ack_round_trip(content_type: str) -> None:
+    ack = HeartbeatAck(generation_ack=41, need_full=True, status="down", reason="missed-reports")
+    raw = encode_ack(ack) if "msgpack" in content_type else json.dumps(ack_to_dict(ack)).encode()
+    assert decode_ack(raw, content_type) == ack
+    assert decode_ack(encode_ack(HeartbeatAck(None, True))).generation_ack is None
+
+
+segment = st.text(st.sampled_from("ab9_.-/%é"), min_size=0, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(segment)
+def test_the_fast_key_check_agrees_with_the_contract(key: str) -> None:
+    raw = wire(inventory__added=[key])
+    try:
+        decode_heartbeat(raw)
+        accepted = True
+    except MalformedHeartbeat:
+        accepted = False
+    assert accepted == is_valid_file_key(key)
+
+
+@pytest.mark.parametrize("key", ["a" * 255, "a" * 256, "/".join(["a" * 200] * 2) + "/" + "b" * 110,
+                                 "/".join(["a" * 200] * 2) + "/" + "b" * 111, ".hidden", "a/./b", "a/../b", "a/"],
+                         ids=["segment-255", "segment-256", "key-512", "key-513", "leading-dot", "dot-segment",
+                              "dotdot-segment", "trailing-slash"])
+def test_the_fast_key_check_agrees_at_the_limits(key: str) -> None:
+    test_the_fast_key_check_agrees_with_the_contract.hypothesis.inner_test(key)
+
+
+OLD = Keyring({KeyId("k1"): b"1" * 32}, KeyId("k1"))
+ROTATED = Keyring({KeyId("k1"): b"1" * 32, KeyId("k2"): b"2" * 32}, KeyId("k2"))
+
+
+def test_signatures_follow_key_rotation() -> None:
+    body = encode_heartbeat(heartbeat("ams-1", "ams"))
+    assert verify_body(body, sign_body(body, OLD), ROTATED) == "k1"  # not yet rotated appliance
+    assert verify_body(body, sign_body(body, ROTATED), ROTATED) == "k2"
+    with pytest.raises(HeartbeatUnauthorized):
+        verify_body(body, sign_body(body, ROTATED), OLD)  # steering must learn a key before it signs
+
+
+@pytest.mark.parametrize("header", [None, "", "k=k1", "s=abc", "k=k1,s=AAAA", "garbage", "k=k9,s=x"],
+                         ids=["absent", "empty", "no-signature", "no-key", "wrong-signature", "garbage", "unknown-key"])
+def test_bad_signatures_are_401(header: str | None) -> None:
+    with pytest.raises(HeartbeatUnauthorized) as err:
+        verify_body(b"body", header, OLD)
+    assert err.value.status_hint == 401
+
+
+def test_a_tampered_body_fails() -> None:
+    body = encode_heartbeat(heartbeat("ams-1", "ams"))
+    with pytest.raises(HeartbeatUnauthorized):
+        verify_body(body + b"x", sign_body(body, OLD), OLD)
+
+
+@pytest.mark.parametrize("age_s, ok", [(0, True), (299, True), (-299, True), (301, False), (-301, False)],
+                         ids=["now", "old-but-fresh", "clock-ahead", "replayed", "far-future"])
+def test_freshness(age_s: float, ok: bool) -> None:
+    hb = heartbeat("ams-1", "ams")
+    if ok:
+        check_fresh(hb, hb.sent_at + age_s, 300)
+    else:
+        with pytest.raises(StaleHeartbeat):
+            check_fresh(hb, hb.sent_at + age_s, 300)
