@@ -148,8 +148,11 @@ def _base_url(config: OcaConfig) -> str:
     host = config.http.listen
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
-    if ipaddress.ip_address(host).version == 6:
-        host = f"[{host}]"
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a host name: used as it is
     return f"http://{host}:{config.http.port}"
 
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from contracts.tomlconf import ConfigError, Section, read_toml
 
 __all__ = ["ConfigError", "Tier", "DiskConfig", "HttpConfig", "AdminConfig", "TokenConfig",
-           "StoreConfig", "MoverConfig", "PullThroughConfig", "OcaConfig", "load", "parse", "dev_config"]
+           "StoreConfig", "MoverConfig", "PullThroughConfig", "SteeringLinkConfig", "OcaConfig", "load", "parse", "dev_config"]
 
 
 class Tier(str, Enum):
@@ -82,6 +82,12 @@ class PullThroughConfig:
 
 
 @dataclass(frozen=True)
+class SteeringLinkConfig:
+    urls: tuple[str, ...] = ()  # every steering replica; each gets every heartbeat
+    report_interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class OcaConfig:
     appliance_id: str
     site: str
@@ -92,6 +98,7 @@ class OcaConfig:
     disks: tuple[DiskConfig, ...]
     mover: MoverConfig = field(default_factory=MoverConfig)
     pull_through: PullThroughConfig = field(default_factory=PullThroughConfig)
+    steering: SteeringLinkConfig = field(default_factory=SteeringLinkConfig)
     egress_capacity_bps: int = 10_000_000_000
     source: Path | None = None  # the file it was read from (for SIGHUP reloads)
     dev: bool = False
@@ -122,6 +129,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         disks=_disks(top.section("tiers"), base),
         mover=_mover(top.section("mover", {})),
         pull_through=_pull_through(top.section("pull_through", {})),
+        steering=_steering(top.section("steering", {})),
         source=source,
     )
     app.done()
@@ -223,6 +231,16 @@ def _pull_through(s: Section) -> PullThroughConfig:
     s.done()
     if cfg.enabled and not cfg.parent:
         raise ConfigError("pull_through.parent: required when pull_through.enabled is true")
+    return cfg
+
+
+def _steering(s: Section) -> SteeringLinkConfig:
+    urls = tuple(s.str_list("urls", []))
+    for i, url in enumerate(urls):
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{s.key('urls')}[{i}]: must be an http:// or https:// URL")
+    cfg = SteeringLinkConfig(urls=urls, report_interval_s=s.float("report_interval_s", 5.0, min=0.1))
+    s.done()
     return cfg
 
 

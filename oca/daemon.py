@@ -27,12 +27,17 @@ from aiohttp import web
 from contracts.keys import write_new_keyfile
 from oca import config as oca_config
 from oca.config import OcaConfig
+from oca.heartbeat import run_reporting
 from oca.http.worker import listening_socket, worker_main
 from oca.metrics import create_file, read_totals, render
 from oca.store.store import Store
 
 WORKER_READY_TIMEOUT_S = 30.0
-_mp = multiprocessing.get_context("spawn")
+# Workers come from a fork server that has imported the serving code once: a fresh interpreter per
+# worker ("spawn") re-imports everything, about half a second each, which start-up can't afford.
+# It is started before the supervisor's event loop, so no worker inherits loop state.
+_mp = multiprocessing.get_context("forkserver")
+_mp.set_forkserver_preload(["oca.http.worker"])
 
 
 def log(event: str, **fields: Any) -> None:
@@ -119,6 +124,7 @@ class Supervisor:
         self.started_at = time.time()
         self.egress_bps = 0.0
         self.disk_health: list[Any] = []
+        self.reporter: Any = None
         run_dir = config.store.index_path.parent / "run"
         self.metrics_path = run_dir / f"metrics-{os.getpid()}.bin"
 
@@ -139,7 +145,7 @@ class Supervisor:
         runner = await self._start_admin()
         self._install_signals()
         chores = [asyncio.create_task(c()) for c in (self._watch_workers, self._check_disks, self._sample_egress,
-                                                     self._watchdog, self._mover)]
+                                                     self._watchdog, self._mover, self._report)]
         self._announce()
         sd_notify("READY=1")
         await self.stopping.wait()
@@ -256,6 +262,10 @@ class Supervisor:
 
         await mover_loop(self.store, self.config, self.stopping)
 
+    async def _report(self) -> None:
+        # Reports go on while draining (steering must hear "draining"); cancelled at the very end.
+        await run_reporting(self, asyncio.Event())
+
     def _bytes_sent(self) -> float:
         totals = read_totals(self.metrics_path, self.config.effective_workers() * 2)
         return totals["bytes_ssd"] + totals["bytes_hdd"] + totals["bytes_other"]
@@ -278,6 +288,7 @@ class Supervisor:
             "disks": disks,
             "files": self.store.index.count(),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "steering": [vars(r) for r in self.reporter.status()] if self.reporter is not None else [],
         }
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -323,5 +334,7 @@ def _disk_json(d: Any) -> dict[str, Any]:
 
 def serve(config: OcaConfig) -> None:
     import uvloop
+    from multiprocessing import forkserver
 
+    forkserver.ensure_running()
     uvloop.run(Supervisor(config).run())

@@ -7,6 +7,7 @@ the keys. SIGINT is left to the supervisor, which turns Ctrl-C into an orderly S
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import resource
@@ -178,6 +179,15 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+def _die_with_parent() -> None:
+    """Drain (SIGTERM) when the fork server that made us exits — it exits with the supervisor — so
+    a supervisor killed outright leaves no orphan serving with stale state."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def raise_fd_limit() -> int:
     """Each connection holds two descriptors (the transport's and our dup) and open files are kept
     open, so the default soft limit of 1024 would refuse work long before the CPU is busy."""
@@ -191,6 +201,7 @@ def worker_main(config: OcaConfig, slot: int, metrics_path: Path | None, ready=N
     """Entry point of a worker process (multiprocessing spawn target); `ready` is an Event set
     once the worker accepts connections."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     raise_fd_limit()
     try:
         uvloop.run(Worker(config, slot, metrics_path, ready).run())

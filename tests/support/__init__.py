@@ -72,6 +72,12 @@ def children_of(pid: int) -> list[int]:
     return sorted(found)
 
 
+def worker_pids_of(supervisor: int) -> list[int]:
+    """The serving workers of an `oca serve` supervisor. Its fork server forks them, so they are
+    its grandchildren (the fork server and multiprocessing's resource tracker are its children)."""
+    return sorted(p for child in children_of(supervisor) for p in children_of(child))
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of these processes in seconds (stat fields 14 and 15); a gone process counts 0."""
     ticks = 0

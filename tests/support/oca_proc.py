@@ -20,7 +20,7 @@ from pathlib import Path
 
 from contracts.keys import Keyring, load_keyring
 from contracts.token import sign_path
-from tests.support import children_of, cpu_seconds, free_port, stop_process, wait_for_port
+from tests.support import cpu_seconds, free_port, stop_process, wait_for_port, worker_pids_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -139,8 +139,8 @@ class OcaProcess:
         return self.proc.pid
 
     def worker_pids(self) -> list[int]:
-        """The supervisor's children: the serving workers (and multiprocessing's resource tracker)."""
-        return children_of(self.supervisor_pid)
+        """The serving workers (the supervisor's fork server's children)."""
+        return worker_pids_of(self.supervisor_pid)
 
     def cpu_seconds(self, include_supervisor: bool = False) -> float:
         pids = self.worker_pids() + ([self.supervisor_pid] if include_supervisor else [])

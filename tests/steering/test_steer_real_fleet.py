@@ -1,0 +1,118 @@
+"""The fleet test with the real appliance daemon: `steering serve` and 3 sites x 3 `oca serve`
+processes reporting with oca.heartbeat / oca.reporter. A file held by one appliance only is steered
+there first and its signed URL really streams from it; an appliance killed with SIGKILL disappears
+from every answer within K x interval + 1 s and comes back when restarted."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from steer_helpers import SITES, SteeringProcess, fleet_toml, free_port, wait_until, write_setup
+from tests.oca.conftest import Appliance, write_config
+
+INTERVAL_S, K = 0.5, 3
+COMMON = "t/common/720p.mp4"
+RARE = "t/rare/720p.mp4"
+
+
+def start_appliance(root: Path, name: str, port: int, steering_url: str, keys: Path) -> Appliance:
+    root.mkdir()
+    (root / "keys.toml").symlink_to(keys)  # one key file for the fleet: tokens and heartbeat signatures
+    config = write_config(root, extra=f'\n[steering]\nurls = ["{steering_url}"]\nreport_interval_s = {INTERVAL_S}\n')
+    text = config.read_text().replace('id = "test-oca"', f'id = "{name}"').replace('site = "lab"',
+                                                                                  f'site = "{name[:3]}"')
+    config.write_text(text.replace("port = 0", f"port = {port}", 1))
+    app = Appliance(root, config)
+    app.start()
+    return app
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("realfleet")
+    ports = {f"{s}-{i}": free_port() for s in SITES for i in (1, 2, 3)}
+    config = write_setup(folder, fleet_toml(SITES, base=lambda a: f"http://127.0.0.1:{ports[a]}"),
+                         extra="log_decisions = false\n",
+                         health={"report_interval_s": INTERVAL_S, "missed_reports": K, "up_after_reports": 2})
+    steering = SteeringProcess(config)
+    apps: dict[str, Appliance] = {}
+    try:
+        for name, port in ports.items():
+            apps[name] = start_appliance(folder / name, name, port, steering.url, folder / "keys.toml")
+            apps[name].put(b"c" * 4096, COMMON)
+        apps["lon-2"].put(os.urandom(50_000), RARE)
+        wait_until(lambda: requests.get(steering.url + "/healthz", timeout=5).json()["up"] == 9, timeout_s=30)
+        yield steering, apps, ports
+    finally:
+        for app in apps.values():
+            if app.proc is not None and app.proc.poll() is None:
+                app.proc.send_signal(signal.SIGTERM)
+        for app in apps.values():
+            try:
+                app.proc.wait(15)
+            except Exception:
+                app.proc.kill()
+        steering.stop()
+
+
+def steer(url: str, key: str, client: str) -> list[str]:
+    r = requests.get(url + "/v1/steer", params={"file": key, "client": client}, timeout=5)
+    r.raise_for_status()
+    return r.json()["locations"]
+
+
+def port_of(location: str) -> int:
+    return urlsplit(location).port or 80
+
+
+def test_rare_file_is_steered_to_its_holder_and_streams(fleet):
+    steering, apps, ports = fleet
+    wait_until(lambda: port_of(steer(steering.url, RARE, "192.0.2.10")[0]) == ports["lon-2"], timeout_s=10)
+    elsewhere = steer(steering.url, RARE, "192.0.2.10")[0]  # bound to the client's /24: not ours
+    assert requests.get(elsewhere, timeout=5).headers["X-Oca-Reason"] == "wrong-client"
+    first = steer(steering.url, RARE, "127.0.0.1")[0]  # localised to the default site, still lon-2 first
+    assert port_of(first) == ports["lon-2"]
+    resp = requests.get(first, headers={"Range": "bytes=0-99"}, timeout=5)
+    assert resp.status_code == 206 and len(resp.content) == 100
+    held = (apps["lon-2"].ssd / RARE) if (apps["lon-2"].ssd / RARE).exists() else apps["lon-2"].hdd / RARE
+    assert resp.content == held.read_bytes()[:100]
+
+
+def test_killed_appliance_leaves_every_answer_then_returns(fleet):
+    steering, apps, ports = fleet
+    clients = [f"192.0.2.{i}" for i in range(1, 40)]
+
+    def named() -> set[int]:
+        return {port_of(u) for c in clients for u in steer(steering.url, COMMON, c)}
+
+    assert ports["ams-1"] in named()
+    apps["ams-1"].proc.send_signal(signal.SIGKILL)
+    for child in _children(apps["ams-1"].proc.pid):  # the fork server and, below it, the workers
+        for worker in _children(child):
+            os.kill(worker, signal.SIGKILL)
+        os.kill(child, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: ports["ams-1"] not in named(), timeout_s=K * INTERVAL_S + 1.0, every_s=0.05)
+    assert time.monotonic() - killed <= K * INTERVAL_S + 1.0
+    apps["ams-1"].proc.wait(5)
+    apps["ams-1"].start()
+    wait_until(lambda: ports["ams-1"] in named(), timeout_s=20, every_s=0.2)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
