@@ -40,6 +40,7 @@ class HttpConfig:
     drain_timeout_s: float = 30.0
     cache_control: str = "private, max-age=86400"
     access_log: bool = True  # one JSON line per response on stdout
+    cors_allow_origin: str = "*"  # browsers' players fetch from other origins; the token guards access
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def _http(s: Section) -> HttpConfig:
         drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
         cache_control=s.str("cache_control", d.cache_control),
         access_log=s.bool("access_log", d.access_log),
+        cors_allow_origin=s.str("cors_allow_origin", d.cors_allow_origin),
     )
     s.done()
     return cfg

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-STATUSES = (200, 206, 304, 400, 403, 404, 405, 408, 413, 414, 416, 431, 500, 501, 503, 505)
+STATUSES = (200, 204, 206, 304, 400, 403, 404, 405, 408, 413, 414, 416, 431, 500, 501, 503, 505)
 TOKEN_REASONS = ("token-missing", "token-malformed", "token-expired", "unknown-key", "bad-signature",
                  "wrong-client", "wrong-scope")
 TIERS = ("ssd", "hdd")

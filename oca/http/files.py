@@ -16,6 +16,15 @@ from contracts.ids import FileKey
 from oca.core.request import FileFacts
 from oca.store.index import FileEntry
 
+def cors_headers(allow_origin: str) -> bytes:
+    """Response headers that let a browser player on another origin read ranges (empty: off)."""
+    if not allow_origin:
+        return b""
+    return (f"Access-Control-Allow-Origin: {allow_origin}\r\n"
+            "Access-Control-Expose-Headers: Content-Range, Content-Length, Accept-Ranges, ETag, X-Oca-Reason\r\n"
+            ).encode("latin-1")
+
+
 CONTENT_TYPES = {
     ".mp4": "video/mp4", ".m4s": "video/mp4", ".m4v": "video/mp4", ".m4a": "audio/mp4",
     ".ts": "video/mp2t", ".aac": "audio/aac", ".webm": "video/webm", ".mkv": "video/x-matroska",
@@ -33,7 +42,7 @@ def content_type_for(key: str) -> str:
 class OpenFile:
     __slots__ = ("key", "entry", "fd", "refs", "stale", "facts", "content_type", "static_headers", "tier", "type_line")
 
-    def __init__(self, key: FileKey, entry: FileEntry, fd: int, cache_control: str) -> None:
+    def __init__(self, key: FileKey, entry: FileEntry, fd: int, cache_control: str, cors: bytes = b"") -> None:
         self.key = key
         self.entry = entry
         self.fd = fd
@@ -48,7 +57,7 @@ class OpenFile:
         self.static_headers = (
             f"Accept-Ranges: bytes\r\nETag: {self.facts.etag}\r\nLast-Modified: {last_modified}\r\n"
             f"Cache-Control: {cache_control}\r\n"
-        ).encode("latin-1")
+        ).encode("latin-1") + cors
 
     def release(self) -> None:
         self.refs -= 1
@@ -71,7 +80,9 @@ class FileOpenError(Exception):
 
 
 class OpenFiles:
-    def __init__(self, entries: Mapping[FileKey, FileEntry], cache_control: str, capacity: int = 2048) -> None:
+    def __init__(self, entries: Mapping[FileKey, FileEntry], cache_control: str, capacity: int = 2048,
+                 cors: bytes = b"") -> None:
+        self.cors = cors
         self.entries: dict[FileKey, FileEntry] = dict(entries)
         self._open: OrderedDict[FileKey, OpenFile] = OrderedDict()
         self._cache_control = cache_control
@@ -121,7 +132,7 @@ class OpenFiles:
         except OSError as exc:
             raise FileOpenError(entry, exc) from None
         self._retire(self._open.pop(key, None))
-        of = OpenFile(key, entry, fd, self._cache_control)
+        of = OpenFile(key, entry, fd, self._cache_control, self.cors)
         self._open[key] = of
         while len(self._open) > self._capacity:
             self._retire(self._open.popitem(last=False)[1])

@@ -353,6 +353,9 @@ class Connection(ResponseWriter, asyncio.Protocol):
         self.req = req
         if not req.keep_alive or server.draining:
             self.close_after = True
+        if req.method == "OPTIONS":
+            self._respond_preflight(req)
+            return
         try:
             verdict = plan(req.method, req.target, req.range, req.if_range, self.client, server.keys,
                            time.time(), server.files.acquire_key, _facts, server.memo, req.authorization)

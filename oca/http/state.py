@@ -47,6 +47,7 @@ class ServerState:
         self._boundary_seq = 0
         self._log: list[str] = []
         self._failed_disks: dict[str, float] = {}
+        self.cors = files.cors  # the CORS header block, for error and preflight responses too
         self.puller: Any = None  # oca.http.pull.Puller when pull-through is on
         self.pull_wait_s = 0.0
         self.date_header = b""

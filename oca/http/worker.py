@@ -22,7 +22,7 @@ import uvloop
 from contracts.keys import load_keyring
 from contracts.tomlconf import ConfigError
 from oca.config import OcaConfig
-from oca.http.files import OpenFiles
+from oca.http.files import OpenFiles, cors_headers
 from oca.http.protocol import Connection
 from oca.http.state import ServerState
 from oca.metrics import WorkerMetrics
@@ -62,7 +62,7 @@ class Worker:
         self.index = Index.open(config.store.index_path)
         entries, self.seq = await asyncio.to_thread(self.index.snapshot)
         self.keys_mtime = _mtime(config.tokens.key_file)
-        files = OpenFiles(entries, config.http.cache_control)
+        files = OpenFiles(entries, config.http.cache_control, cors=cors_headers(config.http.cors_allow_origin))
         self.state = ServerState(
             config.http, load_keyring(config.tokens.key_file), files,
             WorkerMetrics(self.metrics_path, self.slot), loop,

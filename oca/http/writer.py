@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from oca.http.state import ServerState
 
 REASONS = {
-    200: "OK", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+    200: "OK", 204: "No Content", 206: "Partial Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     416: "Range Not Satisfiable", 431: "Request Header Fields Too Large",
     500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable",
@@ -101,10 +101,19 @@ class ResponseWriter:
         elif refuse.status == 503:
             extra += "Retry-After: 5\r\n"
         body = f"{refuse.status} {REASONS.get(refuse.status, '')}: {refuse.reason}\n".encode()
-        extra_b = f"X-Oca-Reason: {refuse.reason}\r\n{extra}".encode()
+        extra_b = f"X-Oca-Reason: {refuse.reason}\r\n{extra}".encode() + self.server.cors
         head = self._head(refuse.status, req, "text/plain; charset=utf-8", len(body), extra_b)
         self.refused = refuse
         self._start(refuse.status, head, None if req is not None and req.method == "HEAD" else [body])
+
+    def _respond_preflight(self, req: Request) -> None:
+        """CORS preflight (a player asking to send Range or If-Range from another origin)."""
+        extra = self.server.cors
+        if extra:
+            extra += (b"Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n"
+                      b"Access-Control-Allow-Headers: Range, If-Range\r\nAccess-Control-Max-Age: 86400\r\n")
+        head = self._head(204, req, "text/plain", 0, extra + b"Allow: GET, HEAD, OPTIONS\r\n")
+        self._start(204, head.replace(b"Content-Length: 0\r\n", b""), None)
 
     def _respond_simple(self, status: int, body: bytes, req: Request) -> None:
         head = self._head(status, req, "text/plain; charset=utf-8", len(body), b"Cache-Control: no-store\r\n")

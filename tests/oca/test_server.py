@@ -259,3 +259,15 @@ def test_deep_pipelining_pauses_reading_and_answers_all(served):
     last = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     reply = raw_exchange(served.port, one * 60 + last, timeout=10)
     assert reply.count(b"HTTP/1.1 206 ") == 60 and reply.count(b"HTTP/1.1 200 ") == 1
+
+
+def test_cors_for_browser_players(served):
+    status, headers, _ = _get(served, served.path_and_query(KEY), {"Range": "bytes=0-9", "Origin": "http://player"})
+    assert status == 206 and headers["Access-Control-Allow-Origin"] == "*"
+    assert "Content-Range" in headers["Access-Control-Expose-Headers"]
+    status, headers, _ = _get(served, "/titles/x.mp4", {"Origin": "http://player"})
+    assert status == 403 and headers["Access-Control-Allow-Origin"] == "*"  # the player can read why
+    reply = raw_exchange(served.port, b"OPTIONS /titles/x.mp4 HTTP/1.1\r\nHost: x\r\nOrigin: http://player\r\n"
+                                      b"Access-Control-Request-Headers: range\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 204 ") and b"Access-Control-Allow-Headers: Range, If-Range" in reply
+    assert b"\r\nContent-Length:" not in reply
