@@ -16,7 +16,7 @@ from contracts.keys import load_keyring
 from oca import config as oca_config
 from oca.cli import main
 from oca.config import (AdminConfig, ConfigError, DiskConfig, HttpConfig, MoverConfig, PullThroughConfig,
-                        StoreConfig, Tier, TokenConfig, parse)
+                        SteeringLinkConfig, StoreConfig, Tier, TokenConfig, parse)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "oca.example.toml"
@@ -174,7 +174,7 @@ def test_example_config_documents_every_key() -> None:
         "appliance": {"id", "site", "egress_capacity_bps"},
         "http": _names(HttpConfig), "admin": _names(AdminConfig), "tokens": _names(TokenConfig),
         "store": _names(StoreConfig, {"index_path": "index"}), "mover": _names(MoverConfig),
-        "pull_through": _names(PullThroughConfig),
+        "pull_through": _names(PullThroughConfig), "steering": _names(SteeringLinkConfig),
     }
     assert set(raw) == set(expected) | {"tiers"}
     for section, keys in expected.items():
