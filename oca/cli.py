@@ -175,13 +175,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_disks(args: argparse.Namespace) -> int:
-    from oca.daemon import _disk_json
+    from oca.daemon import disk_json
     from oca.store.store import Store
 
     store = Store.open(_config(args))
     try:
         for health in store.check_disks():
-            print(json.dumps(_disk_json(health)))
+            print(json.dumps(disk_json(health)))
     finally:
         store.close()
     return 0

@@ -22,14 +22,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from contracts.keys import write_new_keyfile
 from oca import config as oca_config
 from oca.config import OcaConfig
-from oca.heartbeat import run_reporting
 from oca.http.worker import listening_socket, worker_main
-from oca.metrics import create_file, read_totals, render
+from oca.metrics import create_file, read_totals
 from oca.store.store import Store
 
 WORKER_READY_TIMEOUT_S = 30.0
@@ -130,18 +127,21 @@ class Supervisor:
 
     async def run(self) -> None:
         config = self.config
-        if config.dev:
+        if config.dev:  # a first try: the files dropped in DIR are indexed before anyone asks
             prepare_dev(config)
-        self.store = await asyncio.to_thread(Store.open, config)
-        if config.dev:
+            self.store = await asyncio.to_thread(Store.open, config)
             await asyncio.to_thread(self.store.scan, config.disks[0].path)
-        self.disk_health = await asyncio.to_thread(self.store.check_disks)
         # Hold the port for the workers: with port 0 this picks one they can all bind.
         self.port_holder = listening_socket(config.http.listen, config.http.port, listen=False)
         config = self.config = replace(config, http=replace(config.http, port=self.port_holder.getsockname()[1]))
         create_file(self.metrics_path, config.effective_workers() * 2)
         self.generation = Generation(config, self.metrics_path)
-        await asyncio.to_thread(self.generation.start)
+        # Workers load the index while the supervisor checks the disks: start-up is the slower of two.
+        starting = asyncio.create_task(asyncio.to_thread(self.generation.start))
+        if not config.dev:
+            self.store = await asyncio.to_thread(Store.open, config)
+        self.disk_health = await asyncio.to_thread(self.store.check_disks)
+        await starting
         runner = await self._start_admin()
         self._install_signals()
         chores = [asyncio.create_task(c()) for c in (self._watch_workers, self._check_disks, self._sample_egress,
@@ -163,17 +163,10 @@ class Supervisor:
                   f"(admin http://127.0.0.1:{self.admin_port}/metrics)\n"
                   f"  signed URL for a file: oca url --dev {c.disks[0].path} KEY", file=sys.stderr, flush=True)
 
-    async def _start_admin(self) -> web.AppRunner:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/v1/health", self._health)
-        app.router.add_get("/v1/inventory", self._inventory)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self.config.admin.listen, self.config.admin.port)
-        await site.start()
-        self.admin_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async def _start_admin(self) -> Any:
+        from oca.admin import start_admin  # aiohttp: imported once the workers are on their way
+
+        runner, self.admin_port = await start_admin(self)
         return runner
 
     def _install_signals(self) -> None:
@@ -189,7 +182,7 @@ class Supervisor:
             sd_notify("STOPPING=1")
             self.stopping.set()
 
-    async def _shutdown(self, runner: web.AppRunner, chores: list[asyncio.Task]) -> None:
+    async def _shutdown(self, runner: Any, chores: list[asyncio.Task]) -> None:
         self.generation.terminate()
         await asyncio.to_thread(self.generation.join, self.config.http.drain_timeout_s + 5)
         for chore in chores:
@@ -264,6 +257,8 @@ class Supervisor:
 
     async def _report(self) -> None:
         # Reports go on while draining (steering must hear "draining"); cancelled at the very end.
+        from oca.heartbeat import run_reporting
+
         await run_reporting(self, asyncio.Event())
 
     def _bytes_sent(self) -> float:
@@ -272,7 +267,7 @@ class Supervisor:
 
     # ---- control endpoints --------------------------------------------------------------------
     def health_report(self) -> dict[str, Any]:
-        disks = [_disk_json(d) for d in self.disk_health]
+        disks = [disk_json(d) for d in self.disk_health]
         workers_alive = sum(p.is_alive() for p in self.generation.procs)
         return {
             "appliance": self.config.appliance_id,
@@ -291,36 +286,8 @@ class Supervisor:
             "steering": [vars(r) for r in self.reporter.status()] if self.reporter is not None else [],
         }
 
-    async def _healthz(self, request: web.Request) -> web.Response:
-        report = self.health_report()
-        ok = report["accepting"]
-        return web.Response(status=200 if ok else 503, text="ok\n" if ok else "not accepting\n")
 
-    async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response(self.health_report())
-
-    async def _inventory(self, request: web.Request) -> web.Response:
-        entries = await asyncio.to_thread(self.store.index.all)
-        return web.json_response({"appliance": self.config.appliance_id, "files": [
-            {"key": e.key, "tier": e.tier.value, "size": e.size, "xxh3": e.xxh3} for e in entries]})
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        totals = read_totals(self.metrics_path, self.config.effective_workers() * 2)
-        gauges: list[tuple[str, str, dict[str, str], float]] = [
-            ("oca_egress_bits_per_second", "Egress rate over the last second.", {}, round(self.egress_bps)),
-            ("oca_draining", "1 while the appliance drains.", {}, int(self.draining)),
-            ("oca_indexed_files", "Files in the index.", {}, self.store.index.count()),
-        ]
-        for d in map(_disk_json, self.disk_health):
-            labels = {"disk": d["path"], "tier": d["tier"]}
-            gauges.append(("oca_disk_up", "1 when the disk passes its checks.", labels, int(d["ok"])))
-            gauges.append(("oca_disk_free_bytes", "Free bytes on the disk.", labels, d["free_bytes"]))
-            gauges.append(("oca_disk_total_bytes", "Size of the disk.", labels, d["total_bytes"]))
-            gauges.append(("oca_disk_files", "Files indexed on the disk.", labels, d["files"]))
-        return web.Response(text=render(totals, gauges), content_type="text/plain", charset="utf-8")
-
-
-def _disk_json(d: Any) -> dict[str, Any]:
+def disk_json(d: Any) -> dict[str, Any]:
     return {
         "path": str(getattr(d, "path", getattr(d, "disk", ""))),
         "tier": getattr(getattr(d, "tier", None), "value", str(getattr(d, "tier", ""))),

@@ -1,0 +1,68 @@
+"""The appliance's control endpoints on the admin port (aiohttp): /healthz, /metrics (Prometheus),
+/v1/health (the report steering also receives) and /v1/inventory. The supervisor owns the state;
+these handlers only render it."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from oca.daemon import disk_json
+from oca.metrics import read_totals, render
+
+if TYPE_CHECKING:
+    from oca.daemon import Supervisor
+
+SUPERVISOR = web.AppKey("supervisor", Any)
+
+
+async def start_admin(sup: "Supervisor") -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app[SUPERVISOR] = sup
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/v1/health", _health)
+    app.router.add_get("/v1/inventory", _inventory)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, sup.config.admin.listen, sup.config.admin.port)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    sup = request.app[SUPERVISOR]
+    report = sup.health_report()
+    ok = report["accepting"]
+    return web.Response(status=200 if ok else 503, text="ok\n" if ok else "not accepting\n")
+
+
+async def _health(request: web.Request) -> web.Response:
+    sup = request.app[SUPERVISOR]
+    return web.json_response(sup.health_report())
+
+
+async def _inventory(request: web.Request) -> web.Response:
+    sup = request.app[SUPERVISOR]
+    entries = await asyncio.to_thread(sup.store.index.all)
+    return web.json_response({"appliance": sup.config.appliance_id, "files": [
+        {"key": e.key, "tier": e.tier.value, "size": e.size, "xxh3": e.xxh3} for e in entries]})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    sup = request.app[SUPERVISOR]
+    totals = read_totals(sup.metrics_path, sup.config.effective_workers() * 2)
+    gauges: list[tuple[str, str, dict[str, str], float]] = [
+        ("oca_egress_bits_per_second", "Egress rate over the last second.", {}, round(sup.egress_bps)),
+        ("oca_draining", "1 while the appliance drains.", {}, int(sup.draining)),
+        ("oca_indexed_files", "Files in the index.", {}, sup.store.index.count()),
+    ]
+    for d in map(disk_json, sup.disk_health):
+        labels = {"disk": d["path"], "tier": d["tier"]}
+        gauges.append(("oca_disk_up", "1 when the disk passes its checks.", labels, int(d["ok"])))
+        gauges.append(("oca_disk_free_bytes", "Free bytes on the disk.", labels, d["free_bytes"]))
+        gauges.append(("oca_disk_total_bytes", "Size of the disk.", labels, d["total_bytes"]))
+        gauges.append(("oca_disk_files", "Files indexed on the disk.", labels, d["files"]))
+    return web.Response(text=render(totals, gauges), content_type="text/plain", charset="utf-8")
+
