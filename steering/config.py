@@ -2,7 +2,7 @@
 the dotted key of any error. Relative paths are taken against the config file's folder."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -10,6 +10,7 @@ from contracts.ids import SiteId
 from contracts.tomlconf import ConfigError, Section, read_toml
 from steering.core.health import HealthPolicy
 from steering.core.rank import RankPolicy
+from steering.fillplan import FillConfig, parse_fill
 
 __all__ = ["ConfigError", "ServerConfig", "TokenConfig", "GeoConfig", "SteeringConfig", "load", "parse"]
 
@@ -53,6 +54,7 @@ class SteeringConfig:
     health: HealthPolicy
     ranking: RankPolicy
     tick_interval_s: float = 0.25  # how often missed reports are looked for
+    fill: FillConfig = field(default_factory=FillConfig)
     source: Path | None = None
 
 
@@ -75,6 +77,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         health=health,
         ranking=_ranking(top.section("ranking", {})),
         tick_interval_s=min(0.25, health.interval_s / 4),
+        fill=parse_fill(top.section("fill", {}), base),
         source=source,
     )
     main.done()

@@ -29,11 +29,13 @@ from steering import config as steering_config
 from steering.config import SteeringConfig
 from steering.fleetconf import load_fleet
 from steering.geoip import GeoDatabase
+from steering.fillplan import FillPlanner
 from steering.metrics import labels
 from steering.service import BadRequest, Loaded, Replica, SteerAnswer, dumps, file_signature, load_all
 
 log = logging.getLogger("steering")
 REPLICA = web.AppKey("replica", Replica)
+PLANNER = web.AppKey("planner", FillPlanner)
 RELOADER = web.AppKey("reloader", "Reloader")
 
 
@@ -199,7 +201,9 @@ async def _every(interval_s: Callable[[], float], step: Callable[[], Any]) -> No
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     replica, reloader = app[REPLICA], app[RELOADER]
+    planner = app[PLANNER]
     tasks = [asyncio.create_task(_every(lambda: replica.config.tick_interval_s, replica.tick)),
+             asyncio.create_task(_every_async(lambda: replica.config.fill.replan_interval_s, planner.replan)),
              asyncio.create_task(_every(lambda: replica.config.server.reload_check_interval_s, reloader.reload)),
              asyncio.create_task(_every(lambda: 0.25, replica.decisions.flush))]
     yield
@@ -211,15 +215,33 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     replica.decisions.flush()
 
 
+async def fill_manifest(request: web.Request) -> web.Response:
+    """GET /v1/fill-manifest?appliance=ID: the appliance's last planned manifest (ETag / 304)."""
+    appliance = request.query.get("appliance", "")
+    if not appliance or len(appliance) > 64:
+        return web.json_response({"error": "appliance: required"}, status=400)
+    reply = request.app[PLANNER].reply(appliance, request.headers.get("If-None-Match"))
+    return web.Response(status=reply.status, body=reply.body, headers=dict(reply.headers))
+
+
+async def _every_async(interval: Callable[[], float], fn: Callable[[], Awaitable[None]]) -> None:
+    await asyncio.sleep(1.0)  # let the first heartbeats arrive before the first plan
+    while True:
+        await fn()
+        await asyncio.sleep(interval())
+
+
 def make_app(replica: Replica, config_path: Path | None = None) -> web.Application:
     app = web.Application(client_max_size=replica.config.server.max_heartbeat_bytes)
     app[REPLICA] = replica
     app[RELOADER] = Reloader(replica, config_path)
+    app[PLANNER] = FillPlanner(replica, replica.config.fill)
     app.cleanup_ctx.append(_background)
     app.router.add_get("/v1/steer", steer_get)
     app.router.add_post("/v1/steer", steer_post)
     app.router.add_post("/v1/heartbeat", heartbeat)
     app.router.add_get("/v1/fleet", fleet)
+    app.router.add_get("/v1/fill-manifest", fill_manifest)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

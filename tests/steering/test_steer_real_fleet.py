@@ -78,8 +78,10 @@ def test_rare_file_is_steered_to_its_holder_and_streams(fleet):
     assert requests.get(elsewhere, timeout=5).headers["X-Oca-Reason"] == "wrong-client"
     first = steer(steering.url, RARE, "127.0.0.1")[0]  # localised to the default site, still lon-2 first
     assert port_of(first) == ports["lon-2"]
-    resp = requests.get(first, headers={"Range": "bytes=0-99"}, timeout=5)
-    assert resp.status_code == 206 and len(resp.content) == 100
+    # The workers follow the index within a second of the heartbeat that announced the file.
+    resp = wait_until(lambda: (r := requests.get(first, headers={"Range": "bytes=0-99"}, timeout=5)).status_code
+                      == 206 and r, timeout_s=5)
+    assert len(resp.content) == 100
     held = (apps["lon-2"].ssd / RARE) if (apps["lon-2"].ssd / RARE).exists() else apps["lon-2"].hdd / RARE
     assert resp.content == held.read_bytes()[:100]
 
