@@ -1,0 +1,75 @@
+"""`playback serve -c FILE` and `playback check-config -c FILE`."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from contracts.tomlconf import ConfigError
+from playback import config as playback_config
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+               "msg": record.getMessage(), **(getattr(record, "fields", None) or {})}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"), default=str)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="playback", description="CDN playback backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the playback HTTP service")
+    serve.add_argument("-c", "--config", type=Path, required=True)
+    serve.add_argument("--log-level", default="info")
+    check = sub.add_parser("check-config", help="validate the config and open the origin's catalog")
+    check.add_argument("-c", "--config", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.config)
+    return run(args.config, args.log_level)
+
+
+def check_config(path: Path) -> int:
+    try:
+        config = playback_config.load(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok: {path}")
+    print(f"  origin: {config.origin}")
+    print(f"  steering: {', '.join(config.steering_urls)}")
+    print(f"  trusted proxies: {', '.join(config.trusted_proxies) or 'none (the connection is the client)'}")
+    return 0
+
+
+def run(path: Path, log_level: str) -> int:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().handlers[:] = [handler]
+    logging.getLogger().setLevel(log_level.upper())
+    try:
+        config = playback_config.load(path)
+    except ConfigError as exc:
+        logging.getLogger("playback").error("config error: %s", exc)
+        return 2
+    from playback.server import serve
+
+    main_task = serve(config, ready=lambda port: print(f"listening {port}", flush=True))
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        asyncio.run(main_task)
+    else:
+        uvloop.run(main_task)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Playback's typed config: `load(path)` reads TOML, `parse(mapping)` builds frozen dataclasses and names
+the dotted key of any error. See config/playback.example.toml for every setting."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from contracts.tomlconf import ConfigError, Section, read_toml
+from origin.config import Location, S3Config, parse_location
+
+__all__ = ["ConfigError", "PlaybackConfig", "load", "parse"]
+
+
+@dataclass(frozen=True)
+class PlaybackConfig:
+    origin: Location
+    steering_urls: tuple[str, ...]
+    listen: str = "127.0.0.1"
+    port: int = 8090
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For we believe
+    steering_timeout_s: float = 2.0
+    retry_after_s: int = 5  # Retry-After on 503 when steering is unreachable
+    fleet_cache_s: float = 1.0  # steering's /v1/fleet is fetched at most this often
+    catalog_cache_s: float = 5.0
+    max_pathways: int = 4
+    content_steering: bool = True
+    steering_ttl_s: int = 10  # TTL of the steering manifest: how often players re-steer
+    saturation_fraction: float = 0.9  # egress / capacity at which an appliance is moved last
+    token_duration_factor: float = 2.0
+    token_slack_s: int = 3600
+    token_min_ttl_s: int = 3600
+    token_max_ttl_s: int = 2 * 86400  # must not exceed steering's tokens.max_ttl_s
+    popularity_half_life_s: float = 86400.0
+    max_events_per_request: int = 100
+    drain_grace_s: float = 1.0
+    drain_timeout_s: float = 10.0
+    source: Path | None = None
+
+
+def load(path: Path) -> PlaybackConfig:
+    path = Path(path).resolve()
+    return parse(read_toml(path), base=path.parent, source=path)
+
+
+def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | None = None) -> PlaybackConfig:
+    top = Section(mapping)
+    s = top.section("playback")
+    o = top.section("origin")
+    origin = parse_location(o.str("location"), o.str("endpoint_url", None), o.str("region", None), base,
+                            where=o.key("location"))
+    o.done()
+    d = PlaybackConfig(origin=origin, steering_urls=())
+    urls = tuple(u.rstrip("/") for u in s.str_list("steering_urls"))
+    if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
+        raise ConfigError(f"{s.key('steering_urls')}: one or more http(s):// URLs of steering replicas")
+    proxies = tuple(s.str_list("trusted_proxies", []))
+    for i, p in enumerate(proxies):
+        try:
+            ipaddress.ip_network(p, strict=False)
+        except ValueError:
+            raise ConfigError(f"{s.key('trusted_proxies')}[{i}]: {p!r} is not an IP network") from None
+    cfg = PlaybackConfig(
+        origin=origin, steering_urls=urls, trusted_proxies=proxies,
+        listen=s.str("listen", d.listen), port=s.int("port", d.port, min=0, max=65535),
+        steering_timeout_s=s.float("steering_timeout_s", d.steering_timeout_s, min=0.05, max=60),
+        retry_after_s=s.int("retry_after_s", d.retry_after_s, min=1, max=3600),
+        fleet_cache_s=s.float("fleet_cache_s", d.fleet_cache_s, min=0, max=60),
+        catalog_cache_s=s.float("catalog_cache_s", d.catalog_cache_s, min=0, max=3600),
+        max_pathways=s.int("max_pathways", d.max_pathways, min=1, max=16),
+        content_steering=s.bool("content_steering", d.content_steering),
+        steering_ttl_s=s.int("steering_ttl_s", d.steering_ttl_s, min=1, max=86400),
+        saturation_fraction=s.float("saturation_fraction", d.saturation_fraction, min=0.1, max=10),
+        token_duration_factor=s.float("token_duration_factor", d.token_duration_factor, min=1, max=100),
+        token_slack_s=s.int("token_slack_s", d.token_slack_s, min=0),
+        token_min_ttl_s=s.int("token_min_ttl_s", d.token_min_ttl_s, min=60),
+        token_max_ttl_s=s.int("token_max_ttl_s", d.token_max_ttl_s, min=60),
+        popularity_half_life_s=s.float("popularity_half_life_s", d.popularity_half_life_s, min=1),
+        max_events_per_request=s.int("max_events_per_request", d.max_events_per_request, min=1, max=10_000),
+        drain_grace_s=s.float("drain_grace_s", d.drain_grace_s, min=0),
+        drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
+        source=source,
+    )
+    s.done()
+    top.done()
+    if cfg.token_min_ttl_s > cfg.token_max_ttl_s:
+        raise ConfigError("playback.token_min_ttl_s: must not exceed playback.token_max_ttl_s")
+    return cfg
+
+
+def s3_config() -> S3Config:
+    return S3Config()

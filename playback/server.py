@@ -1,0 +1,325 @@
+"""Playback's HTTP shell (aiohttp): catalog API, per-client manifests over steering, the steering
+manifest, viewing events and popularity, the web pages; SIGTERM drains, SIGHUP reloads the config.
+
+    GET  /v1/titles[?q=&genre=]  /v1/titles/{id}  /v1/titles/{id}/poster
+    GET  /v1/playback/{id}/master.m3u8   /v1/playback/{id}/manifest.mpd
+    GET  /v1/playback/{id}/{rendition}.m3u8?loc=SIGNED-URL
+    GET  /v1/playback/{id}/steering.json?pathways=a,b[&dash=1]
+    POST /v1/events       GET /v1/popularity      GET /v1/fleet (steering's, with catalog totals)
+    GET  /  /play/{id}  /fleet  /static/...       GET /healthz /metrics
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from origin.core import catalog as core_catalog
+from origin.core.catalog import TitleEntry
+from origin.core.errors import ObjectNotFound
+from playback import config as playback_config
+from playback.core import manifests, steer
+from playback.core.clientip import client_ip
+from playback.core.events import EventError, validate_batch
+from playback.state import State
+from playback.steerclient import SteeringUnavailable
+
+log = logging.getLogger("playback")
+STATE = web.AppKey("state", State)
+STATIC = Path(__file__).parent / "static"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class NotFound(ValueError):
+    status_hint = 404
+    reason = "not-found"
+
+
+def refusals(handler: Handler) -> Handler:
+    """Our refusals (exceptions with status_hint) become JSON errors; 503s carry Retry-After."""
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except (ValueError, SteeringUnavailable) as exc:
+            state = request.app[STATE]
+            status = getattr(exc, "status_hint", 400)
+            reason = getattr(exc, "reason", "bad-request")
+            state.count("playback_errors_total", f'reason="{reason}"')
+            headers = {"Retry-After": str(state.config.retry_after_s)} if status == 503 else {}
+            if status == 503:
+                log.warning("refused", extra={"fields": {"reason": reason, "detail": str(exc)}})
+            return _json({"error": reason, "detail": str(exc)}, status=status, headers=headers)
+    return wrapped
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(text=json.dumps(payload, separators=(",", ":")), status=status,
+                        content_type="application/json", headers=headers)
+
+
+async def _entry(request: web.Request) -> TitleEntry:
+    entry = await request.app[STATE].entry(request.match_info["title_id"])
+    if entry is None:
+        raise NotFound(f"no title {request.match_info['title_id']!r}")
+    return entry
+
+
+# ---- catalog -------------------------------------------------------------------------------------
+
+def _summary(entry: TitleEntry) -> dict[str, Any]:
+    out = core_catalog.summary(entry)
+    out["posterUrl"] = f"/v1/titles/{entry.title_id}/poster" if entry.poster else None
+    out["hls"] = f"/v1/playback/{entry.title_id}/master.m3u8"
+    out["dash"] = f"/v1/playback/{entry.title_id}/manifest.mpd"
+    return out
+
+
+@refusals
+async def titles(request: web.Request) -> web.Response:
+    q, genre = request.query.get("q") or None, request.query.get("genre") or None
+    found = await request.app[STATE].titles(q, genre)
+    return _json({"titles": [_summary(e) for e in found], "count": len(found)})
+
+
+@refusals
+async def title(request: web.Request) -> web.Response:
+    entry = await _entry(request)
+    return _json({**core_catalog.to_dict(entry), **_summary(entry)})
+
+
+@refusals
+async def poster(request: web.Request) -> web.Response:
+    entry = await _entry(request)
+    if not entry.poster:
+        raise NotFound("no poster")
+    try:
+        body = await request.app[STATE].poster(entry.poster)
+    except ObjectNotFound:
+        raise NotFound("poster missing at the origin") from None
+    return web.Response(body=body, content_type="image/jpeg",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+
+# ---- manifests -----------------------------------------------------------------------------------
+
+async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathway, ...]]:
+    """One steering call for every file of the title, for this client; pathways per appliance."""
+    state = request.app[STATE]
+    entry = await _entry(request)
+    cfg = state.config
+    client = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.trusted)
+    if client is None:
+        raise manifests.PlaybackError("client address unknown")
+    ttl = manifests.token_ttl_s(entry.duration_s, cfg.token_duration_factor, cfg.token_slack_s,
+                                cfg.token_min_ttl_s, cfg.token_max_ttl_s)
+    located, fleet = await asyncio.gather(state.steering.steer(client, [r.key for r in entry.renditions], ttl),
+                                          state.steering.fleet(max_age_s=300), return_exceptions=True)
+    if isinstance(located, BaseException):
+        raise located
+    names = steer.base_urls(fleet) if isinstance(fleet, dict) else {}
+    pathways = manifests.build_pathways(entry, located, lambda base: names.get(base, base.split("//", 1)[-1]),
+                                        cfg.max_pathways)
+    state.count("playback_plays_total")
+    return entry, pathways
+
+
+def _steering_uri(request: web.Request, pathways: tuple[manifests.Pathway, ...], dash: bool) -> str | None:
+    if not request.app[STATE].config.content_steering:
+        return None
+    query = {"pathways": ",".join(p.id for p in pathways), **({"dash": "1"} if dash else {})}
+    return f"/v1/playback/{request.match_info['title_id']}/steering.json?{urlencode(query)}"
+
+
+PRIVATE = {"Cache-Control": "private, no-store"}  # signed for one client: no shared cache may keep it
+
+
+@refusals
+async def master(request: web.Request) -> web.Response:
+    entry, pathways = await _play(request)
+    uri = _steering_uri(request, pathways, dash=False)
+    return web.Response(text=manifests.hls_master(entry, pathways, uri), headers=PRIVATE,
+                        content_type="application/vnd.apple.mpegurl")
+
+
+@refusals
+async def mpd(request: web.Request) -> web.Response:
+    entry, pathways = await _play(request)
+    uri = _steering_uri(request, pathways, dash=True)
+    return web.Response(text=manifests.dash_mpd(entry, pathways, uri), headers=PRIVATE,
+                        content_type="application/dash+xml")
+
+
+@refusals
+async def media(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    entry = await _entry(request)
+    name = request.match_info["rendition"]
+    r = next((r for r in entry.renditions if r.name == name), None)
+    if r is None:
+        raise NotFound(f"no rendition {name!r} in {entry.title_id!r}")
+    fleet = await state.steering.fleet(max_age_s=3600)
+    loc = manifests.check_location(r, request.query.get("loc", ""), list(steer.base_urls(fleet)))
+    return web.Response(text=manifests.hls_media(r, loc), headers=PRIVATE,
+                        content_type="application/vnd.apple.mpegurl")
+
+
+@refusals
+async def steering_manifest(request: web.Request) -> web.Response:
+    """Reordered by the fleet's live state; if steering cannot be reached, the session's own order."""
+    state = request.app[STATE]
+    await _entry(request)
+    pathways = [p for p in request.query.get("pathways", "").split(",") if p][:16]
+    if not pathways or any(manifests.pathway_id(p) != p for p in pathways):
+        raise manifests.PlaybackError("pathways: a comma-separated list of pathway ids")
+    try:
+        states = steer.fleet_states(await state.steering.fleet(), state.config.saturation_fraction)
+    except SteeringUnavailable:
+        states = None
+    dash = request.query.get("dash") == "1"
+    reload_uri = request.path_qs.split("&_HLS_", 1)[0].split("&_DASH_", 1)[0]
+    body = steer.steering_manifest(pathways, states, state.config.steering_ttl_s, reload_uri, dash)
+    return _json(body, headers={"Cache-Control": "no-store"})
+
+
+# ---- events, popularity, fleet --------------------------------------------------------------------
+
+@refusals
+async def events(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise EventError("body: must be JSON") from None
+    items = body.get("events", [body]) if isinstance(body, dict) else body if isinstance(body, list) else []
+    ids = {e.get("videoId") for e in items[:state.config.max_events_per_request] if isinstance(e, dict)}
+    for title_id in ids:
+        if isinstance(title_id, str) and 0 < len(title_id) <= 128:
+            await state.entry(title_id)  # warm the cache; validation itself is pure
+    now = time.time()
+    accepted = validate_batch(body, state.cached_entry, now, state.config.max_events_per_request)
+    for e in accepted:
+        state.popularity.add(e, state.cached_entry(e.title), now)  # type: ignore[arg-type]
+    return _json({"accepted": len(accepted)}, status=202)
+
+
+async def popularity(request: web.Request) -> web.Response:
+    return _json(request.app[STATE].popularity.snapshot(time.time()))
+
+
+@refusals
+async def fleet(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body = dict(await state.steering.fleet())
+    entries = await state.titles(None, None)
+    body["catalog"] = {"titles": len(entries), "files": sum(len(e.renditions) for e in entries)}
+    return _json(body, headers={"Cache-Control": "no-store"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(state.health(), status=503 if state.draining else 200)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[STATE].metrics_text(), content_type="text/plain")
+
+
+def page(name: str) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+    return handler
+
+
+# ---- lifecycle -----------------------------------------------------------------------------------
+
+def sd_notify(message: str) -> None:
+    """systemd Type=notify: READY=1 / STOPPING=1 to $NOTIFY_SOCKET (no-op without systemd)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.sendto(message.encode(), address)
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    await app[STATE].steering.start()
+    yield
+    await app[STATE].steering.close()
+
+
+def make_app(state: State) -> web.Application:
+    app = web.Application(client_max_size=1 << 20)
+    app[STATE] = state
+    app.cleanup_ctx.append(_client)
+    r = app.router
+    r.add_get("/v1/titles", titles)
+    r.add_get("/v1/titles/{title_id}", title)
+    r.add_get("/v1/titles/{title_id}/poster", poster)
+    r.add_get("/v1/playback/{title_id}/master.m3u8", master)
+    r.add_get("/v1/playback/{title_id}/manifest.mpd", mpd)
+    r.add_get("/v1/playback/{title_id}/steering.json", steering_manifest)
+    r.add_get("/v1/playback/{title_id}/{rendition}.m3u8", media)
+    r.add_post("/v1/events", events)
+    r.add_get("/v1/popularity", popularity)
+    r.add_get("/v1/fleet", fleet)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/", page("catalog.html"))
+    r.add_get("/play/{title_id}", page("player.html"))
+    r.add_get("/fleet", page("fleet.html"))
+    r.add_static("/static/", STATIC)
+    return app
+
+
+async def _reload(state: State) -> None:
+    if state.config.source is None:
+        return
+    try:
+        config = await asyncio.to_thread(playback_config.load, state.config.source)
+    except (ValueError, OSError) as exc:
+        log.error("reload failed, keeping the running config: %s", exc)
+        return
+    if (config.listen, config.port) != (state.config.listen, state.config.port):
+        log.warning("listen address changes need a restart")
+    state.adopt(config)
+    log.info("reloaded", extra={"fields": {"steering": list(config.steering_urls)}})
+
+
+async def serve(config: playback_config.PlaybackConfig, ready: Callable[[int], None] | None = None) -> None:
+    state = State(config)
+    app = make_app(state)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.drain_timeout_s)
+    await runner.setup()
+    await web.TCPSite(runner, config.listen, config.port, backlog=1024).start()
+    port = runner.addresses[0][1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(state)))
+    log.info("serving", extra={"fields": {"listen": config.listen, "port": port, "origin": str(config.origin)}})
+    sd_notify("READY=1")
+    if ready is not None:
+        ready(port)
+    await stop.wait()
+    state.draining = True
+    sd_notify("STOPPING=1")
+    log.info("draining", extra={"fields": {"grace_s": config.drain_grace_s}})
+    await asyncio.sleep(config.drain_grace_s)
+    with contextlib.suppress(Exception):
+        await runner.cleanup()
+    log.info("stopped")

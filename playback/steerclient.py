@@ -1,0 +1,71 @@
+"""Playback's client of steering: one POST /v1/steer per play (every rendition file at once) and a
+short-lived cache of GET /v1/fleet. Replicas are independent; each call tries them in order. Anything
+but a usable answer is SteeringUnavailable (503 with Retry-After to the player, never unsigned URLs)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Sequence
+
+import aiohttp
+
+
+class SteeringUnavailable(Exception):
+    status_hint = 503
+    reason = "steering-unavailable"
+
+
+class SteeringClient:
+    def __init__(self, urls: Sequence[str], timeout_s: float, fleet_cache_s: float) -> None:
+        self.urls = list(urls)
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.fleet_cache_s = fleet_cache_s
+        self.session: aiohttp.ClientSession | None = None
+        self._fleet: tuple[float, dict[str, Any]] | None = None
+        self._fleet_lock = asyncio.Lock()
+        self.calls = 0
+        self.failures = 0
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=self.timeout)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def _call(self, method: str, path: str, json: Any = None) -> Any:
+        assert self.session is not None
+        self.calls += 1
+        last = "no steering replica configured"
+        for base in self.urls:
+            try:
+                async with self.session.request(method, base + path, json=json) as resp:
+                    if resp.status == 200:
+                        return await resp.json()
+                    last = f"{base}: HTTP {resp.status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                last = f"{base}: {type(exc).__name__} {exc}"
+        self.failures += 1
+        raise SteeringUnavailable(last)
+
+    async def steer(self, client: str, files: Sequence[str], ttl_s: int) -> dict[str, list[str]]:
+        body = await self._call("POST", "/v1/steer", {"client": client, "files": list(files), "ttl_s": ttl_s})
+        try:
+            return {k: list(v["locations"]) for k, v in body["files"].items()}
+        except (KeyError, TypeError, AttributeError):
+            raise SteeringUnavailable("steering answered without files/locations") from None
+
+    async def fleet(self, max_age_s: float | None = None) -> dict[str, Any]:
+        """The fleet, at most fleet_cache_s old (or max_age_s when steering cannot be reached)."""
+        async with self._fleet_lock:
+            now = time.monotonic()
+            if self._fleet is not None and now - self._fleet[0] <= self.fleet_cache_s:
+                return self._fleet[1]
+            try:
+                fleet = await self._call("GET", "/v1/fleet")
+            except SteeringUnavailable:
+                if self._fleet is not None and max_age_s is not None and now - self._fleet[0] <= max_age_s:
+                    return self._fleet[1]
+                raise
+            self._fleet = (now, fleet)
+            return fleet

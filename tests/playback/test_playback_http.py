@@ -1,0 +1,159 @@
+"""Playback's HTTP API against the real stack (origin dir, steering, two appliances, `playback serve`):
+catalog, manifests with signed appliance URLs bound to the connection's client, content steering,
+events and popularity, the fleet view, bad input, a steering outage, check-config and SIGTERM."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import requests
+
+from conftest import TITLE, PlaybackProcess, playback_toml
+from tests.steering.steer_helpers import free_port
+
+M3U8 = "application/vnd.apple.mpegurl"
+
+
+def get(stack, path, **kw):
+    return requests.get(stack.playback.url + path, timeout=10, **kw)
+
+
+def test_catalog_list_search_detail_and_poster(stack):
+    body = get(stack, "/v1/titles").json()
+    assert body["count"] == 1 and body["titles"][0]["id"] == TITLE
+    assert get(stack, "/v1/titles", params={"q": "sampl"}).json()["count"] == 1
+    assert get(stack, "/v1/titles", params={"q": "nothing-like-it"}).json()["count"] == 0
+    assert get(stack, "/v1/titles", params={"genre": "animation"}).json()["count"] == 1
+    detail = get(stack, f"/v1/titles/{TITLE}").json()
+    assert detail["title"] == "Sample Title" and len(detail["renditions"]) == 3
+    assert detail["renditions"][0]["segments"] and detail["releaseDate"] == "2024-05-01"
+    poster = get(stack, detail["posterUrl"])
+    assert poster.status_code == 200 and poster.content[:2] == b"\xff\xd8"
+
+
+def test_unknown_title_is_404_everywhere(stack):
+    for path in ("/v1/titles/nope", "/v1/titles/nope/poster", "/v1/playback/nope/master.m3u8",
+                 "/v1/playback/nope/manifest.mpd", "/v1/playback/nope/144p.m3u8",
+                 "/v1/playback/nope/steering.json?pathways=a", "/v1/titles/..%2F..%2Fetc"):
+        r = get(stack, path)
+        assert r.status_code == 404, (path, r.status_code, r.text)
+
+
+def variants(text):
+    lines = text.splitlines()
+    return [(lines[i], lines[i + 1]) for i, line in enumerate(lines) if line.startswith("#EXT-X-STREAM-INF")]
+
+
+def test_master_media_playlists_point_at_steered_appliances_for_this_client(stack):
+    r = get(stack, f"/v1/playback/{TITLE}/master.m3u8", headers={"X-Forwarded-For": "192.0.2.10"})
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith(M3U8)
+    assert "no-store" in r.headers["Cache-Control"]
+    found = variants(r.text)
+    assert {inf.rsplit('PATHWAY-ID="', 1)[1][:-1] for inf, _ in found} == {"ams-1", "fra-1"}
+    assert "#EXT-X-CONTENT-STEERING" in r.text
+    inf, uri = found[0]
+    loc = unquote(parse_qs(urlsplit(uri).query)["loc"][0])
+    assert urlsplit(loc).port == stack.ports["ams-1"]  # the default site first
+    # untrusted peer: X-Forwarded-For ignored, the token is bound to the connection's /24
+    assert parse_qs(urlsplit(loc).query)["c"] == ["127.0.0.0/24"]
+    expires = int(parse_qs(urlsplit(loc).query)["e"][0])
+    assert expires - time.time() > stack.entry["duration"] + 3000
+    media = get(stack, f"/v1/playback/{TITLE}/{uri}")
+    assert media.status_code == 200 and "#EXT-X-BYTERANGE:" in media.text and "#EXT-X-ENDLIST" in media.text
+    seg = [line for line in media.text.splitlines() if line.startswith("http")][1]
+    rng = [line for line in media.text.splitlines() if line.startswith("#EXT-X-BYTERANGE:")][0].split(":")[1]
+    length, offset = (int(x) for x in rng.split("@"))
+    got = requests.get(seg, headers={"Range": f"bytes={offset}-{offset + length - 1}"}, timeout=5)
+    key = urlsplit(seg).path.lstrip("/")
+    assert got.status_code == 206 and got.content == (stack.folder / "origin" / key).read_bytes()[offset:offset + length]
+
+
+def test_media_playlist_refuses_foreign_or_unsigned_locations(stack):
+    video = next(r for r in stack.entry["renditions"] if r["type"] == "video")
+    for loc in (f"http://evil.example/{video['key']}?e=1&k=k1&c=x&s=y",
+                f"http://127.0.0.1:{stack.ports['ams-1']}/{video['key']}", ""):
+        r = get(stack, f"/v1/playback/{TITLE}/{video['name']}.m3u8", params={"loc": loc})
+        assert r.status_code == 400 and r.json()["error"] == "bad-location"
+    assert get(stack, f"/v1/playback/{TITLE}/nope.m3u8", params={"loc": "x"}).status_code == 404
+
+
+def test_dash_manifest_lists_every_appliance_per_representation(stack):
+    r = get(stack, f"/v1/playback/{TITLE}/manifest.mpd")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/dash+xml")
+    ns = "{urn:mpeg:dash:schema:mpd:2011}"
+    root = ET.fromstring(r.content)
+    assert root.find(f"{ns}ContentSteering").get("defaultServiceLocation") == "ams-1"
+    reps = list(root.iter(f"{ns}Representation"))
+    assert len(reps) == 3
+    for rep in reps:
+        assert [b.get("serviceLocation") for b in rep.findall(f"{ns}BaseURL")] == ["ams-1", "fra-1"]
+
+
+def test_steering_manifest_follows_live_state(stack):
+    body = get(stack, f"/v1/playback/{TITLE}/steering.json", params={"pathways": "fra-1,ams-1,ghost"}).json()
+    assert body["VERSION"] == 1 and body["TTL"] == 1 and body["PATHWAY-PRIORITY"] == ["fra-1", "ams-1"]
+    assert body["RELOAD-URI"].startswith(f"/v1/playback/{TITLE}/steering.json?pathways=")
+    dash = get(stack, f"/v1/playback/{TITLE}/steering.json", params={"pathways": "ams-1", "dash": "1"}).json()
+    assert dash["SERVICE-LOCATION-PRIORITY"] == ["ams-1"]
+    assert get(stack, f"/v1/playback/{TITLE}/steering.json", params={"pathways": "a b"}).status_code == 400
+
+
+def test_events_feed_popularity_and_bad_ones_store_nothing(stack):
+    before = get(stack, "/v1/popularity").json()
+    now_ms = time.time() * 1000
+    ev = {"userId": "u-http", "videoId": TITLE, "event": "play", "timestamp": now_ms, "position": 0}
+    for bad in ([ev, {**ev, "event": "rewind"}], {**ev, "videoId": "nope"}, {**ev, "position": "x"}, "[]", "{"):
+        r = requests.post(stack.playback.url + "/v1/events", timeout=5,
+                          **({"data": bad} if isinstance(bad, str) else {"json": bad}))
+        assert r.status_code == 400, r.text
+    assert get(stack, "/v1/popularity").json()["events_accepted"] == before["events_accepted"]
+    r = requests.post(stack.playback.url + "/v1/events", timeout=5, json={"events": [
+        ev, {**ev, "event": "progress", "position": 4, "timestamp": now_ms + 4000},
+        {**ev, "event": "stop", "position": 6, "timestamp": now_ms + 6000}]})
+    assert r.status_code == 202 and r.json() == {"accepted": 3}
+    after = get(stack, "/v1/popularity").json()
+    assert after["events_accepted"] == before["events_accepted"] + 3
+    assert after["titles"][TITLE]["plays"] > before.get("titles", {}).get(TITLE, {}).get("plays", 0)
+    assert after["titles"][TITLE]["bytes"] > 0 and all(len(v) == 2 for v in after["files"].values())
+
+
+def test_fleet_health_and_metrics(stack):
+    fleet = get(stack, "/v1/fleet").json()
+    assert {a["id"] for s in fleet["sites"] for a in s["appliances"]} == {"ams-1", "fra-1"}
+    assert fleet["catalog"] == {"titles": 1, "files": 3}
+    assert get(stack, "/healthz").json()["status"] == "ok"
+    text = get(stack, "/metrics").text
+    assert "playback_steering_calls_total" in text and "playback_plays_total" in text
+    assert "hls.js" in get(stack, "/static/vendor/README.md").text
+    assert get(stack, "/static/vendor/hls.min.js").status_code == 200
+    for page in ("/", f"/play/{TITLE}", "/fleet"):
+        assert "<html" in get(stack, page).text
+
+
+def test_steering_unreachable_is_a_clear_503_with_retry_after(stack, tmp_path):
+    config = tmp_path / "playback.toml"
+    config.write_text(playback_toml(stack.folder / "origin", [f"http://127.0.0.1:{free_port()}"]))
+    down = PlaybackProcess(config)
+    try:
+        for path in (f"/v1/playback/{TITLE}/master.m3u8", f"/v1/playback/{TITLE}/manifest.mpd"):
+            r = requests.get(down.url + path, timeout=10)
+            assert r.status_code == 503 and r.headers["Retry-After"] == "5"
+            assert r.json()["error"] == "steering-unavailable" and "http" not in r.text.split('"detail"')[0]
+        # the catalog still works without steering
+        assert requests.get(down.url + "/v1/titles", timeout=10).json()["count"] == 1
+    finally:
+        assert down.stop() == 0
+
+
+def test_check_config_and_sigterm(stack, tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "playback.cli", "check-config", "-c", str(stack.playback.config)],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "ok:" in ok.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[playback]\nsteering_urls = []\n[origin]\nlocation = "/x"\n')
+    out = subprocess.run([sys.executable, "-m", "playback.cli", "check-config", "-c", str(bad)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "playback.steering_urls" in out.stderr
