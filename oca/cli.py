@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list indexed files")
     _add_source(p)
     p.add_argument("--json", action="store_true")
+    sub.add_parser("fill", help="one fill run (see `oca fill --help`)", add_help=False)
     p = sub.add_parser("disks", help="check every disk and show its state")
     _add_source(p)
     return parser
@@ -192,6 +193,11 @@ COMMANDS = {"serve": cmd_serve, "check-config": cmd_check_config, "put": cmd_put
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["fill"]:  # the fill agent has its own options (see fill/agent_cli.py)
+        from fill.agent_cli import main as fill_main
+
+        return fill_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

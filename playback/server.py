@@ -128,9 +128,10 @@ async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathw
                                           state.steering.fleet(max_age_s=300), return_exceptions=True)
     if isinstance(located, BaseException):
         raise located
+    locations, holds = located
     names = steer.base_urls(fleet) if isinstance(fleet, dict) else {}
-    pathways = manifests.build_pathways(entry, located, lambda base: names.get(base, base.split("//", 1)[-1]),
-                                        cfg.max_pathways)
+    pathways = manifests.build_pathways(entry, locations, lambda base: names.get(base, base.split("//", 1)[-1]),
+                                        cfg.max_pathways, holds)
     state.count("playback_plays_total")
     return entry, pathways
 

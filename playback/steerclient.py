@@ -48,10 +48,13 @@ class SteeringClient:
         self.failures += 1
         raise SteeringUnavailable(last)
 
-    async def steer(self, client: str, files: Sequence[str], ttl_s: int) -> dict[str, list[str]]:
+    async def steer(self, client: str, files: Sequence[str],
+                    ttl_s: int) -> tuple[dict[str, list[str]], dict[str, list[bool]]]:
+        """Ranked signed URLs per file, and per URL whether its appliance holds the file now."""
         body = await self._call("POST", "/v1/steer", {"client": client, "files": list(files), "ttl_s": ttl_s})
         try:
-            return {k: list(v["locations"]) for k, v in body["files"].items()}
+            return ({k: list(v["locations"]) for k, v in body["files"].items()},
+                    {k: [bool(h) for h in v.get("holds", [])] for k, v in body["files"].items()})
         except (KeyError, TypeError, AttributeError):
             raise SteeringUnavailable("steering answered without files/locations") from None
 

@@ -89,7 +89,10 @@ async def steer_post(request: web.Request) -> web.Response:
         raise BadRequest("client: must be an IP address string")
     expires_at, answers = replica.steer(files, client, _ttl(body.get("ttl_s")))
     explain = bool(body.get("explain"))
-    out = {a.file: ({"locations": a.locations, "decision": _explain(a)} if explain else {"locations": a.locations})
+    # `holds` (one flag per location): which appliances have the file now, so a caller grouping URLs by
+    # appliance (playback's pathways) can route a file an appliance lacks to one that has it.
+    out = {a.file: {"locations": a.locations, "holds": [c.holds for c in a.decision.candidates][:len(a.locations)],
+                    **({"decision": _explain(a)} if explain else {})}
            for a in answers}
     return _json({"expires_at": expires_at, "files": out})
 

@@ -56,19 +56,27 @@ def pathway_id(name: str) -> str:
 
 
 def build_pathways(entry: TitleEntry, locations: Mapping[str, Sequence[str]], name_of: Callable[[str], str],
-                   max_pathways: int = 4) -> tuple[Pathway, ...]:
+                   max_pathways: int = 4, holds: Mapping[str, Sequence[bool]] | None = None) -> tuple[Pathway, ...]:
     """Group every file's ranked URLs by appliance (`name_of(base URL)`), best-ranked appliance first.
-    A pathway needs every audio rendition and at least one video rendition; raises NoLocations when a
-    file has no URL at all or no pathway is complete."""
+    Fill places files one by one, so an appliance may hold only some of a title: where steering says
+    (`holds`, a flag per location) that a pathway's appliance lacks a file, that pathway takes the
+    file's best holder instead, so no pathway leads a player to a 404. A pathway needs every audio
+    rendition and at least one video rendition; raises NoLocations when a file has no URL at all or
+    no pathway is complete."""
     missing = [r.key for r in entry.renditions if not locations.get(r.key)]
     if missing:
         raise NoLocations(f"no appliance serves {missing[0]}")
     score: dict[str, float] = {}
     urls: dict[str, dict[str, str]] = {}
+    best: dict[str, str] = {}  # file -> URL on its best-ranked holder
     for r in entry.renditions:
+        flags = list((holds or {}).get(r.key) or [])
+        held = [u for u, h in zip(locations[r.key], flags) if h]
+        best[r.key] = held[0] if held else locations[r.key][0]
         for rank, url in enumerate(locations[r.key]):
             pid = pathway_id(name_of(base_of(url)))
-            urls.setdefault(pid, {})[r.key] = url
+            lacks = rank < len(flags) and not flags[rank]
+            urls.setdefault(pid, {})[r.key] = best[r.key] if lacks else url
             score[pid] = score.get(pid, 0.0) + rank
     n = len(entry.renditions)
     out = []

@@ -64,6 +64,20 @@ def test_pathways_follow_rank_and_skip_incomplete_appliances():
         == ["oca-b", "oca-a"]
 
 
+def test_a_file_an_appliance_lacks_goes_to_its_holder_on_that_pathway():
+    """Fill places files one by one: oca-a holds lo and aud, oca-b holds hi and aud. Each pathway
+    keeps its own appliance where it holds the file and borrows the best holder where it does not."""
+    located = locs(["http://a:1", "http://b:1"])
+    holds = {"f/t1/lo.mp4": [True, False], "f/t1/hi.mp4": [False, True], "f/t1/aud.mp4": [True, True]}
+    paths = {p.id: p.urls for p in manifests.build_pathways(ENTRY, located, NAMES.__getitem__, holds=holds)}
+    assert paths["oca-a"]["f/t1/lo.mp4"].startswith("http://a:1/")
+    assert paths["oca-a"]["f/t1/hi.mp4"].startswith("http://b:1/")  # borrowed: a would 404
+    assert paths["oca-b"]["f/t1/lo.mp4"].startswith("http://a:1/")
+    assert paths["oca-b"]["f/t1/hi.mp4"].startswith("http://b:1/")
+    assert all(u.startswith(f"http://{n[-1]}:1/") for n, urls in paths.items() for k, u in urls.items()
+               if k == "f/t1/aud.mp4")
+
+
 def test_no_location_is_a_503_not_a_manifest():
     located = locs(["http://a:1"])
     located["f/t1/hi.mp4"] = []

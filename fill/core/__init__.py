@@ -1,0 +1,3 @@
+"""Fill's pure core: popularity, copies and rendezvous placement, capacity packing, manifest diff,
+window, source choice, backoff, token bucket and part arithmetic. No I/O, no clock, no aiohttp or
+boto3: every function takes `now` and data and returns a verdict, so each rule is a table test."""

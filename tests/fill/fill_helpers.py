@@ -1,0 +1,226 @@
+"""Helpers for the fill tests: appliance configs with their own id and site, an in-thread HTTP file
+server that can misbehave (errors, corrupt bytes, slowness) and counts what it sends, a test stand-in
+for steering's manifest endpoint, and catalog entries for an origin."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xxhash
+from aiohttp import web
+
+from contracts.keys import new_secret
+from contracts.manifest import Manifest
+from fill.service import manifest_reply
+
+
+def write_keyfile(path: Path) -> Path:
+    path.write_text(f'signing = "k1"\n[keys]\nk1 = "{new_secret()}"\n')
+    return path
+
+
+def write_oca_config(root: Path, appliance: str, site: str, keyfile: Path, ssd_reserve: int = 0,
+                     hdd_reserve: int = 0) -> Path:
+    """An appliance over root/ssd0 and root/hdd0, ports picked by the OS, state in root/state."""
+    for d in ("ssd0", "hdd0"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    cfg = root / "oca.toml"
+    cfg.write_text(f"""
+[appliance]
+id = "{appliance}"
+site = "{site}"
+
+[http]
+listen = "127.0.0.1"
+port = 0
+workers = 1
+access_log = false
+drain_timeout_s = 2.0
+
+[admin]
+listen = "127.0.0.1"
+port = 0
+
+[tokens]
+key_file = "{keyfile}"
+
+[store]
+index = "state/index.db"
+disk_check_interval_s = 0.5
+
+[[tiers.ssd]]
+path = "ssd0"
+reserve_bytes = {ssd_reserve}
+
+[[tiers.hdd]]
+path = "hdd0"
+reserve_bytes = {hdd_reserve}
+
+[mover]
+enabled = false
+""")
+    return cfg
+
+
+def h(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+class ThreadServer:
+    """An aiohttp app on 127.0.0.1 in a thread of its own."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(self.app, access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner = runner
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "ThreadServer":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@dataclass
+class FakeSource:
+    """GET /<key> with Range, requiring a CDN-Token Authorization header. Per-key modes: "ok",
+    "500", "404", "corrupt" (one byte flipped), "slow" (sleeps between 64 KiB writes)."""
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+    sent: dict[str, int] = field(default_factory=dict)  # bytes of body sent per key
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    titles: dict[str, dict] = field(default_factory=dict)  # /v1/titles for a catalog check
+    slow_s: float = 0.02
+    health: dict = field(default_factory=dict)  # /v1/health, as an appliance's admin port answers
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/health", self._health)
+        app.router.add_get("/v1/titles", self._titles)
+        app.router.add_get("/v1/titles/{tid}", self._title)
+        app.router.add_get("/{key:.+}", self._get)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response(self.health)
+
+    async def _titles(self, request: web.Request) -> web.Response:
+        return web.json_response({"titles": [{"id": t} for t in self.titles]})
+
+    async def _title(self, request: web.Request) -> web.Response:
+        return web.json_response(self.titles[request.match_info["tid"]])
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        self.requests.append((key, request.headers.get("Range")))
+        if not request.headers.get("Authorization", "").startswith("CDN-Token "):
+            return web.Response(status=403)
+        mode = self.modes.get(key, "ok")
+        if mode in ("500", "404") or key not in self.files:
+            return web.Response(status=int(mode) if mode in ("500", "404") else 404)
+        data = self.files[key]
+        if mode == "corrupt":
+            data = bytes([data[0] ^ 0xFF]) + data[1:]
+        start, end = 0, len(data)
+        rng = request.headers.get("Range")
+        status, headers = 200, {}
+        if rng:
+            a, _, b = rng.removeprefix("bytes=").partition("-")
+            start, end = int(a), min(int(b) + 1, len(data))
+            status, headers = 206, {"Content-Range": f"bytes {start}-{end - 1}/{len(data)}"}
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = end - start
+        await resp.prepare(request)
+        pos = start
+        while pos < end:
+            chunk = data[pos:min(end, pos + 65536)]
+            try:
+                await resp.write(chunk)
+            except ConnectionError:  # the agent stopped or gave up this part
+                return resp
+            self.sent[key] = self.sent.get(key, 0) + len(chunk)
+            pos += len(chunk)
+            if mode == "slow":
+                await asyncio.sleep(self.slow_s)
+        return resp
+
+
+class SteeringStandIn:
+    """TEST STAND-IN for steering's `GET /v1/fill-manifest?appliance=ID` (ETag / 304), serving
+    manifests built by fill.service.build_manifests; steering's real endpoint replaces it."""
+
+    def __init__(self) -> None:
+        self.manifests: dict[str, Manifest] = {}
+        self.raw_override: dict[str, bytes] = {}  # appliance -> body to send instead (malformed tests)
+        self.statuses: list[int] = []
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/fill-manifest", self._get)
+        return app
+
+    async def _get(self, request: web.Request) -> web.Response:
+        appliance = request.query.get("appliance", "")
+        if appliance in self.raw_override:
+            self.statuses.append(200)
+            return web.Response(body=self.raw_override[appliance], content_type="application/json")
+        reply = manifest_reply(self.manifests.get(appliance), request.headers.get("If-None-Match"))
+        self.statuses.append(reply.status)
+        return web.Response(status=reply.status, body=reply.body or None, headers=dict(reply.headers))
+
+
+def wait_until(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def title_entry(title_id: str, files: dict[str, bytes], release_date: str | None = None):
+    """A catalog entry (origin.core.catalog.TitleEntry) whose video renditions are `files` (name -> bytes);
+    returns (entry, {key: bytes})."""
+    from origin.core.catalog import Metadata, Rendition, Segment, Span, TitleEntry
+    from origin.core.layout import file_key, version_of
+
+    version = version_of((name, h(data)) for name, data in files.items())
+    renditions, objects = [], {}
+    for i, (name, data) in enumerate(sorted(files.items())):
+        key = file_key(title_id, version, name)
+        objects[key] = data
+        renditions.append(Rendition(
+            name=name.split(".")[0], kind="video", key=key, size=len(data), xxh3=h(data), codec="avc1.64001f",
+            bandwidth=1_000_000 * (i + 1), average_bandwidth=900_000 * (i + 1), init=Span(0, min(10, len(data))),
+            index=None, segments=(Segment(0, len(data), 4.0),), playlist=file_key(title_id, version, name + ".m3u8"),
+            width=640 * (i + 1), height=360 * (i + 1), frame_rate=25.0))
+    meta = Metadata(title_id, f"Title {title_id}", release_date=release_date)
+    entry = TitleEntry(meta=meta, version=version, duration_s=4.0, renditions=tuple(renditions), assets=(),
+                       master=file_key(title_id, version, "master.m3u8"),
+                       dash=file_key(title_id, version, "manifest.mpd"), poster=None)
+    return entry, objects

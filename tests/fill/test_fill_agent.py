@@ -1,0 +1,224 @@
+"""The fill agent against in-process HTTP sources that misbehave on request: failover and backoff,
+quarantine of corrupt bytes, refused manifests, disk full, deletion only once the set is complete,
+the window, and resuming a stopped download without fetching its finished bytes again."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from contracts.manifest import ManifestFile, Source, encode_manifest, make_manifest
+from fill.agent import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, RunOptions, run
+from fill.config import FillConfig, OriginConfig, TransferConfig, WindowConfig
+from fill.core.window import Window
+from fill.state import State
+from fill_helpers import FakeSource, ThreadServer, h, title_entry, write_keyfile, write_oca_config
+from oca import config as oca_config
+from oca.store.index import Index
+from oca.store.store import Store
+from origin.core.catalog import to_dict
+
+KB = 1024
+FAST = TransferConfig(rate_limit_bps=0, max_files=2, parts_per_file=3, part_bytes=64 * KB, backoff_base_s=0.05,
+                      backoff_cap_s=0.2, max_attempts=4, connect_timeout_s=2, read_timeout_s=5)
+
+
+class Lab:
+    def __init__(self, root: Path, peer: ThreadServer, origin: ThreadServer, psrc: FakeSource,
+                 osrc: FakeSource) -> None:
+        self.root, self.peer, self.origin, self.psrc, self.osrc = root, peer, origin, psrc, osrc
+        keyfile = write_keyfile(root / "keys.toml")
+        self.cfg_path = write_oca_config(root / "oca", "a1", "s1", keyfile)
+        self.oca = oca_config.load(self.cfg_path)
+        self.state = State(self.oca.store.index_path.parent / "fill")
+
+    def add(self, key: str, data: bytes, peer: bool = True, origin: bool = True) -> None:
+        if peer:
+            self.psrc.files[key] = data
+        if origin:
+            self.osrc.files[key] = data
+
+    def file(self, key: str, data: bytes, priority: int = 0, peer: bool = True, tier: str = "hdd") -> ManifestFile:
+        srcs = ((Source("peer", url=f"{self.peer.url}/{key}", appliance="a2"),) if peer else ()) + (
+            Source("origin", url=f"{self.origin.url}/{key}"),)
+        return ManifestFile(key, len(data), h(data), tier, priority, srcs)
+
+    def fill(self, files, cfg: FillConfig | None = None, **opts) -> int:
+        path = self.root / "manifest.json"
+        path.write_bytes(encode_manifest(make_manifest("a1", files, 1.0)))
+        cfg = cfg or FillConfig(transfer=FAST, origin=OriginConfig(verify_catalog=False))
+        return asyncio.run(run(self.oca, cfg, RunOptions(manifest_file=path, ignore_window=True, progress=False,
+                                                          **opts)))
+
+    def index(self) -> dict:
+        idx = Index.open(self.oca.store.index_path, readonly=True)
+        try:
+            return {e.key: e for e in idx.all()}
+        finally:
+            idx.close()
+
+    def metrics(self) -> str:
+        return (self.state.root / "fill-metrics.prom").read_text()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    psrc, osrc = FakeSource(), FakeSource()
+    with ThreadServer(psrc.app()) as peer, ThreadServer(osrc.app()) as origin:
+        yield Lab(tmp_path, peer, origin, psrc, osrc)
+
+
+def test_peer_first_then_origin_on_errors(lab):
+    a, b = os.urandom(300 * KB), os.urandom(5 * KB)
+    lab.add("t/a.mp4", a)
+    lab.add("t/b.mp4", b)
+    lab.psrc.modes["t/b.mp4"] = "500"
+    assert lab.fill([lab.file("t/a.mp4", a), lab.file("t/b.mp4", b, 1)]) == EXIT_OK
+    idx = lab.index()
+    assert idx["t/a.mp4"].xxh3 == h(a) and idx["t/b.mp4"].xxh3 == h(b)
+    assert idx["t/a.mp4"].pinned and idx["t/b.mp4"].pinned
+    assert lab.psrc.sent.get("t/a.mp4") == len(a) and "t/a.mp4" not in lab.osrc.sent  # peer first
+    assert lab.osrc.sent["t/b.mp4"] == len(b)  # failed over
+    ranges = [r for k, r in lab.psrc.requests if k == "t/a.mp4"]
+    assert len(ranges) == 5 and all(r.startswith("bytes=") for r in ranges)  # 300 KiB in 64 KiB parts
+    text = lab.metrics()
+    assert 'fill_source_errors_total{fault="host",kind="peer"} 1' in text
+    assert 'fill_files_published_total{kind="origin"} 1' in text and "fill_complete 1" in text
+
+
+def test_corrupt_peer_is_quarantined_and_origin_used(lab):
+    data = os.urandom(200 * KB)
+    lab.add("t/c.mp4", data)
+    lab.psrc.modes["t/c.mp4"] = "corrupt"
+    assert lab.fill([lab.file("t/c.mp4", data)]) == EXIT_OK
+    assert lab.index()["t/c.mp4"].xxh3 == h(data)
+    (q,) = lab.state.quarantined()
+    assert q["key"] == "t/c.mp4" and q["source"].startswith("peer:a2:") and q["expected"] == h(data)
+    assert 'fill_hash_mismatches_total{kind="peer"} 1' in lab.metrics()
+
+
+def test_corrupt_everywhere_is_never_published(lab):
+    data = os.urandom(100 * KB)
+    lab.add("t/d.mp4", data)
+    lab.psrc.modes["t/d.mp4"] = lab.osrc.modes["t/d.mp4"] = "corrupt"
+    assert lab.fill([lab.file("t/d.mp4", data)]) == EXIT_FAILED
+    assert "t/d.mp4" not in lab.index()
+    assert not (lab.root / "oca/hdd0/t/d.mp4").exists() and not (lab.root / "oca/ssd0/t/d.mp4").exists()
+    assert len(lab.state.quarantined()) == 2
+    assert not list((lab.root / "oca/hdd0/.tmp").iterdir()) and not list((lab.root / "oca/ssd0/.tmp").iterdir())
+
+
+def test_malformed_or_unknown_manifest_keeps_the_current_set(lab):
+    data = os.urandom(10 * KB)
+    lab.add("t/e.mp4", data)
+    assert lab.fill([lab.file("t/e.mp4", data)]) == EXIT_OK
+    bad = lab.root / "bad.json"
+    bad.write_bytes(b'{"v": 1, "appliance": "a1", "files": "nope"}')
+    code = asyncio.run(run(lab.oca, FillConfig(transfer=FAST), RunOptions(manifest_file=bad, ignore_window=True,
+                                                                          progress=False)))
+    assert code == EXIT_REFUSED and "fill_manifest_refused 1" in lab.metrics()
+    assert lab.index()["t/e.mp4"].pinned  # pins and files untouched
+    # A well-formed manifest naming a file the origin's catalog does not know is refused too.
+    entry, objects = title_entry("t1", {"720p.mp4": data})
+    lab.osrc.titles["t1"] = to_dict(entry)
+    other = os.urandom(10 * KB)
+    cfg = FillConfig(transfer=FAST, origin=OriginConfig(url=lab.origin.url))
+    assert lab.fill([lab.file("t/e.mp4", data), lab.file("t/unknown.mp4", other, 1)], cfg) == EXIT_REFUSED
+    assert set(lab.index()) == {"t/e.mp4"}
+    (key,) = objects
+    lab.add(key, data)
+    assert lab.fill([lab.file(key, data)], cfg) == EXIT_OK  # known to the catalog: accepted
+
+
+def test_delete_only_once_the_new_set_is_complete(lab):
+    a, b, c = (os.urandom(20 * KB) for _ in range(3))
+    for k, d in (("t/a", a), ("t/b", b)):
+        lab.add(k, d)
+    assert lab.fill([lab.file("t/a", a), lab.file("t/b", b)]) == EXIT_OK
+    lab.add("t/c", c, peer=False, origin=True)
+    lab.osrc.modes["t/c"] = "500"
+    assert lab.fill([lab.file("t/b", b), lab.file("t/c", c, 1)]) == EXIT_FAILED
+    assert set(lab.index()) == {"t/a", "t/b"}  # t/a stays while t/c is missing
+    assert not lab.index()["t/a"].pinned
+    lab.osrc.modes["t/c"] = "ok"
+    assert lab.fill([lab.file("t/b", b), lab.file("t/c", c, 1)]) == EXIT_OK
+    assert set(lab.index()) == {"t/b", "t/c"}
+    assert "fill_files_deleted_total 1" in lab.metrics()
+
+
+def test_disk_full_lower_priority_waits_and_pinned_stays(lab, monkeypatch):
+    # Each disk holds 3 MiB: free = 3 MiB - indexed bytes - writes in flight (not the shared /tmp's free space).
+    real = Store.disk_spaces
+
+    def small(self):
+        usage = self.index.disk_usage()
+        out = []
+        for d in real(self):
+            with self._lock:
+                reserved = self._reserved.get(d.path, 0)
+            free = 3 * 1024 * KB - usage.get(d.path, (0, 0))[1] - reserved
+            out.append(dataclasses.replace(d, free_bytes=min(d.free_bytes, free)))
+        return out
+
+    monkeypatch.setattr(Store, "disk_spaces", small)
+    first, big, small_file = os.urandom(1024 * KB), os.urandom(8 * 1024 * KB), os.urandom(64 * KB)
+    for k, d in (("p/first", first), ("p/big", big), ("p/small", small_file)):
+        lab.add(k, d)
+    files = [lab.file("p/first", first, 0), lab.file("p/big", big, 1), lab.file("p/small", small_file, 2)]
+    cfg = FillConfig(transfer=replace(FAST, max_files=1), origin=OriginConfig(verify_catalog=False))
+    assert lab.fill(files, cfg) == EXIT_INCOMPLETE
+    idx = lab.index()
+    assert set(idx) == {"p/first"} and idx["p/first"].pinned  # small waits behind big
+    assert 'fill_files_deferred_total{reason="no-room"} 2' in lab.metrics()
+
+
+def test_outside_the_window_does_nothing(lab):
+    data = os.urandom(KB)
+    lab.add("t/w", data)
+    now = dt.datetime.now()
+    start = (now.hour * 60 + now.minute + 180) % 1440
+    cfg = FillConfig(window=WindowConfig(Window(start, 3600.0)), transfer=FAST,
+                     origin=OriginConfig(verify_catalog=False))
+    path = lab.root / "m.json"
+    path.write_bytes(encode_manifest(make_manifest("a1", [lab.file("t/w", data)], 1.0)))
+    assert asyncio.run(run(lab.oca, cfg, RunOptions(manifest_file=path, progress=False))) == EXIT_OK
+    assert lab.index() == {} and not lab.osrc.requests and not lab.psrc.requests
+
+
+def test_stop_at_window_end_then_resume_without_refetching(lab):
+    data = os.urandom(1536 * KB)
+    lab.add("t/big", data, peer=False)
+    lab.osrc.modes["t/big"], lab.osrc.slow_s = "slow", 0.1  # each 512 KiB part takes ~0.8 s
+    f = lab.file("t/big", data, peer=False)
+    slow = replace(FAST, part_bytes=512 * KB, parts_per_file=3)
+    cfg = FillConfig(transfer=slow, origin=OriginConfig(verify_catalog=False))
+    assert lab.fill([f], cfg, max_run_s=0.6) == EXIT_INCOMPLETE
+    assert "t/big" not in lab.index() and not (lab.root / "oca/hdd0/t/big").exists()
+    disk = str(lab.oca.disks[1].path)
+    done = lab.state.load_journal("t/big", len(data), h(data), disk)
+    finished = sum(e - s for s, e in done)
+    assert 0 < finished < len(data)
+    lab.osrc.modes["t/big"] = "ok"
+    before = lab.osrc.sent["t/big"]
+    assert lab.fill([f], cfg) == EXIT_OK
+    assert lab.osrc.sent["t/big"] - before == len(data) - finished  # only the missing bytes
+    assert lab.index()["t/big"].xxh3 == h(data)
+    text = lab.metrics()
+    assert f"fill_resumed_bytes_total {finished}" in text
+    assert not list(lab.state.partials.iterdir())
+
+
+def test_yields_to_serving_load(lab):
+    data = os.urandom(256 * KB)
+    lab.add("t/y", data, peer=False)
+    lab.osrc.health = {"egress_bps": 9_000_000_000, "capacity_bps": 10_000_000_000}  # serving at 90%
+    cap = 80_000_000
+    cfg = FillConfig(transfer=replace(FAST, rate_limit_bps=cap), origin=OriginConfig(verify_catalog=False))
+    assert lab.fill([lab.file("t/y", data, peer=False)], cfg, admin_url=lab.origin.url) == EXIT_OK
+    # 90% load, busy above 50%, floor 10%: 0.1 + 0.9 x (1 - 0.4 / 0.5) = 28% of the cap.
+    assert f"fill_rate_limit_bits_per_second {int(cap * 0.28)}" in lab.metrics()
