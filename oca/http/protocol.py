@@ -61,8 +61,11 @@ class Connection(ResponseWriter, asyncio.Protocol):
         raw = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else None
-        self.sock = socket.socket(fileno=os.dup(raw.fileno()))
+        # A socket object over the transport's own descriptor (detached, never closed, at teardown):
+        # an idle connection costs one descriptor. A dup exists only while waiting to write.
+        self.sock = socket.socket(fileno=raw.fileno())
         self.sock_fd = self.sock.fileno()
+        self.writer_fd = -1
         server.connections.add(self)
         server.metrics.add("open_connections", 1)
         server.metrics.add("connections_total", 1)
@@ -100,17 +103,15 @@ class Connection(ResponseWriter, asyncio.Protocol):
             return
         self.torn_down = True
         self.closed = True
-        if self.writing:
-            self.server.loop.remove_writer(self.sock_fd)
-            self.writing = False
+        self._stop_writer()
         self._release_current()
         self.out.clear()
-        self.sock.close()
+        self.sock.detach()  # the transport owns the descriptor and closes it
         self.server.connections.discard(self)
         self.server.metrics.add("open_connections", -1)
 
     def close(self) -> None:
-        """Close both descriptors: the kernel sends FIN only once the dup is gone too."""
+        """Drop the writer's dup first: the kernel sends FIN only once no descriptor is left."""
         if self.closed:
             return
         self.closed = True

@@ -67,6 +67,7 @@ class ResponseWriter:
     server: "ServerState"
     sock: socket.socket
     sock_fd: int
+    writer_fd: int
     out: "deque[Any]"
     current: OpenFile | None
     close_after: bool
@@ -187,8 +188,11 @@ class ResponseWriter:
 
     def _wait_writable(self) -> None:
         if not self.writing:
+            # uvloop won't watch a descriptor its transport owns, so the writer watches a dup, made
+            # here and closed when the response is done: idle connections hold one descriptor.
             self.writing = True
-            self.server.loop.add_writer(self.sock_fd, self._on_writable)
+            self.writer_fd = os.dup(self.sock_fd)
+            self.server.loop.add_writer(self.writer_fd, self._on_writable)
         self.deadline = self.server.clock + self.config.send_timeout_s
 
     def _on_writable(self) -> None:
@@ -200,9 +204,7 @@ class ResponseWriter:
 
     def _finish(self) -> None:
         server = self.server
-        if self.writing:
-            server.loop.remove_writer(self.sock_fd)
-            self.writing = False
+        self._stop_writer()
         of = self.current
         if of is not None:
             server.record_hit(of, self.body_bytes)
@@ -213,6 +215,13 @@ class ResponseWriter:
             server.access_log(self, of)
         self.busy = False
         self._next()
+
+    def _stop_writer(self) -> None:
+        if self.writing:
+            self.server.loop.remove_writer(self.writer_fd)
+            os.close(self.writer_fd)
+            self.writer_fd = -1
+            self.writing = False
 
     def _release_current(self) -> None:
         if self.current is not None:
