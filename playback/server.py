@@ -16,6 +16,8 @@ import functools
 import json
 import logging
 import os
+import re
+import secrets
 import signal
 import socket
 import time
@@ -114,9 +116,16 @@ async def poster(request: web.Request) -> web.Response:
 
 # ---- manifests -----------------------------------------------------------------------------------
 
-async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathway, ...]]:
-    """One steering call for every file of the title, for this client; pathways per appliance."""
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathway, ...], str]:
+    """One steering call for every file of the title, for this client; pathways per appliance. The
+    play's request id goes to steering, which puts it in the decision log and in every URL, so the
+    appliances' access log lines name it too."""
     state = request.app[STATE]
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
     entry = await _entry(request)
     cfg = state.config
     client = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.trusted)
@@ -124,7 +133,8 @@ async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathw
         raise manifests.PlaybackError("client address unknown")
     ttl = manifests.token_ttl_s(entry.duration_s, cfg.token_duration_factor, cfg.token_slack_s,
                                 cfg.token_min_ttl_s, cfg.token_max_ttl_s)
-    located, fleet = await asyncio.gather(state.steering.steer(client, [r.key for r in entry.renditions], ttl),
+    located, fleet = await asyncio.gather(state.steering.steer(client, [r.key for r in entry.renditions], ttl,
+                                                               request_id),
                                           state.steering.fleet(max_age_s=300), return_exceptions=True)
     if isinstance(located, BaseException):
         raise located
@@ -133,7 +143,9 @@ async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathw
     pathways = manifests.build_pathways(entry, locations, lambda base: names.get(base, base.split("//", 1)[-1]),
                                         cfg.max_pathways, holds)
     state.count("playback_plays_total")
-    return entry, pathways
+    log.info(json.dumps({"ts": round(time.time(), 3), "event": "play", "title": entry.title_id, "client": client,
+                         "request_id": request_id, "pathways": [p.id for p in pathways]}))
+    return entry, pathways, request_id
 
 
 def _steering_uri(request: web.Request, pathways: tuple[manifests.Pathway, ...], dash: bool) -> str | None:
@@ -148,17 +160,17 @@ PRIVATE = {"Cache-Control": "private, no-store"}  # signed for one client: no sh
 
 @refusals
 async def master(request: web.Request) -> web.Response:
-    entry, pathways = await _play(request)
+    entry, pathways, request_id = await _play(request)
     uri = _steering_uri(request, pathways, dash=False)
-    return web.Response(text=manifests.hls_master(entry, pathways, uri), headers=PRIVATE,
+    return web.Response(text=manifests.hls_master(entry, pathways, uri), headers={**PRIVATE, "X-Request-Id": request_id},
                         content_type="application/vnd.apple.mpegurl")
 
 
 @refusals
 async def mpd(request: web.Request) -> web.Response:
-    entry, pathways = await _play(request)
+    entry, pathways, request_id = await _play(request)
     uri = _steering_uri(request, pathways, dash=True)
-    return web.Response(text=manifests.dash_mpd(entry, pathways, uri), headers=PRIVATE,
+    return web.Response(text=manifests.dash_mpd(entry, pathways, uri), headers={**PRIVATE, "X-Request-Id": request_id},
                         content_type="application/dash+xml")
 
 

@@ -33,13 +33,13 @@ class SteeringClient:
         if self.session is not None:
             await self.session.close()
 
-    async def _call(self, method: str, path: str, json: Any = None) -> Any:
+    async def _call(self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None) -> Any:
         assert self.session is not None
         self.calls += 1
         last = "no steering replica configured"
         for base in self.urls:
             try:
-                async with self.session.request(method, base + path, json=json) as resp:
+                async with self.session.request(method, base + path, json=json, headers=headers) as resp:
                     if resp.status == 200:
                         return await resp.json()
                     last = f"{base}: HTTP {resp.status}"
@@ -48,10 +48,11 @@ class SteeringClient:
         self.failures += 1
         raise SteeringUnavailable(last)
 
-    async def steer(self, client: str, files: Sequence[str],
-                    ttl_s: int) -> tuple[dict[str, list[str]], dict[str, list[bool]]]:
+    async def steer(self, client: str, files: Sequence[str], ttl_s: int,
+                    request_id: str | None = None) -> tuple[dict[str, list[str]], dict[str, list[bool]]]:
         """Ranked signed URLs per file, and per URL whether its appliance holds the file now."""
-        body = await self._call("POST", "/v1/steer", {"client": client, "files": list(files), "ttl_s": ttl_s})
+        body = await self._call("POST", "/v1/steer", {"client": client, "files": list(files), "ttl_s": ttl_s},
+                                {"X-Request-Id": request_id} if request_id else None)
         try:
             return ({k: list(v["locations"]) for k, v in body["files"].items()},
                     {k: [bool(h) for h in v.get("holds", [])] for k, v in body["files"].items()})

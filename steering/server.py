@@ -16,6 +16,8 @@ import contextlib
 import functools
 import logging
 import os
+import re
+import secrets
 import signal
 import socket
 from pathlib import Path
@@ -65,7 +67,10 @@ async def steer_get(request: web.Request) -> web.Response:
     q = request.query
     if "file" not in q:
         raise BadRequest("file: required")
-    expires_at, (answer,) = replica.steer([q["file"]], q.get("client") or request.remote or "", _ttl(q.get("ttl_s")))
+    given = request.headers.get("X-Request-Id")
+    request_id = given if given is not None and _REQUEST_ID.fullmatch(given) else None
+    expires_at, (answer,) = replica.steer([q["file"]], q.get("client") or request.remote or "", _ttl(q.get("ttl_s")),
+                                          request_id)
     body: dict[str, Any] = {"locations": answer.locations, "expires_at": expires_at}
     if q.get("explain"):
         body["decision"] = _explain(answer)
@@ -87,14 +92,26 @@ async def steer_post(request: web.Request) -> web.Response:
     client = body.get("client") or request.remote or ""
     if not isinstance(client, str):
         raise BadRequest("client: must be an IP address string")
-    expires_at, answers = replica.steer(files, client, _ttl(body.get("ttl_s")))
+    request_id = request_id_of(request)
+    expires_at, answers = replica.steer(files, client, _ttl(body.get("ttl_s")), request_id)
     explain = bool(body.get("explain"))
     # `holds` (one flag per location): which appliances have the file now, so a caller grouping URLs by
     # appliance (playback's pathways) can route a file an appliance lacks to one that has it.
     out = {a.file: {"locations": a.locations, "holds": [c.holds for c in a.decision.candidates][:len(a.locations)],
                     **({"decision": _explain(a)} if explain else {})}
            for a in answers}
-    return _json({"expires_at": expires_at, "files": out})
+    response = _json({"expires_at": expires_at, "files": out})
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The caller's X-Request-Id (playback sends one per play) when well-formed, else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
 
 
 def _ttl(raw: Any) -> int | None:

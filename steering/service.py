@@ -110,8 +110,11 @@ class Replica:
 
     # ---- steering -----------------------------------------------------------------------------
 
-    def steer(self, files: Sequence[str], client: str, ttl_s: int | None = None) -> tuple[int, list[SteerAnswer]]:
-        """Rank and sign for every file; returns (expires_at, answers). One localisation per call."""
+    def steer(self, files: Sequence[str], client: str, ttl_s: int | None = None,
+              request_id: str | None = None) -> tuple[int, list[SteerAnswer]]:
+        """Rank and sign for every file; returns (expires_at, answers). One localisation per call.
+        A `request_id` rides along in every URL (`rid=`, outside the signature) and in the decision
+        log, so an appliance's access log line ties back to this decision and to the playback answer."""
         tokens = self.config.tokens
         ttl = tokens.ttl_s if ttl_s is None else ttl_s
         if not 0 < ttl <= tokens.max_ttl_s:
@@ -126,8 +129,10 @@ class Replica:
             decision = rank(loc, self.state.fleet, self.state.view, key, self.config.ranking)
             # The token covers path, expiry, key and prefix, not the host: one signature serves every URL.
             signed = sign_path("/" + key, self.loaded.keys, expires_at, client_prefix=prefix)
+            if request_id is not None:
+                signed += f"&rid={request_id}"
             urls = tuple(c.appliance.base_url + signed for c in decision.candidates)
-            self._count(decision, key, prefix)
+            self._count(decision, key, prefix, request_id)
             answers.append(SteerAnswer(key, urls, decision))
         return expires_at, answers
 
@@ -141,7 +146,7 @@ class Replica:
             return self.localiser.by_point(addr, point)
         return self.localiser.by_default()
 
-    def _count(self, decision: Decision, key: FileKey, prefix: Any) -> None:
+    def _count(self, decision: Decision, key: FileKey, prefix: Any, request_id: str | None = None) -> None:
         pair = (decision.method.value, decision.outcome.value)
         counter = self._decision_keys.get(pair)
         if counter is None:
@@ -150,7 +155,8 @@ class Replica:
         self.metrics.counters[counter] += 1
         if self.config.server.log_decisions:
             first = decision.candidates[0].appliance.id if decision.candidates else None
-            self.decisions.add(key, str(prefix), pair[0], pair[1], decision.site, first, len(decision.candidates))
+            self.decisions.add(key, str(prefix), pair[0], pair[1], decision.site, first, len(decision.candidates),
+                               request_id)
 
     # ---- heartbeats ---------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 import secrets
 import sys
 import time
@@ -24,6 +25,15 @@ if TYPE_CHECKING:
     from oca.http.protocol import Connection
 
 _LOG_FLUSH_LINES = 256
+
+
+_RID = re.compile(rb"[?&]rid=([A-Za-z0-9_.\-]{1,64})(?:&|$)")
+
+
+def _rid_of(target: bytes) -> str | None:
+    """The request id steering put in the URL (`rid=`), tying this line to its steering decision."""
+    m = _RID.search(target)
+    return m.group(1).decode("ascii") if m else None
 
 
 class ServerState:
@@ -121,8 +131,9 @@ class ServerState:
         }
         if req is not None:
             record["method"] = req.method
-            if req.request_id:
-                record["request_id"] = req.request_id
+            request_id = req.request_id or _rid_of(req.target)
+            if request_id:
+                record["request_id"] = request_id
             if req.range is not None:
                 record["range"] = req.range[:200]
         if of is not None:

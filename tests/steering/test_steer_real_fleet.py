@@ -118,3 +118,15 @@ def _children(pid: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 pass
     return found
+
+
+def test_request_id_ties_the_steering_answer_to_the_appliance_log_line(fleet):
+    steering, apps, ports = fleet
+    r = requests.post(steering.url + "/v1/steer", json={"client": "127.0.0.1", "files": [RARE]},
+                      headers={"X-Request-Id": "play-7f3a"}, timeout=5)
+    assert r.headers["X-Request-Id"] == "play-7f3a"
+    url = r.json()["files"][RARE]["locations"][0]
+    assert "&rid=play-7f3a" in url and port_of(url) == ports["lon-2"]
+    assert requests.get(url, headers={"Range": "bytes=0-9"}, timeout=5).status_code == 206
+    wait_until(lambda: any(e.get("request_id") == "play-7f3a" and e.get("key") == RARE
+                           for e in apps["lon-2"].log_events("request")), timeout_s=5)
