@@ -57,6 +57,8 @@ async def _metrics(request: web.Request) -> web.Response:
         ("oca_egress_bits_per_second", "Egress rate over the last second.", {}, round(sup.egress_bps)),
         ("oca_draining", "1 while the appliance drains.", {}, int(sup.draining)),
         ("oca_indexed_files", "Files in the index.", {}, sup.store.index.count()),
+        ("oca_scrub_files_checked", "Files whose hash the scrub re-checked.", {}, sup.scrub_stats.files_checked),
+        ("oca_scrub_corrupt_files", "Files the scrub found corrupt and dropped.", {}, sup.scrub_stats.corrupt),
     ]
     for d in map(disk_json, sup.disk_health):
         labels = {"disk": d["path"], "tier": d["tier"]}

@@ -63,6 +63,8 @@ class StoreConfig:
     eviction: str = "lowest-popularity"  # or "lru"
     popularity_half_life_s: float = 86400.0
     disk_check_interval_s: float = 5.0
+    scrub_rate_bps: int = 50_000_000  # bytes/s the integrity scrub re-reads (0: no scrub)
+    scrub_pause_s: float = 3600.0  # rest between two passes over every file
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ def _store(s: Section, base: Path | None) -> StoreConfig:
         eviction=s.str("eviction", "lowest-popularity", choices=("lowest-popularity", "lru")),
         popularity_half_life_s=s.float("popularity_half_life_s", 86400.0, min=1),
         disk_check_interval_s=s.float("disk_check_interval_s", 5.0, min=0.1),
+        scrub_rate_bps=s.int("scrub_rate_bps", 50_000_000, min=0),
+        scrub_pause_s=s.float("scrub_pause_s", 3600.0, min=0.0),
     )
     s.done()
     return cfg

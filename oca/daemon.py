@@ -122,6 +122,9 @@ class Supervisor:
         self.egress_bps = 0.0
         self.disk_health: list[Any] = []
         self.reporter: Any = None
+        from oca.store.scrub import ScrubStats
+
+        self.scrub_stats = ScrubStats()
         run_dir = config.store.index_path.parent / "run"
         self.metrics_path = run_dir / f"metrics-{os.getpid()}.bin"
 
@@ -145,7 +148,7 @@ class Supervisor:
         runner = await self._start_admin()
         self._install_signals()
         chores = [asyncio.create_task(c()) for c in (self._watch_workers, self._check_disks, self._sample_egress,
-                                                     self._watchdog, self._mover, self._report)]
+                                                     self._watchdog, self._mover, self._report, self._scrub)]
         self._announce()
         sd_notify("READY=1")
         await self.stopping.wait()
@@ -254,6 +257,17 @@ class Supervisor:
         from oca.store.mover import mover_loop
 
         await mover_loop(self.store, self.config, self.stopping)
+
+    async def _scrub(self) -> None:
+        rate = self.config.store.scrub_rate_bps
+        if rate <= 0:
+            return
+        from oca.store.scrub import scrub_loop
+
+        def corrupt(key: str) -> None:
+            log("corrupt-file-dropped", key=key)  # the next fill run fetches it again
+
+        await scrub_loop(self.store, rate, self.config.store.scrub_pause_s, self.scrub_stats, corrupt, self.stopping)
 
     async def _report(self) -> None:
         # Reports go on while draining (steering must hear "draining"); cancelled at the very end.

@@ -228,3 +228,22 @@ def test_fill_token_in_authorization_header(make_appliance):
     assert _status(app, "/peer/file.mp4", {"Authorization": good[:-2] + "xx"})[0] == 403
     assert _status(app, "/peer/file.mp4", {"Authorization": fill_authorization(keys, int(time.time()) - 5)})[0] == 403
     assert _status(app, "/peer/file.mp4", {"Authorization": "Basic dXNlcjpwYXNz"})[0] == 403
+
+
+def test_scrub_drops_a_file_whose_bytes_rotted(make_appliance):
+    app = make_appliance(start=False)
+    app.config_path.write_text(app.config_path.read_text().replace(
+        "disk_check_interval_s = 0.5", "disk_check_interval_s = 0.5\nscrub_rate_bps = 500000000\nscrub_pause_s = 0.2"))
+    app.start()
+    data = os.urandom(2_000_000)
+    app.put(data, "rot/file.mp4", "hdd")
+    app.put(b"fine" * 1000, "rot/fine.mp4", "ssd")
+    app.wait_for(lambda: _status(app, app.path_and_query("rot/file.mp4"))[0] == 200, what="file")
+    with open(app.hdd / "rot" / "file.mp4", "r+b") as fh:  # same size, one byte flipped
+        fh.seek(1_000_000)
+        fh.write(bytes([data[1_000_000] ^ 0xFF]))
+    app.wait_for(lambda: app.metric("oca_scrub_corrupt_files") >= 1, timeout=20, what="scrub verdict")
+    app.wait_for(lambda: _status(app, app.path_and_query("rot/file.mp4"))[0] == 404, what="never served again")
+    assert not (app.hdd / "rot" / "file.mp4").exists()
+    assert _status(app, app.path_and_query("rot/fine.mp4")) == (200, b"fine" * 1000)
+    assert any(e.get("key") == "rot/file.mp4" for e in app.log_events("corrupt-file-dropped"))
