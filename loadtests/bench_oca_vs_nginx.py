@@ -7,7 +7,7 @@ so whatever else loads the machine hits both alike; each metric is the median ov
 is reported as the ratio appliance/nginx. Absolute numbers on a shared 2-core box are noise; the
 ratios in one run are the result. wrk shares the cores (ARCHITECTURE §4), so server CPU per GB
 and per request — utime+stime of the serving processes from /proc/PID/stat — is reported beside
-throughput: nginx's workers (children of the master), the appliance's supervisor's children
+throughput: nginx's workers (children of the master), the appliance's workers (its fork server's children)
 (its workers and multiprocessing's resource tracker); the masters are reported in --json only.
 
 Workloads:
@@ -282,7 +282,7 @@ def describe_setup(args: argparse.Namespace, ngx: NginxServer, oca: OcaProcess) 
           f"{oca.ready.get('workers')} workers); wrk -t{args.threads} -c{args.connections}; cores: {os.cpu_count()}")
     print(f"oca sendfile: {'on' if args.sendfile else 'OFF (--no-sendfile)'}; nginx: sendfile on, tcp_nopush on, "
           f"{nginx_extra}; access logs: {logs}")
-    print("CPU = utime+stime of the serving processes (nginx workers; oca workers = supervisor's children); "
+    print("CPU = utime+stime of the serving processes (nginx workers; oca workers = children of its fork server); "
           "Gbit/s counts headers too")
 
 
