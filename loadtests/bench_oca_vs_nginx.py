@@ -8,7 +8,7 @@ is reported as the ratio appliance/nginx. Absolute numbers on a shared 2-core bo
 ratios in one run are the result. wrk shares the cores (ARCHITECTURE §4), so server CPU per GB
 and per request — utime+stime of the serving processes from /proc/PID/stat — is reported beside
 throughput: nginx's workers (children of the master), the appliance's workers (its fork server's children)
-(its workers and multiprocessing's resource tracker); the masters are reported in --json only.
+(the masters and the supervisor are reported in --json only).
 
 Workloads:
   W1  whole 4 MiB file GETs                               -> Gbit/s
