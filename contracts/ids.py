@@ -14,7 +14,7 @@ MAX_FILE_KEY_LEN = 512
 # Segments of letters, digits, dot, dash, underscore; no empty, "." or ".." segment; no leading dot
 # (hides temp files and dot-dirs of the store). No percent signs: a key has exactly one spelling.
 _SEGMENT = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}")
-_KEY = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254})*")
+FILE_KEY_PATTERN = _KEY = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254}(?:/[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,254})*")
 
 
 class InvalidFileKey(ValueError):

@@ -15,13 +15,13 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from contracts.systemd import sd_notify
 from contracts.keys import write_new_keyfile
 from oca import config as oca_config
 from oca.config import OcaConfig
@@ -40,20 +40,6 @@ _mp.set_forkserver_preload(["oca.http.worker"])
 def log(event: str, **fields: Any) -> None:
     print(json.dumps({"ts": round(time.time(), 3), "event": event, "worker": "supervisor", **fields},
                      default=str), flush=True)
-
-
-def sd_notify(message: str) -> None:
-    """systemd's notify protocol: one datagram to $NOTIFY_SOCKET (no-op outside systemd)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.sendto(message.encode(), address)
-    except OSError:
-        pass
 
 
 def prepare_dev(config: OcaConfig) -> None:

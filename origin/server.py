@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from collections import Counter
 from email.utils import formatdate
 from pathlib import Path
 from typing import Callable
 
+from contracts.systemd import sd_notify
 from aiohttp import web
 
 from contracts.keys import load_keyring
@@ -199,20 +199,6 @@ async def _serve(cfg: OriginConfig, keyring: Keyring, announce: Callable[[str], 
     announce("draining")
     sd_notify("STOPPING=1")
     await runner.cleanup()  # stops listening, waits for in-flight requests up to shutdown_timeout
-
-
-def sd_notify(state: str) -> None:
-    """systemd's notify protocol (Type=notify): one datagram to $NOTIFY_SOCKET; nothing outside systemd."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]  # abstract namespace
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.sendto(state.encode(), address)
-        except OSError:
-            pass
 
 
 def serve(cfg: OriginConfig, announce: Callable[[str], None] = print) -> None:

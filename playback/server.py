@@ -15,16 +15,15 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import re
 import secrets
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlencode
 
+from contracts.systemd import sd_notify
 from aiohttp import web
 
 from origin.core import catalog as core_catalog
@@ -256,17 +255,6 @@ def page(name: str) -> Handler:
 
 
 # ---- lifecycle -----------------------------------------------------------------------------------
-
-def sd_notify(message: str) -> None:
-    """systemd Type=notify: READY=1 / STOPPING=1 to $NOTIFY_SOCKET (no-op without systemd)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(message.encode(), address)
-
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
     await app[STATE].steering.start()

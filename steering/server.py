@@ -15,14 +15,13 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import re
 import secrets
 import signal
-import socket
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
+from contracts.systemd import sd_notify
 from aiohttp import web
 
 from contracts.heartbeat import CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, ack_to_dict, encode_ack
@@ -265,17 +264,6 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
-
-
-def sd_notify(state: str) -> None:
-    """systemd Type=notify: tell the service manager READY=1 / STOPPING=1 (no-op without systemd)."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        sock.sendto(state.encode(), address)
 
 
 async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None,

@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from origin_testkit import free_port
+from origin_testkit import AWS_ENV, BUCKET, SAMPLE_FPS, SAMPLE_SECONDS, TEST_CONFIG, free_port
 
 from origin.backends import Backend, open_backend
 from origin.config import EncodeConfig, Location, OriginConfig, S3Config, parse
@@ -22,54 +22,7 @@ from origin.core.catalog import Metadata
 from origin.encode import sample
 from origin.ingest import IngestRequest, IngestResult, ingest
 
-SAMPLE_SECONDS = 5
-SAMPLE_FPS = 30
-SAMPLE_FRAMES = SAMPLE_SECONDS * SAMPLE_FPS
-BUCKET = "origin-test"
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
 
-TEST_CONFIG = """
-[s3]
-retry_mode = "standard"
-max_attempts = 4
-multipart_threshold_bytes = 5242880
-multipart_chunk_bytes = 5242880
-max_concurrency = 4
-
-[encode]
-preset = "ultrafast"
-segment_s = 2
-audio_bitrate_bps = 64000
-poster_height = 90
-
-[[encode.ladder]]
-name = "72p"
-height = 72
-bitrate_bps = 80000
-[[encode.ladder]]
-name = "108p"
-height = 108
-bitrate_bps = 120000
-[[encode.ladder]]
-name = "144p"
-height = 144
-bitrate_bps = 160000
-[[encode.ladder]]
-name = "180p"
-height = 180
-bitrate_bps = 200000
-[[encode.ladder]]
-name = "144p-hevc"
-height = 144
-bitrate_bps = 100000
-codec = "hevc"
-[[encode.ladder]]
-name = "144p-av1"
-height = 144
-bitrate_bps = 100000
-codec = "av1"
-"""
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -157,3 +157,55 @@ def tree(root: Path) -> dict[str, tuple[int, int]]:
     """relative path -> (size, mtime_ns) of every file under root, temp files aside."""
     return {p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in root.rglob("*") if p.is_file() and not p.relative_to(root).as_posix().startswith(".")}
+
+
+# Shared by conftest.py and the test modules (imported from here: two conftest.py modules can't
+# both be imported by name in one pytest session).
+SAMPLE_SECONDS = 5
+SAMPLE_FPS = 30
+SAMPLE_FRAMES = SAMPLE_SECONDS * SAMPLE_FPS
+BUCKET = "origin-test"
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+TEST_CONFIG = """
+[s3]
+retry_mode = "standard"
+max_attempts = 4
+multipart_threshold_bytes = 5242880
+multipart_chunk_bytes = 5242880
+max_concurrency = 4
+
+[encode]
+preset = "ultrafast"
+segment_s = 2
+audio_bitrate_bps = 64000
+poster_height = 90
+
+[[encode.ladder]]
+name = "72p"
+height = 72
+bitrate_bps = 80000
+[[encode.ladder]]
+name = "108p"
+height = 108
+bitrate_bps = 120000
+[[encode.ladder]]
+name = "144p"
+height = 144
+bitrate_bps = 160000
+[[encode.ladder]]
+name = "180p"
+height = 180
+bitrate_bps = 200000
+[[encode.ladder]]
+name = "144p-hevc"
+height = 144
+bitrate_bps = 100000
+codec = "hevc"
+[[encode.ladder]]
+name = "144p-av1"
+height = 144
+bitrate_bps = 100000
+codec = "av1"
+"""

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import BUCKET
+from origin_testkit import BUCKET
 from origin_testkit import FaultProxy
 
 from origin.backends import PutItem, open_backend

@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytest
-from conftest import BUCKET, TEST_CONFIG
+from origin_testkit import BUCKET, TEST_CONFIG
 from origin_testkit import ffprobe_streams
 
 from contracts.keys import load_keyring

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BUCKET, SAMPLE_FRAMES, SAMPLE_SECONDS
+from origin_testkit import BUCKET, SAMPLE_FRAMES, SAMPLE_SECONDS
 from origin_testkit import CrashingBackend, PowerCut, ffprobe_streams, tree
 
 from origin.catalog import Catalog

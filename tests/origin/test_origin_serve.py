@@ -12,7 +12,7 @@ import time
 
 import pytest
 import requests
-from conftest import SAMPLE_FRAMES, SAMPLE_SECONDS
+from origin_testkit import SAMPLE_FRAMES, SAMPLE_SECONDS
 from origin_testkit import decoded_audio_seconds, decoded_frames
 
 from contracts.keys import load_keyring

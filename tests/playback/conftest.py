@@ -4,7 +4,6 @@ ingested through the origin CLI, steering (`steering serve`) with a fleet of two
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,12 +13,10 @@ import pytest
 import requests
 
 from tests.steering.steer_helpers import SITES, SteeringProcess, fleet_toml, free_port, wait_until, write_setup
+from playback_testkit import SAMPLE_FPS, SAMPLE_SECONDS, TITLE, PlaybackProcess, playback_toml
 from tests.oca.conftest import Appliance, write_config
 
 REPO = Path(__file__).resolve().parents[2]
-TITLE = "sample"
-SAMPLE_SECONDS = 24
-SAMPLE_FPS = 24
 INTERVAL_S = 0.5
 ORIGIN_TOML = """
 [origin]
@@ -68,45 +65,6 @@ def start_appliance(root: Path, name: str, site: str, port: int, steering_url: s
     return app
 
 
-class PlaybackProcess:
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.log = config.parent / "playback.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "playback.cli", "serve", "-c", str(config)],
-                                         stdout=subprocess.PIPE, stderr=log, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("listening "):
-            self.proc.kill()
-            raise RuntimeError(f"playback did not start: {line!r}\n{self.log.read_text()[-2000:]}")
-        self.port = int(line.split()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
-
-
-def playback_toml(origin: Path, steering_urls: list[str], extra: str = "") -> str:
-    urls = ", ".join(f'"{u}"' for u in steering_urls)
-    return f"""
-[playback]
-listen = "127.0.0.1"
-port = 0
-steering_urls = [{urls}]
-steering_timeout_s = 1.0
-fleet_cache_s = 0.2
-steering_ttl_s = 1
-drain_grace_s = 0.1
-{extra}
-[origin]
-location = "{origin}"
-"""
 
 
 @dataclass

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from conftest import TITLE
+from playback_testkit import TITLE
 
 import playwright.sync_api as playwright  # noqa: E402 - installed by scripts/setup (never `playwright install`)
 CHROMIUM = "/usr/bin/chromium"

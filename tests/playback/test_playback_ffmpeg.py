@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import SAMPLE_FPS, SAMPLE_SECONDS, TITLE
+from playback_testkit import SAMPLE_FPS, SAMPLE_SECONDS, TITLE
 
 
 def framemd5(source: str, stream: str = "0:v:0") -> list[str]:

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
 
-from conftest import TITLE, PlaybackProcess, playback_toml
+from playback_testkit import TITLE, PlaybackProcess, playback_toml
 from tests.steering.steer_helpers import free_port
 
 M3U8 = "application/vnd.apple.mpegurl"
