@@ -54,6 +54,8 @@ def refusals(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except (ValueError, SteeringUnavailable) as exc:
+            if not hasattr(exc, "status_hint"):
+                raise  # not a refusal of ours but a bug: a 500 (and a traceback), never a "bad request"
             state = request.app[STATE]
             status = getattr(exc, "status_hint", 400)
             reason = getattr(exc, "reason", "bad-request")

@@ -157,3 +157,26 @@ def test_check_config_and_sigterm(stack, tmp_path):
     out = subprocess.run([sys.executable, "-m", "playback.cli", "check-config", "-c", str(bad)],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "playback.steering_urls" in out.stderr
+
+
+def test_a_killed_steering_replica_is_skipped_for_the_next(stack, tmp_path):
+    """Replicas are independent: with the first one killed (SIGKILL, a real process), playback
+    answers from the next one in its list."""
+    import shutil
+    import signal as _signal
+
+    from tests.steering.steer_helpers import SteeringProcess
+
+    replica_dir = tmp_path / "replica"
+    shutil.copytree(stack.folder / "steering", replica_dir)
+    doomed = SteeringProcess(replica_dir / "steering.toml")
+    doomed.proc.send_signal(_signal.SIGKILL)
+    doomed.proc.wait(5)
+    config = tmp_path / "playback.toml"
+    config.write_text(playback_toml(stack.folder / "origin", [doomed.url, stack.steering.url]))
+    pb = PlaybackProcess(config)
+    try:
+        r = requests.get(pb.url + f"/v1/playback/{TITLE}/master.m3u8", timeout=10)
+        assert r.status_code == 200 and "#EXT-X-STREAM-INF" in r.text
+    finally:
+        assert pb.stop() == 0
