@@ -243,6 +243,7 @@ Ctrl-C (or scripts/lab down) stops everything.""", flush=True)
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        (self.state / "lab.json").unlink(missing_ok=True)
 
 
 def down_from_file(state: Path) -> int:
@@ -256,6 +257,7 @@ def down_from_file(state: Path) -> int:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+    (state / "lab.json").unlink(missing_ok=True)
     print(f"lab: stopped {', '.join(pids)}")
     return 0
 
