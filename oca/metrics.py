@@ -68,9 +68,6 @@ class WorkerMetrics:
             self.v = memoryview(self._mm)[slot * SLOT_BYTES:(slot + 1) * SLOT_BYTES].cast("d")
         self.v[INDEX["open_connections"]] = 0
 
-    def status(self, code: int) -> None:
-        self.v[_STATUS_INDEX.get(code, INDEX["status_other"])] += 1
-
     def token_refused(self, reason: str) -> None:
         i = _TOKEN_INDEX.get(reason)
         if i is not None:
@@ -85,14 +82,6 @@ class WorkerMetrics:
         v[_STATUS_INDEX.get(status, _STATUS_OTHER)] += 1
         bucket = bisect_left(LATENCY_BUCKETS, seconds)
         if bucket < _NBUCKETS:
-            v[_LATENCY_FIRST + bucket] += 1
-        v[_LATENCY_SUM] += seconds
-        v[_LATENCY_COUNT] += 1
-
-    def latency(self, seconds: float) -> None:
-        v = self.v
-        bucket = bisect_left(LATENCY_BUCKETS, seconds)
-        if bucket < len(LATENCY_BUCKETS):  # past the last bound only +Inf (the count) holds it
             v[_LATENCY_FIRST + bucket] += 1
         v[_LATENCY_SUM] += seconds
         v[_LATENCY_COUNT] += 1

@@ -89,9 +89,6 @@ class OpenFiles:
         self._capacity = capacity
         self._disk_roots: dict[str, str] = {}
 
-    def lookup(self, key: FileKey) -> FileEntry | None:
-        return self.entries.get(key)
-
     def open_file(self, key: FileKey) -> OpenFile | None:
         """The file if it is open already (the hot path never opens); changes evict entries here,
         so whatever is found is current."""
@@ -105,16 +102,6 @@ class OpenFiles:
         of = self._open.get(key)
         if of is None or of.entry is not entry:
             of = self._open_new(key, entry)
-        of.refs += 1
-        return of
-
-    def acquire(self, key: FileKey, entry: FileEntry) -> OpenFile:
-        """The open file for `entry`, opened now if needed; the caller must `release()` it."""
-        of = self._open.get(key)
-        if of is None or of.entry is not entry:
-            of = self._open_new(key, entry)
-        else:
-            self._open.move_to_end(key)
         of.refs += 1
         return of
 
