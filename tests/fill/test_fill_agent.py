@@ -4,9 +4,9 @@ the window, and resuming a stopped download without fetching its finished bytes 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from fill.state import State
 from fill_helpers import FakeSource, ThreadServer, h, title_entry, write_keyfile, write_oca_config
 from oca import config as oca_config
 from oca.store.index import Index
-from oca.store.store import Store
 from origin.core.catalog import to_dict
 
 KB = 1024
@@ -151,21 +150,19 @@ def test_delete_only_once_the_new_set_is_complete(lab):
     assert "fill_files_deleted_total 1" in lab.metrics()
 
 
-def test_disk_full_lower_priority_waits_and_pinned_stays(lab, monkeypatch):
-    # Each disk holds 3 MiB: free = 3 MiB - indexed bytes - writes in flight (not the shared /tmp's free space).
-    real = Store.disk_spaces
+def test_disk_full_lower_priority_waits_and_pinned_stays(lab):
+    # Real small disks: a 3 MiB tmpfs mounted on each of the appliance's disk directories.
+    disks = [lab.root / "oca" / d for d in ("ssd0", "hdd0")]
+    for disk in disks:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], check=True, capture_output=True)
+    try:
+        _fill_until_full(lab)
+    finally:
+        for disk in disks:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
-    def small(self):
-        usage = self.index.disk_usage()
-        out = []
-        for d in real(self):
-            with self._lock:
-                reserved = self._reserved.get(d.path, 0)
-            free = 3 * 1024 * KB - usage.get(d.path, (0, 0))[1] - reserved
-            out.append(dataclasses.replace(d, free_bytes=min(d.free_bytes, free)))
-        return out
 
-    monkeypatch.setattr(Store, "disk_spaces", small)
+def _fill_until_full(lab) -> None:
     first, big, small_file = os.urandom(1024 * KB), os.urandom(8 * 1024 * KB), os.urandom(64 * KB)
     for k, d in (("p/first", first), ("p/big", big), ("p/small", small_file)):
         lab.add(k, d)
