@@ -247,3 +247,35 @@ def test_scrub_drops_a_file_whose_bytes_rotted(make_appliance):
     assert not (app.hdd / "rot" / "file.mp4").exists()
     assert _status(app, app.path_and_query("rot/fine.mp4")) == (200, b"fine" * 1000)
     assert any(e.get("key") == "rot/file.mp4" for e in app.log_events("corrupt-file-dropped"))
+
+
+def test_disk_turning_read_only_under_load_fails_alone(make_appliance):
+    """A disk remounted read-only (a real bind mount) while clients keep fetching: its files are
+    dropped and reported, the other disk serves every request throughout."""
+    import threading
+
+    app = make_appliance()
+    app.put(b"s" * 50_000, "ro/ssd.mp4", "ssd")
+    app.put(b"h" * 50_000, "ro/hdd.mp4", "hdd")
+    app.wait_for(lambda: _status(app, app.path_and_query("ro/hdd.mp4"))[0] == 200, what="files")
+    ssd_target = app.path_and_query("ro/ssd.mp4")
+    stop, ssd_statuses = threading.Event(), []
+
+    def load() -> None:
+        deadline = time.monotonic() + 30  # bounded even if the test fails early
+        while not stop.is_set() and time.monotonic() < deadline:
+            ssd_statuses.append(_status(app, ssd_target, {"Range": "bytes=0-999"})[0])
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    subprocess.run(["mount", "--bind", str(app.hdd), str(app.hdd)], check=True, capture_output=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(app.hdd)], check=True, capture_output=True)
+        app.wait_for(lambda: not next(d for d in app.health()["disks"] if d["tier"] == "hdd")["ok"],
+                     timeout=15, what="hdd reported failed")
+        app.wait_for(lambda: _status(app, app.path_and_query("ro/hdd.mp4"))[0] == 404, what="hdd files dropped")
+    finally:
+        stop.set()
+        loader.join()
+        subprocess.run(["umount", "-l", str(app.hdd)], capture_output=True)
+    assert len(ssd_statuses) > 20 and set(ssd_statuses) == {206}
