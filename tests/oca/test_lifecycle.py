@@ -96,9 +96,24 @@ def test_vanished_disk_fails_alone(make_appliance):
     app.put(b"s" * 1000, "on/ssd.mp4", "ssd")
     app.put(b"h" * 1000, "on/hdd.mp4", "hdd")
     app.wait_for(lambda: _status(app, app.path_and_query("on/hdd.mp4"))[0] == 200, what="files")
-    shutil.move(app.hdd, app.root / "hdd0-pulled")  # the disk disappears
-    app.wait_for(lambda: _status(app, app.path_and_query("on/hdd.mp4"))[0] in (404, 503), what="hdd refused")
-    assert _status(app, app.path_and_query("on/ssd.mp4")) == (200, b"s" * 1000)
+    import threading
+
+    stop, ssd_statuses, ssd_target = threading.Event(), [], app.path_and_query("on/ssd.mp4")
+
+    def load() -> None:  # clients keep fetching from the other disk all along
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            ssd_statuses.append(_status(app, ssd_target))
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        shutil.move(app.hdd, app.root / "hdd0-pulled")  # the disk disappears
+        app.wait_for(lambda: _status(app, app.path_and_query("on/hdd.mp4"))[0] in (404, 503), what="hdd refused")
+    finally:
+        stop.set()
+        loader.join()
+    assert len(ssd_statuses) > 10 and set(ssd_statuses) == {(200, b"s" * 1000)}
     app.wait_for(lambda: not next(d for d in app.health()["disks"] if d["tier"] == "hdd")["ok"],
                  what="hdd reported failed")
     assert _status(app, app.path_and_query("on/hdd.mp4"))[0] == 404  # out of the index: a fast miss
