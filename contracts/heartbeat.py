@@ -27,8 +27,6 @@ import base64
 import hashlib
 import hmac
 import json
-import math
-import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Mapping
@@ -37,6 +35,7 @@ import msgpack
 
 from contracts.ids import FILE_KEY_PATTERN, MAX_FILE_KEY_LEN, ApplianceId, FileKey, KeyId, SiteId
 from contracts.token import Keyring
+from contracts.wirefields import WireFields, is_number
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/msgpack"
@@ -244,7 +243,7 @@ def _popularity(raw: Any) -> dict[FileKey, tuple[float, float]]:
         where = f"popularity[{key!r}]"
         _check_key(key, where)
         if (not isinstance(value, (list, tuple)) or len(value) != 2
-                or not all(_is_number(v) and v >= 0 for v in value)):
+                or not all(is_number(v) and v >= 0 for v in value)):
             raise MalformedHeartbeat(f"{where}: must be [requests, bytes], two non-negative numbers")
         out[FileKey(key)] = (float(value[0]), float(value[1]))
     return out
@@ -279,68 +278,9 @@ def _check_key(key: Any, where: str) -> None:
         raise MalformedHeartbeat(f"{where}: not a valid file key")
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-_MISSING: Any = object()
-_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+class _Fields(WireFields):
+    """A heartbeat's wire map."""
 
-
-class _Fields:
-    """Typed access to one wire map; every error names the field."""
-
-    def __init__(self, data: Any, where: str) -> None:
-        if not isinstance(data, dict):
-            raise MalformedHeartbeat(f"{where or '(top level)'}: must be a map")
-        self._data = data
-        self._where = where
-
-    def _name(self, name: str) -> str:
-        return f"{self._where}.{name}" if self._where else name
-
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
-        if name in self._data:
-            return self._data[name]
-        if default is _MISSING:
-            raise MalformedHeartbeat(f"{self._name(name)}: required")
-        return default
-
-    def bool(self, name: str) -> bool:
-        value = self.raw(name)
-        if not isinstance(value, bool):
-            raise MalformedHeartbeat(f"{self._name(name)}: must be true or false")
-        return value
-
-    def str(self, name: str, default: Any = _MISSING) -> str:
-        value = self.raw(name, default)
-        if not isinstance(value, str):
-            raise MalformedHeartbeat(f"{self._name(name)}: must be a string")
-        return value
-
-    def ident(self, name: str) -> str:
-        value = self.str(name)
-        if not _IDENT.fullmatch(value):
-            raise MalformedHeartbeat(f"{self._name(name)}: must be 1-64 of [A-Za-z0-9_.-]")
-        return value
-
-    def number(self, name: str) -> float:
-        value = self.raw(name)
-        if not _is_number(value) or value < 0:
-            raise MalformedHeartbeat(f"{self._name(name)}: must be a non-negative number")
-        return float(value)
-
-    def count(self, name: str) -> int:
-        value = self.raw(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise MalformedHeartbeat(f"{self._name(name)}: must be a non-negative integer")
-        return value
-
-    def opt_int(self, name: str) -> int | None:
-        return None if self.raw(name, None) is None else self.count(name)
-
-    def list(self, name: str) -> list[Any]:
-        value = self.raw(name)
-        if not isinstance(value, list):
-            raise MalformedHeartbeat(f"{self._name(name)}: must be an array")
-        return value
+    error = MalformedHeartbeat

@@ -23,7 +23,6 @@ content was damaged on the way and is refused. Decoding validates everything and
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -31,6 +30,7 @@ from typing import Any, Iterable
 import xxhash
 
 from contracts.ids import ApplianceId, FileKey, InvalidFileKey, validate_file_key
+from contracts.wirefields import IDENT, WireFields
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
@@ -39,7 +39,6 @@ SOURCE_KINDS = ("peer", "origin")
 MAX_FILES = 2_000_000
 MAX_SOURCES = 32
 _HEX128 = re.compile(r"[0-9a-f]{32}")
-_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # the heartbeat's id grammar
 _URL = re.compile(r"https?://[^/\s?#]+(/[^\s#]*)?")
 _S3 = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+")
 
@@ -156,7 +155,7 @@ def from_dict(data: Any, appliance: str | None = None) -> Manifest:
     if version != SCHEMA_VERSION:
         raise UnsupportedManifestVersion(f"v: schema version {version!r} not supported (want {SCHEMA_VERSION})")
     who = f.str("appliance")
-    if not _IDENT.fullmatch(who):
+    if not IDENT.fullmatch(who):
         raise MalformedManifest("appliance: must be 1-64 of [A-Za-z0-9_.-]")
     if appliance is not None and who != appliance:
         raise MalformedManifest(f"appliance: manifest is for {who!r}, not {appliance!r}")
@@ -210,7 +209,7 @@ def _source(raw: Any, where: str) -> Source:
         raise MalformedManifest(f"{where}.url: must be an http(s) URL")
     if s3 is not None and (kind != "origin" or not _S3.fullmatch(s3)):
         raise MalformedManifest(f"{where}.s3: must be s3://bucket/key, on an origin source only")
-    if who is not None and not _IDENT.fullmatch(who):
+    if who is not None and not IDENT.fullmatch(who):
         raise MalformedManifest(f"{where}.appliance: must be 1-64 of [A-Za-z0-9_.-]")
     if kind == "peer" and url is None:
         raise MalformedManifest(f"{where}.url: required for a peer source")
@@ -219,50 +218,8 @@ def _source(raw: Any, where: str) -> Source:
     return Source(kind, url, s3, ApplianceId(who) if who is not None else None)
 
 
-_MISSING: Any = object()
+class _Fields(WireFields):
+    """A manifest's JSON object."""
 
-
-class _Fields:
-    """Typed access to one JSON object; every error names the field."""
-
-    def __init__(self, data: Any, where: str) -> None:
-        if not isinstance(data, dict):
-            raise MalformedManifest(f"{where or '(top level)'}: must be an object")
-        self._data, self._where = data, where
-
-    def _name(self, name: str) -> str:
-        return f"{self._where}.{name}" if self._where else name
-
-    def raw(self, name: str, default: Any = _MISSING) -> Any:
-        if name in self._data:
-            return self._data[name]
-        if default is _MISSING:
-            raise MalformedManifest(f"{self._name(name)}: required")
-        return default
-
-    def str(self, name: str) -> str:
-        value = self.raw(name)
-        if not isinstance(value, str):
-            raise MalformedManifest(f"{self._name(name)}: must be a string")
-        return value
-
-    def opt_str(self, name: str) -> str | None:
-        return None if self.raw(name, None) is None else self.str(name)
-
-    def number(self, name: str) -> float:
-        value = self.raw(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise MalformedManifest(f"{self._name(name)}: must be a non-negative number")
-        return float(value)
-
-    def count(self, name: str) -> int:
-        value = self.raw(name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise MalformedManifest(f"{self._name(name)}: must be a non-negative integer")
-        return value
-
-    def list(self, name: str) -> list[Any]:
-        value = self.raw(name)
-        if not isinstance(value, list):
-            raise MalformedManifest(f"{self._name(name)}: must be an array")
-        return value
+    error = MalformedManifest
+    noun = "object"
