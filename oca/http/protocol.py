@@ -28,7 +28,7 @@ from oca.core.ranges import Partial, Unsatisfiable, multipart_layout, parse_rang
 from oca.core.request import Health, Refuse, Serve, plan
 from oca.http.files import FileOpenError, OpenFile
 from oca.http.state import ServerState
-from oca.http.writer import MSG_MORE, NEVER, STATUS_LINES, FilePart, Request, ResponseWriter
+from oca.http.writer import MSG_MORE, NEVER, FilePart, Request, ResponseWriter, file_head
 
 _facts = attrgetter("facts")
 _MAX_QUEUED = 32  # pipelined requests held before we stop reading
@@ -275,17 +275,14 @@ class Connection(ResponseWriter, asyncio.Protocol):
             if size == 0:
                 return False
             start, end = 0, size
-            head = b"%s%s%sContent-Length: %d\r\n%s\r\n" % (
-                STATUS_LINES[200], server.date_header, of.type_line, size, of.static_headers)
+            head = file_head(200, server.date_header, of, 0, size, b"\r\n")
             status = 200
         else:
             verdict = parse_range(header, size)
             if type(verdict) is not Partial or len(verdict.ranges) != 1:
                 return False
             start, end = verdict.ranges[0]
-            head = b"%s%s%sContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n%s\r\n" % (
-                STATUS_LINES[206], server.date_header, of.type_line, end - start, start, end - 1, size,
-                of.static_headers)
+            head = file_head(206, server.date_header, of, start, end, b"\r\n")
             status = 206
         t0 = time.perf_counter()
         count = end - start
@@ -416,9 +413,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
             ranges = decision.ranges
             if len(ranges) == 1:  # the hot path: one range, headers formatted in one go
                 start, end = ranges[0]
-                head = b"%s%s%sContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n%s%s" % (
-                    STATUS_LINES[206], self.server.date_header, of.type_line, end - start, start, end - 1,
-                    size, of.static_headers, self._tail(req))
+                head = file_head(206, self.server.date_header, of, start, end, self._tail(req))
                 self._start(206, head, [FilePart(of, start, end - start)] if body else None)
                 return
             layout = multipart_layout(ranges, size, of.content_type, self.server.boundary())
@@ -433,5 +428,5 @@ class Connection(ResponseWriter, asyncio.Protocol):
             self._respond_error(Refuse(416, "range-not-satisfiable"), req,
                                 extra=f"Content-Range: bytes */{size}\r\n")
         else:
-            head = self._head(200, req, of.content_type, size, of.static_headers)
+            head = file_head(200, self.server.date_header, of, 0, size, self._tail(req))
             self._start(200, head, [FilePart(of, 0, size)] if body and size else None)

@@ -63,6 +63,17 @@ class FilePart:
         self.count = count
 
 
+def file_head(status: int, date_header: bytes, of: OpenFile, start: int, end: int, tail: bytes) -> bytes:
+    """The head of a 200 (the whole file) or a single-range 206, formatted in one go: this runs per
+    request on the hot path."""
+    if status == 200:
+        return b"%s%s%sContent-Length: %d\r\n%s%s" % (
+            STATUS_LINES[200], date_header, of.type_line, end - start, of.static_headers, tail)
+    return b"%s%s%sContent-Length: %d\r\nContent-Range: bytes %d-%d/%d\r\n%s%s" % (
+        STATUS_LINES[206], date_header, of.type_line, end - start, start, end - 1, of.entry.size,
+        of.static_headers, tail)
+
+
 class ResponseWriter:
     server: "ServerState"
     sock: socket.socket
