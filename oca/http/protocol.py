@@ -24,6 +24,7 @@ from typing import Any
 
 import httptools
 
+from contracts.token import TokenError, check_grant
 from oca.core.ranges import Partial, Unsatisfiable, multipart_layout, parse_range
 from oca.core.request import Health, Refuse, Serve, plan
 from oca.http.files import FileOpenError, OpenFile
@@ -81,6 +82,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
         self.current: OpenFile | None = None
         self.reading_paused = False
         self.req: Request | None = None
+        self.allowed_prefix: Any = None  # a token prefix this connection's client is known to be in
         self.refused: Refuse | None = None
         self.deadline = server.clock + self.config.header_timeout_s
 
@@ -264,8 +266,15 @@ class Connection(ResponseWriter, asyncio.Protocol):
         if known is None:
             return False
         grant = known.grant
-        if grant.client_prefix is not None or time.time() > grant.expires_at:
-            return False
+        if grant.client_prefix is not None and grant.client_prefix is self.allowed_prefix:
+            if time.time() > grant.expires_at:  # this connection's client is inside: only expiry
+                return False
+        else:
+            try:  # expiry and client prefix: the core's own check
+                check_grant(grant, time.time(), self.client)
+            except TokenError:
+                return False  # the general path answers the 403 with its reason
+            self.allowed_prefix = grant.client_prefix  # the client of a connection never changes
         of = server.files.open_file(known.key)
         if of is None:
             return False

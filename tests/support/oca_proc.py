@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from contracts.keys import Keyring, load_keyring
-from contracts.token import sign_path
+from contracts.token import client_prefix_for, sign_path
 from tests.support import cpu_seconds, free_port, stop_process, wait_for_port, worker_pids_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -126,9 +126,10 @@ class OcaProcess:
     # -- facts -----------------------------------------------------------------------------------
 
     def signed_path(self, key: str, ttl_s: int = 6 * 3600) -> str:
-        """`/key?e=..&k=..&s=..`, signed as `oca url` signs it."""
+        """`/key?e=..&k=..&c=127.0.0.0/24&s=..`: bound to the loopback client's prefix, as steering
+        binds every URL it hands out, so benchmarks measure the check real traffic pays."""
         assert self._keys is not None, "not started"
-        return sign_path("/" + key.lstrip("/"), self._keys, int(time.time()) + ttl_s)
+        return sign_path("/" + key.lstrip("/"), self._keys, int(time.time()) + ttl_s, client_prefix_for("127.0.0.1"))
 
     def signed_url(self, key: str, ttl_s: int = 6 * 3600) -> str:
         return f"http://127.0.0.1:{self.port}{self.signed_path(key, ttl_s)}"
