@@ -99,6 +99,7 @@ class HealthSnapshot:
     capacity_bps: int
     disks: tuple[DiskReport, ...] = ()
     popularity: Mapping[FileKey, tuple[float, float]] = field(default_factory=dict)  # (requests, bytes)
+    degraded: tuple[str, ...] = ()  # background tasks that keep failing (still serving; an operator should look)
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         "disks": [{"path": d.path, "tier": d.tier, "state": d.state.value, "total_bytes": d.total_bytes,
                    "free_bytes": d.free_bytes, "files": d.files} for d in h.disks],
         "popularity": {k: [float(r), float(b)] for k, (r, b) in h.popularity.items()},
+        "degraded": list(h.degraded),
         "inventory": {"generation": inv.generation, "full": inv.full, "base": inv.base,
                       "added": list(inv.added), "removed": list(inv.removed)},
     })
@@ -217,6 +219,7 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
         egress_bps=f.count("egress_bps"), capacity_bps=f.count("capacity_bps"),
         disks=tuple(_disk(d, f"disks[{i}]") for i, d in enumerate(f.list("disks"))),
         popularity=_popularity(f.raw("popularity", {})),
+        degraded=_degraded(f.raw("degraded", [])),
     )
     return Heartbeat(
         appliance_id=ApplianceId(f.ident("appliance_id")), site=SiteId(f.ident("site")),
@@ -233,6 +236,12 @@ def _disk(raw: Any, where: str) -> DiskReport:
     return DiskReport(path=f.str("path"), tier=f.str("tier"), state=DiskState(state),
                       total_bytes=f.count("total_bytes"), free_bytes=f.count("free_bytes"),
                       files=f.count("files"))
+
+
+def _degraded(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or len(raw) > 64 or not all(isinstance(t, str) and len(t) <= 64 for t in raw):
+        raise MalformedHeartbeat("degraded: must be a list of at most 64 task names")
+    return tuple(raw)
 
 
 def _popularity(raw: Any) -> dict[FileKey, tuple[float, float]]:

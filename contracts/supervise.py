@@ -65,7 +65,8 @@ class TaskSupervisor:
 
     def __init__(self, service: str, logger: logging.Logger | None = None, *, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0, degraded_after: int = 3,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None,
+                 on_failure: Callable[[str, BaseException], None] | None = None) -> None:
         self.service = service
         self.log = logger or logging.getLogger(f"{service}.tasks")
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
@@ -78,6 +79,7 @@ class TaskSupervisor:
                                  ["task"], registry=self.registry)
         self._up = Gauge(f"{service}_task_up", "1 while a background task runs, 0 while it waits to restart",
                          ["task"], registry=self.registry)
+        self._on_failure = on_failure  # e.g. a serving worker counts into its shared-memory slot
         self._stopping = False
 
     # ---- starting -----------------------------------------------------------------------------
@@ -138,6 +140,8 @@ class TaskSupervisor:
                 st.last_error = f"{type(exc).__name__}: {exc}"[:500]
                 st.last_failure_at = time.time()
                 self._failures.labels(task=st.name).inc()
+                if self._on_failure is not None:
+                    self._on_failure(st.name, exc)
                 self.log.error("task-failed", exc_info=True, extra={"fields": {
                     "task": st.name, "failures": st.failures, "in_a_row": st.backoff.streak,
                     "restart_in_s": delay if st.restart else None, "error": st.last_error}})

@@ -8,7 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from oca.daemon import disk_json
+from prometheus_client import generate_latest
+
+from oca.daemon import SLOTS_PER_GENERATION, disk_json
 from oca.metrics import read_totals, render
 
 if TYPE_CHECKING:
@@ -34,8 +36,9 @@ async def start_admin(sup: "Supervisor") -> tuple[web.AppRunner, int]:
 async def _healthz(request: web.Request) -> web.Response:
     sup = request.app[SUPERVISOR]
     report = sup.health_report()
-    ok = report["accepting"]
-    return web.Response(status=200 if ok else 503, text="ok\n" if ok else "not accepting\n")
+    ok = report["accepting"]  # degraded still serves: 200, and the body says what to look at
+    text = f"{report['status']}" + (f" ({', '.join(report['degraded'])})" if report["degraded"] else "")
+    return web.Response(status=200 if ok else 503, text=text + "\n")
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -52,7 +55,7 @@ async def _inventory(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     sup = request.app[SUPERVISOR]
-    totals = read_totals(sup.metrics_path, sup.config.effective_workers() * 2)
+    totals = read_totals(sup.metrics_path, 2 * SLOTS_PER_GENERATION)
     gauges: list[tuple[str, str, dict[str, str], float]] = [
         ("oca_egress_bits_per_second", "Egress rate over the last second.", {}, round(sup.egress_bps)),
         ("oca_draining", "1 while the appliance drains.", {}, int(sup.draining)),
@@ -66,5 +69,6 @@ async def _metrics(request: web.Request) -> web.Response:
         gauges.append(("oca_disk_free_bytes", "Free bytes on the disk.", labels, d["free_bytes"]))
         gauges.append(("oca_disk_total_bytes", "Size of the disk.", labels, d["total_bytes"]))
         gauges.append(("oca_disk_files", "Files indexed on the disk.", labels, d["files"]))
-    return web.Response(text=render(totals, gauges), content_type="text/plain", charset="utf-8")
+    text = render(totals, gauges) + generate_latest(sup.tasks.registry).decode()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 

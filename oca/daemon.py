@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import multiprocessing
 import os
 import signal
@@ -21,6 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from contracts.logs import log_event, setup_logging
+from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.keys import write_new_keyfile
 from oca import config as oca_config
@@ -30,6 +33,10 @@ from oca.metrics import create_file, read_totals
 from oca.store.store import Store
 
 WORKER_READY_TIMEOUT_S = 30.0
+# Each generation of workers counts into its own half of the metrics file, so a generation draining
+# after SIGHUP never shares a slot with its successor (two writers of one counter lose updates).
+SLOTS_PER_GENERATION = 64
+CLEANUP_EVERY_S = 600.0  # temp files of crashed writers, cold popularity rows, the old change log
 # Workers come from a fork server that has imported the serving code once: a fresh interpreter per
 # worker ("spawn") re-imports everything, about half a second each, which start-up can't afford.
 # It is started before the supervisor's event loop, so no worker inherits loop state.
@@ -37,9 +44,11 @@ _mp = multiprocessing.get_context("forkserver")
 _mp.set_forkserver_preload(["oca.http.worker"])
 
 
-def log(event: str, **fields: Any) -> None:
-    print(json.dumps({"ts": round(time.time(), 3), "event": event, "worker": "supervisor", **fields},
-                     default=str), flush=True)
+_log = logging.getLogger("oca")
+
+
+def log(event: str, level: int = logging.INFO, **fields: Any) -> None:
+    log_event(_log, event, level, worker="supervisor", **fields)
 
 
 def prepare_dev(config: OcaConfig) -> None:
@@ -52,17 +61,21 @@ def prepare_dev(config: OcaConfig) -> None:
 class Generation:
     """The worker processes started together from one config."""
 
-    def __init__(self, config: OcaConfig, metrics_path: Path) -> None:
+    def __init__(self, config: OcaConfig, metrics_path: Path, number: int = 0) -> None:
         self.config = config
         self.metrics_path = metrics_path
+        self.base_slot = (number % 2) * SLOTS_PER_GENERATION
         self.procs: list[Any] = []
+
+    def _process(self, slot: int, ready: Any) -> Any:
+        return _mp.Process(target=worker_main, name=f"oca-worker-{slot}", daemon=False,
+                           args=(self.config, self.base_slot + slot, self.metrics_path, ready, os.getpid()))
 
     def start(self) -> None:
         events = []
         for slot in range(self.config.effective_workers()):
             ready = _mp.Event()
-            proc = _mp.Process(target=worker_main, args=(self.config, slot, self.metrics_path, ready),
-                               name=f"oca-worker-{slot}", daemon=False)
+            proc = self._process(slot, ready)
             proc.start()
             self.procs.append(proc)
             events.append(ready)
@@ -76,9 +89,8 @@ class Generation:
     def respawn_dead(self) -> None:
         for slot, proc in enumerate(self.procs):
             if not proc.is_alive():
-                log("worker-restart", slot=slot, exit_code=proc.exitcode)
-                fresh = _mp.Process(target=worker_main, args=(self.config, slot, self.metrics_path, None),
-                                    name=f"oca-worker-{slot}")
+                log("worker-restart", logging.WARNING, slot=slot, exit_code=proc.exitcode)
+                fresh = self._process(slot, None)
                 fresh.start()
                 self.procs[slot] = fresh
 
@@ -108,6 +120,9 @@ class Supervisor:
         self.egress_bps = 0.0
         self.disk_health: list[Any] = []
         self.reporter: Any = None
+        self.tasks = TaskSupervisor("oca")
+        self.generations = 0  # generations started: which half of the metrics file the next one uses
+        self._reload_lock = asyncio.Lock()  # one reload at a time: at most two generations alive
         from oca.store.scrub import ScrubStats
 
         self.scrub_stats = ScrubStats()
@@ -123,8 +138,9 @@ class Supervisor:
         # Hold the port for the workers: with port 0 this picks one they can all bind.
         self.port_holder = listening_socket(config.http.listen, config.http.port, listen=False)
         config = self.config = replace(config, http=replace(config.http, port=self.port_holder.getsockname()[1]))
-        create_file(self.metrics_path, config.effective_workers() * 2)
-        self.generation = Generation(config, self.metrics_path)
+        create_file(self.metrics_path, 2 * SLOTS_PER_GENERATION)
+        self.generation = self._new_generation(config)
+        self.generations += 1
         # Workers load the index while the supervisor checks the disks: start-up is the slower of two.
         starting = asyncio.create_task(asyncio.to_thread(self.generation.start))
         if not config.dev:
@@ -133,12 +149,33 @@ class Supervisor:
         await starting
         runner = await self._start_admin()
         self._install_signals()
-        chores = [asyncio.create_task(c()) for c in (self._watch_workers, self._check_disks, self._sample_egress,
-                                                     self._watchdog, self._mover, self._report, self._scrub)]
+        self._start_chores()
         self._announce()
         sd_notify("READY=1")
         await self.stopping.wait()
-        await self._shutdown(runner, chores)
+        await self._shutdown(runner)
+
+    def _new_generation(self, config: OcaConfig) -> Generation:
+        """The next generation (not started); it counts into the half of the metrics file that the
+        running one does not use."""
+        if config.effective_workers() > SLOTS_PER_GENERATION:
+            raise oca_config.ConfigError(f"http.workers: at most {SLOTS_PER_GENERATION}")
+        return Generation(config, self.metrics_path, self.generations + 1)
+
+    def _start_chores(self) -> None:
+        """Every background task runs supervised: logged, counted, restarted, shown in health."""
+        t, c = self.tasks, self.config
+        t.every("watch-workers", 1.0, self._respawn_workers)
+        t.every("check-disks", lambda: self.config.store.disk_check_interval_s, self._check_disks)
+        t.spawn("sample-egress", self._sample_egress)
+        t.every("watchdog", 5.0, lambda: sd_notify("WATCHDOG=1"))
+        t.every("cleanup", CLEANUP_EVERY_S, self._cleanup, first_delay_s=0)
+        if c.mover.enabled:
+            t.every("mover", c.mover.interval_s, self._move_once)
+        if c.store.scrub_rate_bps > 0:
+            t.every("scrub", c.store.scrub_pause_s, self._scrub_pass, first_delay_s=0)
+        if c.steering.urls:
+            self._start_reporting()
 
     def _announce(self) -> None:
         c = self.config
@@ -171,11 +208,11 @@ class Supervisor:
             sd_notify("STOPPING=1")
             self.stopping.set()
 
-    async def _shutdown(self, runner: Any, chores: list[asyncio.Task]) -> None:
-        self.generation.terminate()
-        await asyncio.to_thread(self.generation.join, self.config.http.drain_timeout_s + 5)
-        for chore in chores:
-            chore.cancel()
+    async def _shutdown(self, runner: Any) -> None:
+        async with self._reload_lock:  # a reload in progress finishes (or refuses) first
+            self.generation.terminate()
+            await asyncio.to_thread(self.generation.join, self.config.http.drain_timeout_s + 5)
+        await self.tasks.shutdown()
         await runner.cleanup()
         self.port_holder.close()
         self.store.close()
@@ -186,13 +223,19 @@ class Supervisor:
         log("stopped")
 
     async def _reload(self) -> None:
+        if self.draining:
+            return
+        async with self._reload_lock:
+            await self._reload_locked()
+
+    async def _reload_locked(self) -> None:
         if self.config.source is None:
             self.generation.signal(signal.SIGHUP)
             return
         try:
             fresh = await asyncio.to_thread(oca_config.load, self.config.source)
         except oca_config.ConfigError as exc:
-            log("reload-refused", error=str(exc))
+            log("reload-refused", logging.ERROR, error=str(exc))
             return
         fresh = replace(fresh, http=replace(fresh.http, port=self.config.http.port))
         if fresh == self.config:
@@ -200,29 +243,27 @@ class Supervisor:
             log("reloaded", restarted_workers=False)
             return
         if fresh.http.listen != self.config.http.listen or fresh.store != self.config.store:
-            log("reload-refused", error="http.listen and store.* need a restart")
+            log("reload-refused", logging.ERROR, error="http.listen and store.* need a restart")
             return
-        old, self.config = self.generation, fresh
-        self.generation = Generation(fresh, self.metrics_path)
-        await asyncio.to_thread(self.generation.start)
+        try:
+            generation = self._new_generation(fresh)
+            await asyncio.to_thread(generation.start)
+        except (oca_config.ConfigError, RuntimeError) as exc:
+            log("reload-refused", logging.ERROR, error=str(exc))
+            return
+        old, self.generation, self.config = self.generation, generation, fresh
+        self.generations += 1
         old.terminate()
         await asyncio.to_thread(old.join, fresh.http.drain_timeout_s + 5)
         log("reloaded", restarted_workers=True)
 
-    # ---- chores -------------------------------------------------------------------------------
-    async def _watch_workers(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            if not self.draining:
-                self.generation.respawn_dead()
+    # ---- chores (run by self.tasks) -----------------------------------------------------------
+    def _respawn_workers(self) -> None:
+        if not self.draining and not self._reload_lock.locked():
+            self.generation.respawn_dead()
 
     async def _check_disks(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.store.disk_check_interval_s)
-            try:
-                self.disk_health = await asyncio.to_thread(self.store.check_disks)
-            except Exception as exc:
-                log("disk-check-failed", error=str(exc))
+        self.disk_health = await asyncio.to_thread(self.store.check_disks)
 
     async def _sample_egress(self) -> None:
         last = self._bytes_sent(), time.monotonic()
@@ -232,57 +273,84 @@ class Supervisor:
             self.egress_bps = 8 * (now[0] - last[0]) / max(now[1] - last[1], 1e-6)
             last = now
 
-    async def _watchdog(self) -> None:
-        while True:
-            await asyncio.sleep(5.0)
-            sd_notify("WATCHDOG=1")
+    async def _cleanup(self) -> None:
+        """Temp files of writers that crashed, popularity rows gone cold, the old change log."""
+        store, half_life = self.store, self.config.store.popularity_half_life_s
 
-    async def _mover(self) -> None:
-        if not self.config.mover.enabled:
-            return
-        from oca.store.mover import mover_loop
+        def clean() -> dict[str, int]:
+            now = time.time()
+            return {"tmp_files": store.clean_tmp(now),
+                    "popularity_rows": store.index.prune_popularity(now, half_life),
+                    "change_log_rows": store.index.prune_changes()}
 
-        await mover_loop(self.store, self.config, self.stopping)
+        removed = await asyncio.to_thread(clean)
+        if any(removed.values()):
+            log("cleanup", **removed)
 
-    async def _scrub(self) -> None:
-        rate = self.config.store.scrub_rate_bps
-        if rate <= 0:
-            return
-        from oca.store.scrub import scrub_loop
+    async def _move_once(self) -> None:
+        from oca.store.mover import run_mover_once
+
+        mover = self.config.mover
+        moves = await asyncio.to_thread(run_mover_once, self.store, time.time(),
+                                        int(mover.io_budget_bps * mover.interval_s), float(mover.io_budget_bps),
+                                        self.stopping.is_set)
+        if moves:
+            log("moved", files=len(moves), bytes=sum(m.size for m in moves))
+
+    async def _scrub_pass(self) -> None:
+        from oca.store.scrub import scrub_pass
 
         def corrupt(key: str) -> None:
-            log("corrupt-file-dropped", key=key)  # the next fill run fetches it again
+            log("corrupt-file-dropped", logging.ERROR, key=key)  # the next fill run fetches it again
 
-        await scrub_loop(self.store, rate, self.config.store.scrub_pause_s, self.scrub_stats, corrupt, self.stopping)
+        await asyncio.to_thread(scrub_pass, self.store, self.config.store.scrub_rate_bps, self.scrub_stats,
+                                self.stopping.is_set, corrupt)
 
-    async def _report(self) -> None:
-        # Reports go on while draining (steering must hear "draining"); cancelled at the very end.
-        from oca.heartbeat import run_reporting
+    def _start_reporting(self) -> None:
+        """Heartbeats go on while draining (steering must hear "draining"); stopped at the very end."""
+        from oca.heartbeat import HeartbeatSource
+        from oca.reporter import Reporter
 
-        await run_reporting(self, asyncio.Event())
+        source = HeartbeatSource(self)
+        link, c = self.config.steering, self.config
+        self.reporter = Reporter(c.appliance_id, c.site, link.urls, link.report_interval_s,
+                                 snapshot=source.snapshot, inventory=source.inventory, keys=source.keys)
+
+        async def report() -> None:
+            await source.ready.wait()  # the first report carries the whole inventory
+            await self.reporter.run(asyncio.Event())
+
+        self.tasks.spawn("inventory-follower", source.follow)
+        self.tasks.spawn("heartbeat-reporter", report)
 
     def _bytes_sent(self) -> float:
-        totals = read_totals(self.metrics_path, self.config.effective_workers() * 2)
+        totals = read_totals(self.metrics_path, 2 * SLOTS_PER_GENERATION)
         return totals["bytes_ssd"] + totals["bytes_hdd"] + totals["bytes_other"]
 
     # ---- control endpoints --------------------------------------------------------------------
     def health_report(self) -> dict[str, Any]:
         disks = [disk_json(d) for d in self.disk_health]
         workers_alive = sum(p.is_alive() for p in self.generation.procs)
+        accepting = not self.draining and workers_alive > 0 and any(d["ok"] for d in disks)
+        degraded = self.tasks.degraded()
         return {
             "appliance": self.config.appliance_id,
             "site": self.config.site,
-            "accepting": not self.draining and workers_alive > 0 and any(d["ok"] for d in disks),
+            "status": "draining" if self.draining else "down" if not accepting else
+                      "degraded" if degraded else "ok",
+            "accepting": accepting,
             "draining": self.draining,
+            "degraded": degraded,
             "workers": {"alive": workers_alive, "configured": len(self.generation.procs)},
             "load": {"loadavg": list(os.getloadavg()),
-                     "open_connections": read_totals(self.metrics_path, len(self.generation.procs) * 2)[
+                     "open_connections": read_totals(self.metrics_path, 2 * SLOTS_PER_GENERATION)[
                          "open_connections"]},
             "egress_bps": round(self.egress_bps),
             "capacity_bps": self.config.egress_capacity_bps,
             "disks": disks,
             "files": self.store.index.count(),
             "uptime_s": round(time.time() - self.started_at, 1),
+            "tasks": self.tasks.status(),
             "steering": [vars(r) for r in self.reporter.status()] if self.reporter is not None else [],
         }
 
@@ -303,5 +371,6 @@ def serve(config: OcaConfig) -> None:
     import uvloop
     from multiprocessing import forkserver
 
+    setup_logging("oca")
     forkserver.ensure_running()
     uvloop.run(Supervisor(config).run())

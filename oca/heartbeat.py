@@ -1,11 +1,12 @@
 """The supervisor's side of the heartbeats: what `oca.reporter.Reporter` sends to every steering
 replica. The reporter calls its two callables on the event loop, so everything they return is kept
 ready in memory: the inventory follows the index's change log (as the workers do), popularity is
-re-read every few seconds, both in a thread; the health snapshot is built from the supervisor's
-own disk checks and counters."""
+re-read every few seconds, both in a thread (`follow`, a supervised task of the daemon); the health
+snapshot is built from the supervisor's own disk checks, counters and degraded tasks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 from contracts.heartbeat import DiskReport, DiskState, HealthSnapshot, Load
 from contracts.ids import FileKey
 from contracts.keys import load_keyring
+from contracts.logs import log_event
+from contracts.tomlconf import ConfigError
 from contracts.token import Keyring
-from oca.reporter import InventoryState, Reporter
+from oca.reporter import InventoryState
 
 if TYPE_CHECKING:
     from oca.daemon import Supervisor
 
+log = logging.getLogger("oca.heartbeat")
 POPULARITY_EVERY_S = 10.0
 INVENTORY_EVERY_S = 1.0
 
@@ -42,16 +46,22 @@ class HeartbeatSource:
             accepting=report["accepting"], draining=report["draining"],
             load=Load(loadavg=report["load"]["loadavg"][0], open_connections=int(report["load"]["open_connections"])),
             egress_bps=int(report["egress_bps"]), capacity_bps=int(report["capacity_bps"]),
-            disks=disks, popularity=self._popularity)
+            disks=disks, popularity=self._popularity, degraded=tuple(report["degraded"]))
 
     def inventory(self) -> InventoryState:
         return self._inventory
 
     def keys(self) -> Keyring:
-        """The key file, re-read when it changes (rotation without restart)."""
-        mtime = os.stat(self.keys_path).st_mtime
-        if self._keys is None or self._keys[0] != mtime:
-            self._keys = (mtime, load_keyring(self.keys_path))
+        """The key file, re-read when it changes (rotation without restart). A file caught half
+        rewritten (rotation done with a plain editor) keeps the last good ring until it parses."""
+        try:
+            mtime = os.stat(self.keys_path).st_mtime
+            if self._keys is None or self._keys[0] != mtime:
+                self._keys = (mtime, load_keyring(self.keys_path))
+        except (OSError, ConfigError) as exc:
+            if self._keys is None:
+                raise
+            log_event(log, "keys-reload-failed", logging.WARNING, error=str(exc), keeping="last good keys")
         return self._keys[1]
 
     # ---- keeping it fresh --------------------------------------------------------------------
@@ -82,20 +92,3 @@ class HeartbeatSource:
         half_life = self.sup.config.store.popularity_half_life_s
         pop = self.sup.store.index.popularity(time.time(), half_life)
         return {k: (p.requests, p.bytes) for k, p in pop.items()}
-
-
-async def run_reporting(supervisor: "Supervisor", stop: asyncio.Event) -> Any:
-    """Report to every configured steering replica until `stop`; a no-op without replicas."""
-    link = supervisor.config.steering
-    if not link.urls:
-        return None
-    source = HeartbeatSource(supervisor)
-    reporter = Reporter(supervisor.config.appliance_id, supervisor.config.site, link.urls, link.report_interval_s,
-                        snapshot=source.snapshot, inventory=source.inventory, keys=source.keys)
-    supervisor.reporter = reporter
-    follower = asyncio.create_task(source.follow())
-    try:
-        await source.ready.wait()  # the first report carries the whole inventory
-        await reporter.run(stop)
-    finally:
-        follower.cancel()

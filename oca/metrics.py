@@ -26,7 +26,7 @@ def _names() -> list[str]:
     names += [f"token_{r}" for r in TOKEN_REASONS]
     names += [f"latency_le_{i}" for i in range(len(LATENCY_BUCKETS))]
     names += ["latency_sum", "latency_count", "hits", "misses", "open_connections",
-              "connections_total", "disk_errors", "client_aborts", "timeouts"]
+              "connections_total", "disk_errors", "client_aborts", "timeouts", "worker_task_failures"]
     return names
 
 
@@ -145,6 +145,7 @@ def render(totals: dict[str, float], gauges: Iterable[tuple[str, str, dict[str, 
         ("disk_errors", "counter", "Read errors that failed a disk."),
         ("client_aborts", "counter", "Responses cut short by the client going away."),
         ("timeouts", "counter", "Connections closed for a header, idle or send timeout."),
+        ("worker_task_failures", "counter", "Serving workers' background task failures (logged, restarted)."),
     ):
         metric = f"oca_{name}" + ("_total" if kind == "counter" and not name.endswith("_total") else "")
         family(metric, kind, help_text)

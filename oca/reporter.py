@@ -27,6 +27,7 @@ from contracts.heartbeat import (CONTENT_TYPE, SIGNATURE_HEADER, HealthSnapshot,
                                  HeartbeatError, InventoryUpdate, decode_ack, encode_heartbeat, sign_body)
 from contracts.ids import ApplianceId, FileKey, SiteId
 from contracts.token import Keyring
+from contracts.tomlconf import ConfigError
 
 __all__ = ["Reporter", "InventoryState", "HealthSnapshot", "ReplicaStatus"]
 
@@ -151,16 +152,16 @@ class Reporter:
     async def _post(self, session: aiohttp.ClientSession, replica: ReplicaStatus, round_: _Round) -> None:
         body = self._body(round_, replica.need_full)
         headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
-        if self._keyring is not None:
-            ring = self._keyring() if callable(self._keyring) else self._keyring
-            headers[SIGNATURE_HEADER] = sign_body(body, ring)
         try:
+            if self._keyring is not None:  # inside the try: an unreadable key file fails this round only
+                ring = self._keyring() if callable(self._keyring) else self._keyring
+                headers[SIGNATURE_HEADER] = sign_body(body, ring)
             async with session.post(replica.url + HEARTBEAT_PATH, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise _Refused(f"HTTP {resp.status}: {raw[:200]!r}")
                 ack = decode_ack(raw, resp.headers.get("Content-Type", CONTENT_TYPE))
-        except (aiohttp.ClientError, TimeoutError, HeartbeatError, _Refused, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, HeartbeatError, _Refused, OSError, ConfigError) as exc:
             self._failed(replica, f"{type(exc).__name__}: {exc}")
             return
         self._acked(replica, ack, sent=round_.generation)

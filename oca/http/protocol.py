@@ -354,6 +354,20 @@ class Connection(ResponseWriter, asyncio.Protocol):
         else:
             self.deadline = self.server.clock + self.config.keepalive_timeout_s
 
+    def _decide(self, req: Request) -> Any:
+        """The request's verdict; None once an error response has been sent. A file that moved to
+        another disk under us (the mover) is tried again at its new place, once."""
+        server = self.server
+        for retry in (True, False):
+            try:
+                return plan(req.method, req.target, req.range, req.if_range, self.client, server.keys,
+                            time.time(), server.files.acquire_key, _facts, server.memo, req.authorization)
+            except FileOpenError as exc:
+                if not (server.disk_error(exc.entry.disk, exc.error, exc.entry.key) and retry):
+                    self._respond_error(Refuse(503, "disk-error", str(exc)), req)
+                    return None
+        return None
+
     def _handle(self, req: Request) -> None:
         server = self.server
         self.t0 = time.perf_counter()
@@ -363,12 +377,8 @@ class Connection(ResponseWriter, asyncio.Protocol):
         if req.method == "OPTIONS":
             self._respond_preflight(req)
             return
-        try:
-            verdict = plan(req.method, req.target, req.range, req.if_range, self.client, server.keys,
-                           time.time(), server.files.acquire_key, _facts, server.memo, req.authorization)
-        except FileOpenError as exc:
-            server.disk_error(exc.entry.disk, exc.error, exc.entry.key)
-            self._respond_error(Refuse(503, "disk-error", str(exc)), req)
+        verdict = self._decide(req)
+        if verdict is None:
             return
         if type(verdict) is Serve:
             self._serve(req, verdict)

@@ -15,6 +15,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any, Callable
 
 from contracts.ids import FileKey
+from contracts.logs import json_line
 from contracts.token import Keyring
 from oca.config import HttpConfig
 from oca.core.request import TargetMemo
@@ -39,7 +40,8 @@ def _rid_of(target: bytes) -> str | None:
 class ServerState:
     def __init__(self, config: HttpConfig, keys: Keyring, files: OpenFiles, metrics: WorkerMetrics,
                  loop: asyncio.AbstractEventLoop, on_disk_failed: Callable[[str, str], None],
-                 on_file_missing: Callable[[FileKey], None], worker: int = 0) -> None:
+                 on_file_missing: Callable[[FileKey, str], None], worker: int = 0,
+                 lookup: Callable[[FileKey], Any] | None = None) -> None:
         self.config = config
         self._keys = keys
         self.memo = TargetMemo()
@@ -53,6 +55,7 @@ class ServerState:
         self.worker = worker
         self._on_disk_failed = on_disk_failed
         self._on_file_missing = on_file_missing
+        self._lookup = lookup  # the index's current entry for a key (a file moved under us)
         self._boundary_prefix = secrets.token_hex(6)
         self._boundary_seq = 0
         self._log: list[str] = []
@@ -102,15 +105,34 @@ class ServerState:
         hits, self.hits = self.hits, {}
         return {k: (v[0], v[1]) for k, v in hits.items()}
 
-    def disk_error(self, disk: str, error: OSError, key: FileKey) -> None:
-        """A file could not be opened or read. A file missing from a disk that is still there is
-        dropped alone (someone deleted it by hand); anything else fails the whole disk at once in
+    def restore_hits(self, hits: dict[FileKey, tuple[int, int]]) -> None:
+        """Put back a tally that could not be written, merged with what came since."""
+        for key, (requests, nbytes) in hits.items():
+            tally = self.hits.setdefault(key, [0, 0])
+            tally[0] += requests
+            tally[1] += nbytes
+
+    def disk_error(self, disk: str, error: OSError, key: FileKey) -> bool:
+        """A file could not be opened or read; True when the caller should try again at once.
+        A file missing from a disk that is still there was either moved to another disk (the mover
+        published the copy before this worker's next index poll: adopt the new entry and retry) or
+        deleted by hand (drop it alone, and from the index only while the entry still names this
+        disk, so a newer copy elsewhere is never forgotten). Descriptors running out (EMFILE/ENFILE)
+        are this process's trouble, not the disk's. Anything else fails the whole disk at once in
         this worker and, through the index, everywhere."""
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            self.log_event("descriptors-exhausted", disk=disk, key=key)
+            return False
         if error.errno == errno.ENOENT and os.path.isdir(disk):
+            fresh = self._lookup(key) if self._lookup is not None else None
+            if fresh is not None and fresh.disk != disk:
+                self.files.apply_changes({key: fresh})
+                self.log_event("file-moved", key=key, old_disk=disk, disk=fresh.disk)
+                return True
             self.files.apply_changes({key: None})
-            self._on_file_missing(key)
+            self._on_file_missing(key, disk)
             self.log_event("file-missing", disk=disk, key=key)
-            return
+            return False
         now = time.monotonic()
         if now - self._failed_disks.get(disk, -1e9) < 10:
             return
@@ -119,6 +141,7 @@ class ServerState:
         dropped = self.files.drop_disk(disk)
         self.log_event("disk-failed", disk=disk, error=str(error), files_dropped=len(dropped))
         self._on_disk_failed(disk, f"{error.strerror or error}")
+        return False
 
     def access_log(self, conn: "Connection", of: OpenFile | None) -> None:
         if not self.config.access_log:
@@ -147,8 +170,7 @@ class ServerState:
             self.flush_log()
 
     def log_event(self, event: str, **fields: Any) -> None:
-        self._log.append(json.dumps({"ts": round(time.time(), 3), "event": event, "worker": self.worker,
-                                     **fields}, default=str, separators=(",", ":")))
+        self._log.append(json_line("oca", event, worker=self.worker, **fields))
         self.flush_log()
 
     def flush_log(self) -> None:

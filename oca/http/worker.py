@@ -1,14 +1,20 @@
 """One serving worker process: its own SO_REUSEPORT listening socket, uvloop, the hot-path protocol
-and a few background chores — follow the index's change log, flush the popularity tally, tick the
-Date header, reload keys when the key file changes. SIGTERM drains: stop accepting, let every
-response in flight finish (up to `drain_timeout_s`), close idle connections, exit. SIGHUP reloads
-the keys. SIGINT is left to the supervisor, which turns Ctrl-C into an orderly SIGTERM.
+and a few background chores (supervised: contracts.supervise) — follow the index's change log, flush
+the popularity tally, tick the Date header, reload keys when the key file changes. SIGTERM drains:
+stop accepting, let every response in flight finish (up to `drain_timeout_s`), close idle
+connections, exit. SIGHUP reloads the keys. SIGINT is left to the supervisor, which turns Ctrl-C
+into an orderly SIGTERM.
+
+A worker never outlives its supervisor: it holds a pidfd of the supervisor process and, the moment
+that becomes readable (the supervisor exited, however it died), closes its listener and drains for
+at most ORPHAN_DRAIN_S. (PR_SET_PDEATHSIG alone is not enough: our parent is multiprocessing's fork
+server, which stays alive as long as any of its children holds its "alive" pipe — and every child
+does — so a SIGKILLed supervisor used to leave workers serving with stale keys on its port.)
 """
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import os
 import resource
 import signal
@@ -20,6 +26,8 @@ from pathlib import Path
 import uvloop
 
 from contracts.keys import load_keyring
+from contracts.logs import json_line, setup_logging
+from contracts.supervise import TaskSupervisor
 from contracts.tomlconf import ConfigError
 from oca.config import OcaConfig
 from oca.http.files import OpenFiles, cors_headers
@@ -31,6 +39,7 @@ from oca.store.index import Index
 INDEX_POLL_S = 1.0
 HITS_FLUSH_S = 2.0
 SWEEP_S = 0.5
+ORPHAN_DRAIN_S = 1.0  # responses in flight get this long once the supervisor is gone
 
 
 def listening_socket(host: str, port: int, reuse_port: bool = True, listen: bool = True) -> socket.socket:
@@ -49,11 +58,14 @@ def listening_socket(host: str, port: int, reuse_port: bool = True, listen: bool
 
 
 class Worker:
-    def __init__(self, config: OcaConfig, slot: int, metrics_path: Path | None, ready=None) -> None:
+    def __init__(self, config: OcaConfig, slot: int, metrics_path: Path | None, ready=None,
+                 supervisor_fd: int | None = None) -> None:
         self.ready = ready
         self.config = config
         self.slot = slot
         self.metrics_path = metrics_path
+        self.supervisor_fd = supervisor_fd  # a pidfd: readable once the supervisor has exited
+        self.orphaned = False
         self.stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -66,31 +78,43 @@ class Worker:
         self.state = ServerState(
             config.http, load_keyring(config.tokens.key_file), files,
             WorkerMetrics(self.metrics_path, self.slot), loop,
-            on_disk_failed=self._disk_failed, on_file_missing=self._file_missing, worker=self.slot)
+            on_disk_failed=self._disk_failed, on_file_missing=self._file_missing, worker=self.slot,
+            lookup=self.index.get)
         if config.pull_through.enabled:
             self._start_puller()
         sock = listening_socket(config.http.listen, config.http.port)
         server = await loop.create_server(lambda: Connection(self.state), sock=sock, backlog=4096)
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_keys)
-        chores = [asyncio.create_task(c()) for c in (self._follow_index, self._flush_hits, self._tick,
-                                                     self._sweep)]
+        if self.supervisor_fd is not None:
+            loop.add_reader(self.supervisor_fd, self._supervisor_gone)
+        metrics = self.state.metrics
+        chores = TaskSupervisor("oca_worker", on_failure=lambda task, exc: metrics.add("worker_task_failures"))
+        chores.spawn("follow-index", self._follow_index)
+        chores.every("flush-hits", HITS_FLUSH_S, self._flush_once)
+        chores.spawn("tick", self._tick)
+        chores.every("sweep", SWEEP_S, self.state.sweep)
         self.state.log_event("worker-ready", port=sock.getsockname()[1], files=len(entries))
         if self.ready is not None:
             self.ready.set()
         await self.stop.wait()
         server.close()
         await self._drain()
-        for chore in chores:
-            chore.cancel()
+        await chores.shutdown()
         await self._flush_once()
         if self.state.puller is not None:
             await self.state.puller.close()
             self.store.close()
         self.state.files.close_all()
-        self.state.log_event("worker-stopped")
+        self.state.log_event("worker-stopped", orphaned=self.orphaned)
         self.state.flush_log()
         self.index.close()
+
+    def _supervisor_gone(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.supervisor_fd)
+        self.orphaned = True
+        self.state.log_event("supervisor-gone", action="stop")
+        self.stop.set()
 
     def _start_puller(self) -> None:
         from oca.http.pull import Puller
@@ -107,50 +131,42 @@ class Worker:
         state.draining = True
         for conn in list(state.connections):
             conn.drain()
-        deadline = time.monotonic() + self.config.http.drain_timeout_s
+        grace = min(self.config.http.drain_timeout_s, ORPHAN_DRAIN_S) if self.orphaned else \
+            self.config.http.drain_timeout_s
+        deadline = time.monotonic() + grace
         while state.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(state.connections):
             conn.close()
 
     async def _follow_index(self) -> None:
+        """Apply the index's changes every INDEX_POLL_S; a failure (a locked index) is the
+        supervision's to log and retry, resuming from the last applied sequence."""
         while True:
             await asyncio.sleep(INDEX_POLL_S)
-            try:
-                changed = await asyncio.to_thread(self.index.changes_since, self.seq)
-                if changed is None:  # fell behind the pruned log: start over from a snapshot
-                    entries, self.seq = await asyncio.to_thread(self.index.snapshot)
-                    self.state.files.replace_all(entries)
-                else:
-                    changes, self.seq = changed
-                    self.state.files.apply_changes(changes)
-            except Exception as exc:  # a locked or briefly unavailable index: try again next time
-                self.state.log_event("index-poll-failed", error=str(exc))
+            changed = await asyncio.to_thread(self.index.changes_since, self.seq)
+            if changed is None:  # fell behind the pruned log: start over from a snapshot
+                entries, self.seq = await asyncio.to_thread(self.index.snapshot)
+                self.state.files.replace_all(entries)
+            else:
+                changes, self.seq = changed
+                self.state.files.apply_changes(changes)
             self._maybe_reload_keys()
 
     async def _flush_once(self) -> None:
         hits = self.state.take_hits()
         if hits:
-            await asyncio.to_thread(self.index.add_hits, hits, time.time(),
-                                    self.config.store.popularity_half_life_s)
-
-    async def _flush_hits(self) -> None:
-        while True:
-            await asyncio.sleep(HITS_FLUSH_S)
             try:
-                await self._flush_once()
-            except Exception as exc:
-                self.state.log_event("hits-flush-failed", error=str(exc))
+                await asyncio.to_thread(self.index.add_hits, hits, time.time(),
+                                        self.config.store.popularity_half_life_s)
+            except BaseException:
+                self.state.restore_hits(hits)  # counted next time, not lost with this try
+                raise
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(1.0 - time.time() % 1.0)
             self.state.tick()
-
-    async def _sweep(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_S)
-            self.state.sweep()
 
     def _maybe_reload_keys(self) -> None:
         mtime = _mtime(self.config.tokens.key_file)
@@ -168,8 +184,9 @@ class Worker:
     def _disk_failed(self, disk: str, reason: str) -> None:
         asyncio.get_running_loop().run_in_executor(None, self.index.mark_disk_failed, disk, reason)
 
-    def _file_missing(self, key) -> None:
-        asyncio.get_running_loop().run_in_executor(None, self.index.remove, key)
+    def _file_missing(self, key, disk: str) -> None:
+        # Only while the entry still names that disk: a copy published elsewhere stays indexed.
+        asyncio.get_running_loop().run_in_executor(None, self.index.remove, key, disk)
 
 
 def _mtime(path: Path) -> float:
@@ -180,12 +197,22 @@ def _mtime(path: Path) -> float:
 
 
 def _die_with_parent() -> None:
-    """Drain (SIGTERM) when the fork server that made us exits — it exits with the supervisor — so
-    a supervisor killed outright leaves no orphan serving with stale state."""
+    """A backstop for the pidfd watch: SIGTERM when the fork server that made us exits."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+
+
+def watch_supervisor(pid: int | None) -> int | None:
+    """A pidfd for the supervisor (None without one); exits at once if it is gone already."""
+    if pid is None:
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        print(json_line("oca", "supervisor-gone", action="exit", supervisor=pid), flush=True)
+        raise SystemExit(0) from None
 
 
 def raise_fd_limit() -> int:
@@ -197,14 +224,17 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def worker_main(config: OcaConfig, slot: int, metrics_path: Path | None, ready=None) -> None:
-    """Entry point of a worker process (multiprocessing spawn target); `ready` is an Event set
-    once the worker accepts connections."""
+def worker_main(config: OcaConfig, slot: int, metrics_path: Path | None, ready=None,
+                supervisor_pid: int | None = None) -> None:
+    """Entry point of a worker process (multiprocessing target); `ready` is an Event set once the
+    worker accepts connections; the worker stops when process `supervisor_pid` exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    supervisor_fd = watch_supervisor(supervisor_pid)
+    setup_logging("oca")
     raise_fd_limit()
     try:
-        uvloop.run(Worker(config, slot, metrics_path, ready).run())
+        uvloop.run(Worker(config, slot, metrics_path, ready, supervisor_fd).run())
     except Exception as exc:
-        print(json.dumps({"event": "worker-crashed", "worker": slot, "error": repr(exc)}), file=sys.stderr)
+        print(json_line("oca", "worker-crashed", worker=slot, error=repr(exc)), file=sys.stderr, flush=True)
         raise SystemExit(1) from None

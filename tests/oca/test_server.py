@@ -228,7 +228,15 @@ def test_idle_keepalive_connection_is_closed(served):
 
 
 def test_client_vanishing_mid_body_costs_nothing(served):
-    before = served.metric("oca_client_aborts_total")
+    """Clients that reset the connection after the first bytes of a 3 MiB body. Whether the server
+    was still sending when the RST came (an abort) or the kernel had already taken the whole body
+    (a finished 200: with tcp_wmem's max at 4 MiB it can) depends on the machine's buffer sizes,
+    so the test asserts what holds either way: every one of them is accounted for (as an abort or
+    a finished 200), no connection is left open, and the next request is served."""
+    def accounted() -> float:
+        return served.metric('oca_requests_total{status="200"}') + served.metric("oca_client_aborts_total")
+
+    before = accounted()
     target = served.path_and_query(KEY).encode()
     for _ in range(5):
         sock = socket.create_connection(("127.0.0.1", served.port))
@@ -236,10 +244,10 @@ def test_client_vanishing_mid_body_costs_nothing(served):
         sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.recv(1000)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        sock.close()  # RST while the server still has megabytes to send
+        sock.close()  # RST, most likely while the server still has megabytes to send
     assert _get(served, served.path_and_query(KEY), {"Range": "bytes=0-3"})[2] == DATA[:4]
-    served.wait_for(lambda: served.metric("oca_client_aborts_total") >= before + 1, what="aborts counted")
     served.wait_for(lambda: served.metric("oca_open_connections") == 0, what="connections released")
+    served.wait_for(lambda: accounted() >= before + 5, what="every vanished client accounted for")
 
 
 def test_metrics_and_health(served):

@@ -45,7 +45,7 @@ def test_the_wire_map_is_flat_and_versioned() -> None:
     data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4"])))
     assert data["v"] == 1
     assert set(data) == {"v", "appliance_id", "site", "seq", "sent_at", "accepting", "draining", "load",
-                         "egress_bps", "capacity_bps", "disks", "popularity", "inventory"}
+                         "egress_bps", "capacity_bps", "disks", "popularity", "degraded", "inventory"}
     assert data["inventory"] == {"generation": 1, "full": True, "base": None, "added": ["t/a.mp4"], "removed": []}
     assert data["disks"][0] == {"path": "/d0", "tier": "hdd", "state": "ok", "total_bytes": 10**12,
                                 "free_bytes": 10**11, "files": 3}
