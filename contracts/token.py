@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import re
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -27,6 +28,9 @@ from contracts.ids import KeyId
 
 TOKEN_VERSION = "v1"
 MAX_KEY_ID_LEN = 32
+_EXPIRY = re.compile(r"0|[1-9][0-9]{0,11}")  # unix seconds, digits only, no sign or leading zero
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_KEY_ID_LEN)
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of 32 bytes, no padding
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -189,17 +193,21 @@ def verify_signature(
     Expiry and client are not checked here (see `check_grant`), so a good result may be memoised."""
     if "s" not in params and "e" not in params:
         raise TokenMissing("no token in the request")
+    expiry, key_id, sig = params.get("e", ""), KeyId(params.get("k", "")), params.get("s", "")
+    raw_prefix, raw_scope = params.get("c"), params.get("t")
+    # One spelling per token: every field canonical, as `encode_query` writes it, so a token can't
+    # be respelled into endlessly many URLs (`e=+0…`, `t=play`, an upper-case prefix) and nothing
+    # odd (a non-ASCII signature) reaches the HMAC compare.
+    if not (_EXPIRY.fullmatch(expiry) and _KEY_ID.fullmatch(key_id) and _SIGNATURE.fullmatch(sig)):
+        raise TokenMalformed("token parameters malformed: e, k or s not in canonical form")
     try:
-        expires_at = int(params["e"])
-        key_id = KeyId(params["k"])
-        sig = params["s"]
-        raw_prefix = params.get("c")
-        client_prefix = ipaddress.ip_network(raw_prefix, strict=True) if raw_prefix else None
-        token_scope = Scope(params.get("t", Scope.PLAY.value))
-    except (KeyError, ValueError) as exc:
+        client_prefix = ipaddress.ip_network(raw_prefix, strict=True) if raw_prefix is not None else None
+        token_scope = Scope(raw_scope) if raw_scope is not None else Scope.PLAY
+    except ValueError as exc:
         raise TokenMalformed(f"token parameters malformed: {exc}") from None
-    if len(key_id) > MAX_KEY_ID_LEN or len(sig) > 64:
-        raise TokenMalformed("token parameter too long")
+    if (client_prefix is not None and raw_prefix != str(client_prefix)) or raw_scope == Scope.PLAY.value:
+        raise TokenMalformed("token parameters malformed: c or t not in canonical form")
+    expires_at = int(expiry)
     if token_scope is not scope:
         raise WrongScope(f"token scope {token_scope.value!r}, needed {scope.value!r}")
     secret = keys.keys.get(key_id)

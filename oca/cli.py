@@ -102,9 +102,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for disk in config.disks:
         if not disk.path.is_dir():
             print(f"warning: tiers.{disk.tier.value}: {disk.path} is not a directory (yet)", file=sys.stderr)
+    _warn_descriptor_budget(config)
     print(f"{args.config}: ok — appliance {config.appliance_id}, {len(config.disks)} disk(s), "
           f"{len(keys.keys)} key(s), signing key {keys.signing_id}")
     return 0
+
+
+def _warn_descriptor_budget(config: OcaConfig) -> None:
+    """Each worker (its own process) holds a descriptor per connection plus its cached open files;
+    running out sheds connections with 503s long before the CPU is busy."""
+    import resource
+
+    from oca.http.files import DEFAULT_OPEN_FILES
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    need = config.http.max_connections + DEFAULT_OPEN_FILES + 64
+    if hard != resource.RLIM_INFINITY and hard < need:
+        print(f"warning: http.max_connections: {config.http.max_connections} connections per worker need about "
+              f"{need} descriptors, but the limit is {hard} (raise LimitNOFILE, or lower max_connections)",
+              file=sys.stderr)
 
 
 def cmd_put(args: argparse.Namespace) -> int:

@@ -67,9 +67,16 @@ TOO_MANY = Whole("too many ranges")
 OVERLAP = Whole("ranges overlap beyond the representation")
 
 # The common case, one `a-b` or `a-` without spaces; 18 digits cannot overflow off_t.
-_SIMPLE = re.compile(r"[Bb][Yy][Tt][Ee][Ss]=(\d{1,18})-(\d{0,18})")
+_SIMPLE = re.compile(r"[Bb][Yy][Tt][Ee][Ss]=([0-9]{1,18})-([0-9]{0,18})")
 # One range-spec of the general grammar, spaces where nginx skips them.
-_SPEC = re.compile(r" *(?:(\d+) *- *(\d*)|-(\d+)) *")
+_SPEC = re.compile(r" *(?:([0-9]+) *- *([0-9]*)|-([0-9]+)) *")
+
+
+def _number(digits: str) -> int:
+    """A range number; leading zeros as nginx reads them (never an overflow), and anything longer
+    than off_t's 19 digits is past MAX_OFFSET without int(), which refuses over 4300 digits."""
+    significant = digits.lstrip("0")
+    return MAX_OFFSET + 1 if len(significant) > 19 else int(significant or "0")
 
 
 def parse_range(header: str | None, size: int, max_ranges: int = MAX_RANGES) -> RangeVerdict:
@@ -105,15 +112,15 @@ def _parse_set(header: str, size: int, max_ranges: int) -> RangeVerdict:
             return Unsatisfiable(size)
         first, last, suffix = m.groups()
         if suffix is not None:
-            count = int(suffix)
+            count = _number(suffix)
             if count > MAX_OFFSET:
                 return Unsatisfiable(size)
             start, end = (size - count if count < size else 0), size
         else:
-            start = int(first)
-            if start > MAX_OFFSET or (last and int(last) > MAX_OFFSET):
+            start = _number(first)
+            if start > MAX_OFFSET or (last and _number(last) > MAX_OFFSET):
                 return Unsatisfiable(size)
-            end = size if last == "" else _end(int(last), size)
+            end = size if last == "" else _end(_number(last), size)
         pos = m.end()
         if pos != n and header[pos] != ",":  # nginx checks the separator before the range
             return Unsatisfiable(size)

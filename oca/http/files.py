@@ -79,8 +79,11 @@ class FileOpenError(Exception):
         self.error = error
 
 
+DEFAULT_OPEN_FILES = 2048  # descriptors of files kept open per worker (no open() per request)
+
+
 class OpenFiles:
-    def __init__(self, entries: Mapping[FileKey, FileEntry], cache_control: str, capacity: int = 2048,
+    def __init__(self, entries: Mapping[FileKey, FileEntry], cache_control: str, capacity: int = DEFAULT_OPEN_FILES,
                  cors: bytes = b"") -> None:
         self.cors = cors
         self.entries: dict[FileKey, FileEntry] = dict(entries)

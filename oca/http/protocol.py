@@ -15,6 +15,7 @@ object unless requests are pipelined, header bytes assembled once with `%`.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import time
@@ -158,8 +159,13 @@ class Connection(ResponseWriter, asyncio.Protocol):
                 self.server.log_event("internal-error", error=repr(cause), client=self.client)
             self._fail_parse(refuse)
             return
-        except httptools.HttpParserUpgrade:
-            self._fail_parse(Refuse(400, "upgrade-refused", "protocol upgrades are not served"))
+        except httptools.HttpParserUpgrade as exc:
+            # RFC 9110 §7.8: a server may ignore Upgrade. The request was answered as plain HTTP;
+            # llhttp stops at it, so what follows is the next request, for a fresh parser.
+            offset = exc.args[0] if exc.args and isinstance(exc.args[0], int) else len(data)
+            self.parser = httptools.HttpRequestParser(self)
+            if offset < len(data):
+                self.data_received(data[offset:])
             return
         except httptools.HttpParserError as exc:
             self._fail_parse(Refuse(400, "bad-request", str(exc)))
@@ -363,6 +369,11 @@ class Connection(ResponseWriter, asyncio.Protocol):
                 return plan(req.method, req.target, req.range, req.if_range, self.client, server.keys,
                             time.time(), server.files.acquire_key, _facts, server.memo, req.authorization)
             except FileOpenError as exc:
+                if exc.error.errno in (errno.EMFILE, errno.ENFILE):  # our limit, not the disk's: shed
+                    server.disk_error(exc.entry.disk, exc.error, exc.entry.key)
+                    self.close_after = True
+                    self._respond_error(Refuse(503, "overloaded", "out of file descriptors"), req)
+                    return None
                 if not (server.disk_error(exc.entry.disk, exc.error, exc.entry.key) and retry):
                     self._respond_error(Refuse(503, "disk-error", str(exc)), req)
                     return None

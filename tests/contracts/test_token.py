@@ -52,6 +52,31 @@ def test_refusals(query, path, client, now, error):
         _verify(query, path, client, now)
 
 
+_E = f"e={NOW + 60}"
+_V6 = client_prefix_for("2001:db8:1:2::5")
+
+
+@pytest.mark.parametrize("respelled", [
+    _query().replace(_E, f"e=+{NOW + 60}"),
+    _query().replace(_E, f"e=0{NOW + 60}"),
+    _query().replace(_E, f"e={NOW + 60:_}"),
+    _query().replace(_E, f"e= {NOW + 60}"),
+    _query().replace(_E, f"e=\u0661{NOW + 60}"),  # a non-ASCII digit int() would accept
+    _query() + "&t=play",
+    _query(prefix=_V6).replace(f"c={_V6}", f"c={str(_V6).upper()}"),
+    _query(prefix=_V6).replace(f"c={_V6}", f"c={_V6.exploded}"),
+    _query().replace("s=", "s=\u00e9"),  # non-ASCII: used to raise TypeError in compare_digest (a 500)
+    _query() + "x",  # a 44th signature character
+    _query().replace("k=k2", "k=k\u00b2"),
+], ids=["plus", "leading-zero", "underscore", "space", "arabic-digit", "explicit-play", "upper-case-prefix",
+        "exploded-prefix", "non-ascii-signature", "long-signature", "non-ascii-key-id"])
+def test_one_token_has_one_spelling(respelled):
+    """Only the canonical form `encode_query` writes verifies: no token yields a second URL."""
+    assert _verify(_query(prefix=_V6), client="2001:db8:1::9")  # the canonical form itself is fine
+    with pytest.raises(TokenMalformed):
+        _verify(respelled, client="2001:db8:1::9")
+
+
 def test_every_listed_key_verifies_for_rotation():
     old = Keyring({KeyId("k1"): K1}, KeyId("k1"))
     assert _verify(_query(keys=old)).key_id == "k1"  # signed with the old key, verified by the new ring
