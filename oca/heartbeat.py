@@ -9,7 +9,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from contracts.heartbeat import DiskReport, DiskState, HealthSnapshot, Load
 from contracts.ids import FileKey

@@ -18,6 +18,7 @@ import aiohttp
 from contracts.ids import FileKey
 from contracts.token import Keyring, fill_authorization
 from oca.config import PullThroughConfig
+from oca.store.errors import WriteInProgress
 from oca.store.index import FileEntry
 from oca.store.store import Store
 
@@ -56,7 +57,9 @@ class Puller:
     def _done(self, key: FileKey, task: asyncio.Task) -> None:
         self._running.pop(key, None)
         exc = None if task.cancelled() else task.exception()
-        if exc is not None or task.cancelled():
+        if isinstance(exc, WriteInProgress):  # another worker (or fill) is writing it: it arrives through the index
+            self.log("pull-elsewhere", key=key)
+        elif exc is not None or task.cancelled():
             self._failed[key] = time.monotonic()
             self.log("pull-failed", key=key, error=str(exc))
         else:

@@ -1,5 +1,6 @@
 """The appliance's persistent index: which key lives on which disk (size, hash, publish time), decayed
-popularity counters, the fill manifest's pins and disk failure states.
+popularity counters, the fill manifest's pins, disk failure states, and the writes in flight of every
+process (see `WriteRow`: the store's cross-process bookkeeping).
 
 SQLite in WAL mode, so one writer and many readers in other processes (supervisor, server workers,
 `oca put`) never block each other. Every write is a short BEGIN IMMEDIATE transaction: taking the
@@ -8,7 +9,9 @@ synchronous=NORMAL: a power cut may lose the last commits, never consistency, an
 rebuilds any entry from the disk. Readers keep a copy in memory: `snapshot()` once, then poll
 `changes_since(seq)`, fed by a change log that every upsert/remove appends to. The log is pruned
 after 10 minutes or 100k rows; a reader that fell behind gets None and re-snapshots. Popularity has
-its own table and never touches the log: hits are frequent and readers don't need them.
+its own table and never touches the log: hits are frequent and readers don't need them; neither do
+writes in flight. Both stay bounded: `prune_popularity` caps the counters, dead writers' rows are reaped
+by the store.
 
 Open one Index per process (after fork). An Index may be shared by threads: a lock serialises them."""
 from __future__ import annotations
@@ -30,6 +33,8 @@ BUSY_TIMEOUT_MS = 10_000
 LOG_MAX_AGE_S = 600.0
 LOG_MAX_ROWS = 100_000
 PRUNE_EVERY_S = 30.0
+POPULARITY_MAX_ROWS = 500_000  # several times the ~10^5 files of an appliance
+FORGET_BATCH = 2000  # popularity rows dropped per transaction
 _TIERS = {t.value: t for t in Tier}
 
 _SCHEMA = (
@@ -46,6 +51,9 @@ _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS disks (disk TEXT PRIMARY KEY, failed INTEGER NOT NULL,
        reason TEXT NOT NULL, since REAL NOT NULL) WITHOUT ROWID""",
     "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID",
+    """CREATE TABLE IF NOT EXISTS writes (key TEXT PRIMARY KEY, disk TEXT NOT NULL,
+       reserved INTEGER NOT NULL, tmp TEXT NOT NULL, pid INTEGER NOT NULL, pid_start INTEGER NOT NULL,
+       boot TEXT NOT NULL, token TEXT NOT NULL, started_at REAL NOT NULL) WITHOUT ROWID""",
 )
 _ENTRY_COLS = "f.key, f.tier, f.disk, f.size, f.xxh3, f.mtime, p.key IS NOT NULL"
 _SELECT_ENTRIES = f"SELECT {_ENTRY_COLS} FROM files f LEFT JOIN pins p ON p.key = f.key"
@@ -62,6 +70,23 @@ class FileEntry(NamedTuple):
     xxh3: str  # xxh3-128, 32 hex digits
     mtime: float  # publish time (Last-Modified)
     pinned: bool = False  # read from the pins table; upsert ignores it (see Index.set_pins)
+
+
+class WriteRow(NamedTuple):
+    """A write (or move) in flight, by any process: the key it keeps busy, the disk it reserved
+    `reserved` bytes on, its temp file (<disk>/.tmp/<tmp>), its owner (pid, the process's start time
+    and the kernel's boot id: a pid recycled, even after a reboot, is not the owner), and a token
+    naming this one write."""
+
+    key: FileKey
+    disk: str
+    reserved: int
+    tmp: str
+    pid: int
+    pid_start: int
+    boot: str
+    token: str
+    started_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,14 +319,57 @@ class Index:
         return {k: Popularity(decayed(r, t, now, half_life_s), decayed(b, t, now, half_life_s), last)
                 for k, r, b, t, last in rows}
 
-    def prune_popularity(self, now: float, half_life_s: float, min_requests: float = 0.01) -> int:
-        """Forget counters of keys no longer indexed whose decayed requests fell below `min_requests`."""
-        with self._write() as tx:
+    def prune_popularity(self, now: float, half_life_s: float, min_requests: float = 0.01,
+                         max_rows: int = POPULARITY_MAX_ROWS) -> int:
+        """Forget counters of keys no longer indexed whose decayed requests fell below `min_requests`;
+        then, while more than `max_rows` remain, the coldest (keys no longer indexed first, then by
+        decayed requests). Reads outside the write lock; a row bumped since is kept. Returns how many
+        went."""
+        with self._read() as tx:
             rows = tx.execute("SELECT key, requests, t FROM popularity "
-                              "WHERE key NOT IN (SELECT key FROM files)")
-            dead = [(k,) for k, r, t in rows.fetchall() if decayed(r, t, now, half_life_s) < min_requests]
-            tx.executemany("DELETE FROM popularity WHERE key = ?", dead)
-        return len(dead)
+                              "WHERE key NOT IN (SELECT key FROM files)").fetchall()
+            total = tx.execute("SELECT count(*) FROM popularity").fetchone()[0]
+        dead = [(k, r, t) for k, r, t in rows if decayed(r, t, now, half_life_s) < min_requests]
+        gone = self._forget(dead)
+        if total - gone > max_rows:
+            gone += self._forget(self._coldest(now, half_life_s, total - gone - max_rows))
+        return gone
+
+    def _coldest(self, now: float, half_life_s: float, n: int) -> list[tuple[str, float, float]]:
+        with self._read() as tx:
+            rows = tx.execute("SELECT p.key, p.requests, p.t, f.key IS NOT NULL FROM popularity p "
+                              "LEFT JOIN files f ON f.key = p.key").fetchall()
+        rows.sort(key=lambda row: (row[3], decayed(row[1], row[2], now, half_life_s)))
+        return [(k, r, t) for k, r, t, _ in rows[:max(n, 0)]]
+
+    def _forget(self, rows: list[tuple[str, float, float]]) -> int:
+        gone = 0
+        for i in range(0, len(rows), FORGET_BATCH):  # short transactions: workers flush hits meanwhile
+            with self._write() as tx:
+                gone += sum(tx.execute("DELETE FROM popularity WHERE key = ? AND requests = ? AND t = ?",
+                                       row).rowcount for row in rows[i:i + FORGET_BATCH])
+        return gone
+
+    # --- writes in flight (the store's cross-process bookkeeping; never in the change log) ------------
+
+    def writes(self) -> list[WriteRow]:
+        with self._read() as tx:
+            return [WriteRow(*r) for r in tx.execute(
+                "SELECT key, disk, reserved, tmp, pid, pid_start, boot, token, started_at FROM writes")]
+
+    def add_write(self, row: WriteRow) -> bool:
+        """Record a write in flight; False if the key already has one (the caller reaps dead ones
+        first, see `end_writes`)."""
+        with self._write() as tx:
+            return tx.execute("INSERT OR IGNORE INTO writes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              row).rowcount > 0
+
+    def end_writes(self, writes: Iterable[tuple[str, str]]) -> int:
+        """Drop writes by (key, token): a writer's own row when it commits or aborts, or a dead
+        writer's; never a newer write of the same key."""
+        with self._write() as tx:
+            return sum(tx.execute("DELETE FROM writes WHERE key = ? AND token = ?", w).rowcount
+                       for w in writes)
 
     # --- pins ------------------------------------------------------------------------------------
 

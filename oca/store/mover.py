@@ -5,14 +5,12 @@ and copies are paced to io_budget_bps so serving never sees a burst. Runs in a t
 blocking disk and SQLite work."""
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Callable
 
-from oca.config import OcaConfig, Tier
+from oca.config import Tier
 from oca.core.placement import Move, plan_moves
-from oca.store.errors import HashMismatch, NotFound, StoreError
+from oca.store.errors import HashMismatch, NotFound, StoreError, WriteInProgress
 from oca.store.store import Store
 
 log = logging.getLogger("oca.store.mover")
@@ -50,6 +48,8 @@ def _perform(store: Store, move: Move, rate_bps: float | None) -> bool:
         return True
     except NotFound:
         return False  # evicted or removed since the plan
+    except WriteInProgress:
+        return False  # another process (fill, pull-through) is rewriting it: the next round decides
     except HashMismatch as exc:
         # The original no longer matches its indexed hash: corrupt bytes must not be served.
         log.error("removing %s: %s", move.key, exc)
@@ -58,23 +58,3 @@ def _perform(store: Store, move: Move, rate_bps: float | None) -> bool:
     except StoreError as exc:
         log.warning("moving %s to %s failed: %s", move.key, move.dst_tier.value, exc)
         return False
-
-
-async def mover_loop(store: Store, config: OcaConfig, stop_event: asyncio.Event) -> None:
-    """Run the mover every interval until `stop_event` is set (between moves, not mid-copy)."""
-    mover = config.mover
-    if not mover.enabled:
-        return
-    budget = int(mover.io_budget_bps * mover.interval_s)
-    while not stop_event.is_set():
-        try:
-            moves = await asyncio.to_thread(run_mover_once, store, time.time(), budget,
-                                            float(mover.io_budget_bps), stop_event.is_set)
-            if moves:
-                log.info("mover: %d moves, %d bytes", len(moves), sum(m.size for m in moves))
-        except Exception:
-            log.exception("mover round failed")
-        try:
-            await asyncio.wait_for(stop_event.wait(), mover.interval_s)
-        except asyncio.TimeoutError:
-            pass

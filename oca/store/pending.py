@@ -3,9 +3,12 @@ path), hashed as they are written; `commit` verifies size and hash, fsyncs, rena
 openat-style dir fds (never following a symlink inside the disk) and fsyncs the directory, and only
 then does the store index it. A partial file is therefore never visible at the final path: a crash
 leaves at most a temp file, which `Store.clean_tmp` removes (or a resumable `.part` the next
-`begin_write(..., resume=True)` continues)."""
+`begin_write(..., resume=True)` continues). Until commit or abort, the write's row in the index keeps
+its key busy and its space booked for every process (see store.py); the row names its owner process,
+and `owner_alive` tells a live owner from a dead one (gone, a zombie, or a recycled pid)."""
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -15,22 +18,66 @@ from contracts.ids import FileKey
 from oca.config import DiskConfig
 from oca.store.errors import HashMismatch, SizeMismatch, StoreError, from_os_error
 from oca.store.fsutil import TMP_DIR, hash_fd, open_parent, write_all
-from oca.store.index import FileEntry
+from oca.store.index import FileEntry, WriteRow
 
 if TYPE_CHECKING:
     from oca.store.store import Store
 
 
+def process_start(pid: int) -> int | None:
+    """The start time of live process `pid` (field 22 of /proc/<pid>/stat, clock ticks since boot),
+    None if there is no such process or it is a zombie; 0 where /proc can't tell (then only the pid
+    is checked)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:  # no such process, or /proc hides it (hidepid) or is not mounted
+        return _pid_exists(pid)
+    fields = data[data.rindex(b")") + 2:].split()  # the name in (...) may hold spaces
+    return None if fields[0] in (b"Z", b"X") else int(fields[19])
+
+
+def _pid_exists(pid: int) -> int | None:
+    if pid <= 0:  # kill(0) or kill(-n) would ask about a process group
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return 0
+
+
+@functools.cache
+def boot_id() -> str:
+    """This boot's id ('' where the kernel doesn't say): start times restart at 0 with every boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def owner_alive(row: WriteRow) -> bool:
+    if row.boot and boot_id() and row.boot != boot_id():
+        return False  # a write of a previous boot
+    start = process_start(row.pid)
+    return start is not None and (start == row.pid_start or 0 in (start, row.pid_start))
+
+
 class PendingFile:
     def __init__(self, store: "Store", key: FileKey, disk: DiskConfig, tmp_dir_fd: int, name: str,
-                 fd: int, size: int, offset: int, hasher, resumable: bool, reserved: int) -> None:
+                 fd: int, size: int, offset: int, hasher, resumable: bool, reserved: int,
+                 token: str) -> None:
         self.key = key
         self.disk = disk
         self.name = name
         self.size = size
         self.offset = offset  # bytes already there when a resumable write began
         self.resumable = resumable
-        self.reserved = reserved  # bytes of free space this write holds on its disk
+        self.reserved = reserved  # bytes of free space this write booked on its disk
+        self.token = token  # names this write's row in the index's `writes` table
         self._store = store
         self._tmp_dir_fd = tmp_dir_fd
         self._fd = fd

@@ -108,7 +108,8 @@ def scan_disk(store: "Store", disk: str) -> ScanResult:
 def clean_tmp(store: "Store", now: float, max_age_s: float, part_max_age_s: float, live: set[str]) -> int:
     """Remove temp files of writers that died (`.tmp` older than `max_age_s`: a live writer keeps
     touching its file), resumable `.part` files untouched for `part_max_age_s`, stray probe files.
-    Files of this process's writes in flight (`live`) are kept whatever their age."""
+    Files of writes in flight in any process (`live`, names from the index's `writes` table) are kept
+    whatever their age. The caller holds the placement lock (see Store.clean_tmp)."""
     removed = 0
     failed = store.index.failed_disks()
     for disk in store.disks:

@@ -5,7 +5,6 @@ served again once detected — and counted; the next fill run fetches it again, 
 still lists it. Reads are paced to `rate_bps`, so serving keeps the disks."""
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ def check_file(store: "Store", key: str, rate_bps: float, stop: Callable[[], boo
     """True when the file matches its hash, False when it does not (it is then dropped), None when it
     is gone, busy or the scrub was stopped."""
     entry = store.index.get(key)  # type: ignore[arg-type]
-    if entry is None or key in store.busy_keys():
+    if entry is None or store.is_busy(key):  # being written or moved, by any process
         return None
     try:
         fd = store.open_entry(entry)
@@ -74,14 +73,3 @@ def scrub_pass(store: "Store", rate_bps: float, stats: ScrubStats, stop: Callabl
         if verdict is False:
             stats.corrupt += 1
             on_corrupt(entry.key)
-
-
-async def scrub_loop(store: "Store", rate_bps: float, pause_s: float, stats: ScrubStats,
-                     on_corrupt: Callable[[str], None], stopping: asyncio.Event) -> None:
-    """Scrub pass after pass (in a thread), resting `pause_s` between passes, until `stopping`."""
-    while not stopping.is_set():
-        await asyncio.to_thread(scrub_pass, store, rate_bps, stats, stopping.is_set, on_corrupt)
-        try:
-            await asyncio.wait_for(stopping.wait(), timeout=pause_s)
-        except asyncio.TimeoutError:
-            pass

@@ -94,7 +94,8 @@ def test_write_commit_publishes_and_indexes(store, tmp_path):
 
 
 def test_killed_writer_leaves_nothing_visible(store, tmp_path):
-    """A real SIGKILL mid-write: no entry, nothing at the final path, only a temp that clean_tmp takes."""
+    """A real SIGKILL mid-write: no entry, nothing at the final path, only a temp that clean_tmp takes
+    at once (the write's row names a dead owner, so nobody can finish it)."""
     script = textwrap.dedent(f"""
         import os, signal
         from oca.config import Tier, parse
@@ -110,9 +111,9 @@ def test_killed_writer_leaves_nothing_visible(store, tmp_path):
     assert not (tmp_path / "hdd" / "titles" / "k.mp4").exists()
     temps = os.listdir(tmp_path / "hdd" / ".tmp")
     assert len(temps) == 1 and temps[0].endswith(".tmp")
-    assert store.clean_tmp(time.time()) == 0  # young: could be a live writer
-    assert store.clean_tmp(time.time() + 7200) == 1
-    assert os.listdir(tmp_path / "hdd" / ".tmp") == []
+    assert len(store.index.writes()) == 1  # its row outlived it...
+    assert store.clean_tmp(time.time()) == 1  # ...and names a dead owner: young, yet taken
+    assert os.listdir(tmp_path / "hdd" / ".tmp") == [] and store.index.writes() == []
 
 
 def _config_mapping(store: Store) -> dict:
@@ -222,7 +223,8 @@ def test_resume_continues_the_partial(store, tmp_path):
 
 
 def test_resume_lock_is_held_across_processes(store, tmp_path):
-    """flock on the .part: a second Store (its own bookkeeping, like another process) can't share it."""
+    """A second Store (as another process would) can't share the .part: the key's row in the index
+    refuses it, and the flock on the .part stands behind that."""
     other = Store.open(store.config)
     try:
         with store.begin_write("k", 10, resume=True):

@@ -10,7 +10,7 @@ import pytest
 
 from oca.config import Tier
 from oca.store.errors import IndexUnavailable
-from oca.store.index import FileEntry, Index
+from oca.store.index import FileEntry, Index, WriteRow
 
 HALF_LIFE = 100.0
 
@@ -45,8 +45,11 @@ def test_roundtrip(index):
 
 def test_remove_only_on_disk(index):
     index.upsert(entry("a", disk="/d2"))
-    assert index.remove("a", disk="/d1") is False
+    seq = index.current_seq()
+    assert index.remove("a", disk="/d1") is False  # moved away since the caller looked: kept...
+    assert index.current_seq() == seq and index.get("a").disk == "/d2"  # ...and nothing logged
     assert index.remove("a", disk="/d2") is True
+    assert index.changes_since(seq)[0] == {"a": None}
 
 
 def test_same_disk_only_upsert_leaves_other_disk(index):
@@ -92,7 +95,7 @@ def test_changes_since_from_another_process(db, index):
     _, seq = index.snapshot()
     script = textwrap.dedent(f"""
         from oca.config import Tier
-        from oca.store.index import FileEntry, Index
+        from oca.store.index import FileEntry, Index, WriteRow
         idx = Index.open({str(db)!r})
         idx.upsert_many(FileEntry(f"k{{i}}", Tier.HDD, "/d", i, "0" * 32, 1.0) for i in range(50))
         idx.remove("k7")
@@ -107,7 +110,7 @@ def test_concurrent_writer_processes_dont_fail(db, index):
     script = textwrap.dedent(f"""
         import sys
         from oca.config import Tier
-        from oca.store.index import FileEntry, Index
+        from oca.store.index import FileEntry, Index, WriteRow
         idx = Index.open({str(db)!r})
         for i in range(300):
             idx.upsert(FileEntry(f"{{sys.argv[1]}}-{{i}}", Tier.HDD, "/d", i, "0" * 32, 1.0))
@@ -174,6 +177,37 @@ def test_prune_popularity_keeps_indexed_and_warm_keys(index):
     index.add_hits({"gone-warm": (100, 1)}, 10 * HALF_LIFE, HALF_LIFE)
     assert index.prune_popularity(10 * HALF_LIFE, HALF_LIFE) == 1
     assert set(index.popularity(0.0, HALF_LIFE)) == {"indexed", "gone-warm"}
+
+
+def test_popularity_is_capped_coldest_first(index):
+    index.upsert_many([entry("held-cold"), entry("held-warm")])
+    index.add_hits({"held-cold": (1, 1), "held-warm": (5, 5), "gone-hot": (50, 50), "gone-warm": (20, 20),
+                    "gone-cold": (2, 2)}, 0.0, HALF_LIFE)
+    assert index.prune_popularity(0.0, HALF_LIFE, max_rows=10) == 0  # under the cap, all warm
+    assert index.prune_popularity(0.0, HALF_LIFE, max_rows=3) == 2
+    assert set(index.popularity(0.0, HALF_LIFE)) == {"held-cold", "held-warm", "gone-hot"}
+    assert index.prune_popularity(0.0, HALF_LIFE, max_rows=1) == 2  # held keys go last
+    assert set(index.popularity(0.0, HALF_LIFE)) == {"held-warm"}
+
+
+def test_popularity_prune_is_cheap_on_a_big_table(index):
+    index.add_hits({f"k{i}": (1, 1) for i in range(100_000)}, 0.0, HALF_LIFE)
+    start = time.perf_counter()
+    assert index.prune_popularity(0.0, HALF_LIFE, max_rows=60_000) == 40_000
+    elapsed = time.perf_counter() - start
+    print(f"\npopularity prune of 100k rows to 60k: {elapsed * 1000:.0f} ms")
+    assert len(index.popularity(0.0, HALF_LIFE)) == 60_000 and elapsed < 5.0
+
+
+def test_writes_in_flight_stay_out_of_the_change_log(index):
+    seq = index.current_seq()
+    row = WriteRow("k", "/d1", 4096, "h.1.x.tmp", 1, 2, "boot", "tok", 0.0)
+    assert index.add_write(row) is True
+    assert index.add_write(row._replace(token="other")) is False  # one write per key
+    assert index.writes() == [row]
+    assert index.end_writes([("k", "other")]) == 0  # never someone else's row
+    assert index.end_writes([("k", "tok")]) == 1 and index.writes() == []
+    assert index.current_seq() == seq and index.changes_since(seq) == ({}, seq)
 
 
 def test_pins_show_in_entries_and_log_changes(index):

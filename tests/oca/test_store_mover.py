@@ -1,7 +1,6 @@
 """The tier mover on real disks: an SSD tmpfs (so it can fill up) and an HDD directory."""
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import time
@@ -11,7 +10,7 @@ import pytest
 from oca.config import Tier, parse
 from oca.core.placement import Move
 from oca.store import Store
-from oca.store.mover import mover_loop, run_mover_once
+from oca.store.mover import run_mover_once
 
 KiB = 1024
 FILE = 200 * KiB
@@ -130,21 +129,3 @@ def test_moves_are_paced(store):
     start = time.monotonic()
     run_mover_once(store, time.time(), budget_bytes=FILE, rate_bps=FILE / 0.3)
     assert time.monotonic() - start >= 0.25
-
-
-def test_mover_loop_runs_and_stops(store):
-    put(store, "a", Tier.HDD)
-    serve(store, time.time(), a=10)
-
-    async def main():
-        stop = asyncio.Event()
-        task = asyncio.create_task(mover_loop(store, store.config, stop))
-        for _ in range(100):
-            if store.index.get("a").tier is Tier.SSD:
-                break
-            await asyncio.sleep(0.05)
-        stop.set()
-        await asyncio.wait_for(task, 5)
-
-    asyncio.run(main())
-    assert store.index.get("a").tier is Tier.SSD
