@@ -1,15 +1,23 @@
-"""Key files: several secrets by id, and the id that signs. Shared by steering (signs), appliances
-(verify with every listed key, so a rotation is: add the new key everywhere, then switch `signing`,
-then drop the old one) and the dev mode, which generates one.
+"""Key files: several secrets by id, and the id that signs. Rotation is: add the new key, then
+switch `signing`, then drop the old one; readers re-read the file.
 
     signing = "k2"
     [keys]
     k1 = "<base64url of at least 32 random bytes>"
     k2 = "..."
+
+Secrets by place: steering and the planner hold the fleet's MASTER key file. Every appliance (and
+`origin serve`) holds only keys DERIVED for it — HKDF-SHA256 of each master key with the holder's id
+as context, same key ids, same signing id — in a file of the same format with `derived_for = "ID"`
+(`steering keys derive --appliance ID`). Steering signs an appliance's URLs, its fill tokens and its
+manifests with that appliance's derived key and checks its heartbeats with it, so a stolen
+appliance can forge nothing for any other: its keys open nothing else.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import secrets
 import tomllib
@@ -22,6 +30,7 @@ from contracts.tomlconf import ConfigError
 
 MIN_SECRET_BYTES = 32
 MAX_KEYS = 16
+_DERIVE_SALT = b"opencdn/derived-key/v1"
 
 
 def parse_keyring(mapping: Mapping[str, Any], where: str = "") -> Keyring:
@@ -48,6 +57,53 @@ def parse_keyring(mapping: Mapping[str, Any], where: str = "") -> Keyring:
     if not isinstance(signing, str) or signing not in keys:
         raise ConfigError(f"{prefix}signing: must name one of the keys ({', '.join(keys)})")
     return Keyring(keys=keys, signing_id=KeyId(signing))
+
+
+def derive_secret(master: bytes, holder: str) -> bytes:
+    """HKDF-SHA256 (RFC 5869), one 32-byte block: the key `holder` (an appliance id, "origin") gets."""
+    if not holder or len(holder) > 64:
+        raise ValueError("holder: 1-64 characters")
+    prk = hmac.new(_DERIVE_SALT, master, hashlib.sha256).digest()
+    return hmac.new(prk, holder.encode() + b"\x01", hashlib.sha256).digest()
+
+
+def derive_keyring(master: Keyring, holder: str) -> Keyring:
+    """Every master key derived for `holder`, under the same ids; the same signing id."""
+    return Keyring({kid: derive_secret(secret, holder) for kid, secret in master.keys.items()}, master.signing_id)
+
+
+class DerivedKeys:
+    """Derived keyrings by holder, computed once per master ring (HKDF is cheap, not free)."""
+
+    def __init__(self, master: Keyring) -> None:
+        self.master = master
+        self._rings: dict[str, Keyring] = {}
+
+    def for_holder(self, holder: str) -> Keyring:
+        ring = self._rings.get(holder)
+        if ring is None:
+            if len(self._rings) > 100_000:  # ids come from the fleet file; never let them pile up
+                self._rings.clear()
+            ring = self._rings[holder] = derive_keyring(self.master, holder)
+        return ring
+
+
+def keyfile_text(keys: Keyring, derived_for: str | None = None) -> str:
+    """A key file's TOML for `keys` (what `steering keys derive` writes)."""
+    head = f'derived_for = "{derived_for}"\n' if derived_for else ""
+    body = "".join(f'{kid} = "{base64.urlsafe_b64encode(secret).rstrip(b"=").decode()}"\n'
+                   for kid, secret in sorted(keys.keys.items()))
+    return f'{head}signing = "{keys.signing_id}"\n\n[keys]\n{body}'
+
+
+def derived_for(path: Path) -> str | None:
+    """The holder a key file was derived for (None for a master or hand-made file)."""
+    try:
+        with open(path, "rb") as fh:
+            value = tomllib.load(fh).get("derived_for")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def load_keyring(path: Path) -> Keyring:
