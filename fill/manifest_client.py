@@ -1,11 +1,14 @@
 """Getting tonight's manifest, and deciding whether to believe it.
 
 From steering: `GET <replica>/v1/fill-manifest?appliance=ID` with If-None-Match of the last accepted
-manifest (304: keep it), replicas tried in order. Or from a file (`--manifest FILE`). A manifest is
-refused — and the current set kept, pins and files untouched — when it does not decode (schema, field
-types, version hash), is for another appliance, or names files the origin's catalog does not know or
-knows with another size or hash. The catalog is read from the origin the agent is configured with:
-S3 (origin.catalog over origin.backends' S3 backend) or an HTTP origin's /v1/titles.
+manifest (304: keep it), replicas tried in order. Replicas plan independently, so a 404 (this one has
+no plan for us yet: just started, or its first plan failed) moves on to the next replica like an
+error does; only when none has a manifest is it NoManifest, naming what each one answered.
+Or from a file (`--manifest FILE`). A manifest is refused — and the current set kept, pins and files
+untouched — when it does not decode (schema, field types, version hash), is for another appliance,
+or names files the origin's catalog does not know or knows with another size or hash. The catalog is
+read from the origin the agent is configured with: S3 (origin.catalog over origin.backends' S3
+backend) or an HTTP origin's /v1/titles.
 """
 from __future__ import annotations
 
@@ -62,10 +65,8 @@ async def from_steering(session: aiohttp.ClientSession, replicas: tuple[str, ...
             async with session.get(url, params={"appliance": appliance}, headers=headers) as resp:
                 if resp.status == 304 and current is not None and saved is not None:
                     return saved, current, False
-                if resp.status == 404:
-                    raise NoManifest(f"{url}: no fill plan for {appliance} yet")
-                if resp.status != 200:
-                    problems.append(f"{url}: HTTP {resp.status}")
+                if resp.status != 200:  # 404: no plan for us at this replica yet; another may have one
+                    problems.append(f"{url}: {'no fill plan yet' if resp.status == 404 else 'HTTP'} ({resp.status})")
                     continue
                 raw = await resp.read()
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
@@ -77,8 +78,9 @@ async def from_steering(session: aiohttp.ClientSession, replicas: tuple[str, ...
             refused.append(f"{url}: {exc}")
             log("manifest-refused", url=url, error=str(exc))
     if refused:
-        raise ManifestRefused("; ".join(refused))
-    raise NoManifest("no steering replica answered: " + "; ".join(problems or ["none configured"]))
+        raise ManifestRefused("; ".join(refused + problems))
+    raise NoManifest(f"no steering replica has a fill manifest for {appliance}: "
+                     + "; ".join(problems or ["no replica configured"]))
 
 
 async def catalog_index(origin: OriginConfig, session: aiohttp.ClientSession,

@@ -139,14 +139,15 @@ def main() -> None:
         folder = Path(tmp)
         write_fleet(folder / "fleet.toml", fleet)
         config = write_config(folder, args.port, args.log_decisions)
-        log = open(os.devnull if not args.log_decisions else folder / "steering.log", "w")
+        log_path = folder / "steering.log"  # stdout is the JSON log (decisions too): a file, never an undrained pipe
         server = subprocess.Popen(
             ["taskset", "-c", "0", sys.executable, "-m", "steering.cli", "serve", "-c", str(config)],
-            stdout=subprocess.PIPE, stderr=log, text=True)
+            stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
         try:
             started = time.monotonic()
-            line = server.stdout.readline() if server.stdout else ""
-            assert line.startswith("listening"), line
+            while '"event":"listening"' not in log_path.read_text():
+                assert server.poll() is None and time.monotonic() - started < 300, log_path.read_text()[-2000:]
+                time.sleep(0.1)
             url = f"http://127.0.0.1:{args.port}"
             print(f"server up in {time.monotonic() - started:.1f} s ({len(fleet.appliances)} appliances, "
                   f"{len(fleet.prefixes)} prefixes, {len(state.inventory.holders)} files)")

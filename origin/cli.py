@@ -2,8 +2,9 @@
 
 Every command names its origin the same way: `--origin PATH` (a local directory), `--origin
 s3://bucket/prefix` (with `--endpoint-url` for MinIO, Ceph RGW, moto), or `[origin] location` in the
-config file given with `-c`. JSON goes to stdout, progress and notes to stderr. Exit codes: 0 done,
-1 a runtime failure (storage, ffmpeg), 2 bad input (usage, config, a corrupt or unsupported source).
+config file given with `-c`. JSON goes to stdout, progress and notes to stderr, except for the
+daemon, `origin serve`, whose every line on stdout is one JSON log event (contracts.logs). Exit codes:
+0 done, 1 a runtime failure (storage, ffmpeg), 2 bad input (usage, config, a corrupt or unsupported source).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.keys import load_keyring
+from contracts.logs import log_event, setup_logging
 from contracts.token import fill_token
 from contracts.tomlconf import ConfigError
 from origin import config as config_mod
@@ -150,15 +152,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
+    """The daemon: every line on stdout is one JSON log event, errors included (the bound port is in
+    `listening`). SIGHUP reads the config again with the same command-line overrides."""
     from origin.server import serve
+
+    setup_logging("origin")
+    try:
+        cfg = _serve_config(args)
+        serve(cfg, read_config=lambda: _serve_config(args))
+    except (ConfigError, OriginError) as exc:
+        log_event(logging.getLogger("origin"), "config-error", logging.ERROR, error=str(exc))
+        return 2 if isinstance(exc, ConfigError) else exc.exit_code
+    return 0
+
+
+def _serve_config(args: argparse.Namespace) -> OriginConfig:
+    from dataclasses import replace
 
     cfg = load_config(args)
     overrides = {k: v for k, v in (("listen", args.listen), ("port", args.port)) if v is not None}
-    cfg = replace(cfg, serve=replace(cfg.serve, **overrides))
-    serve(cfg, announce=lambda text: print(f"origin: {text}", flush=True))
-    return 0
+    return replace(cfg, serve=replace(cfg.serve, **overrides))
 
 
 def cmd_titles(args: argparse.Namespace) -> int:

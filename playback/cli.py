@@ -3,23 +3,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from contracts.logs import log_event, setup_logging
 from contracts.tomlconf import ConfigError
 from playback import config as playback_config
-
-
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage(), **(getattr(record, "fields", None) or {})}
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"), default=str)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,18 +41,16 @@ def check_config(path: Path) -> int:
 
 
 def run(path: Path, log_level: str) -> int:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.getLogger().handlers[:] = [handler]
-    logging.getLogger().setLevel(log_level.upper())
+    """Serve; every line on stdout is one JSON log event (the bound port is in `listening`)."""
+    setup_logging("playback", log_level)
     try:
         config = playback_config.load(path)
     except ConfigError as exc:
-        logging.getLogger("playback").error("config error: %s", exc)
+        log_event(logging.getLogger("playback"), "config-error", logging.ERROR, error=str(exc))
         return 2
     from playback.server import serve
 
-    main_task = serve(config, ready=lambda port: print(f"listening {port}", flush=True))
+    main_task = serve(config)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

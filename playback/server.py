@@ -7,11 +7,15 @@ manifest, viewing events and popularity, the web pages; SIGTERM drains, SIGHUP r
     GET  /v1/playback/{id}/steering.json?pathways=a,b[&dash=1]
     POST /v1/events       GET /v1/popularity      GET /v1/fleet (steering's, with catalog totals)
     GET  /  /play/{id}  /fleet  /static/...       GET /healthz /metrics
+
+Background work (today: the reload SIGHUP asks for) runs under a TaskSupervisor: a failure is logged
+with its traceback, counted in /metrics (`playback_task_failures_total{task}`) and the task restarted;
+/healthz lists tasks that keep failing as `degraded` but stays 200 (playback still answers with the
+config it has), and turns 503 only while draining.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import logging
@@ -23,21 +27,27 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 from urllib.parse import urlencode
 
-from contracts.systemd import sd_notify
 from aiohttp import web
+from prometheus_client import generate_latest
+
+from contracts.logs import log_event
+from contracts.supervise import TaskSupervisor
+from contracts.systemd import sd_notify
 
 from origin.core import catalog as core_catalog
 from origin.core.catalog import TitleEntry
-from origin.core.errors import ObjectNotFound
+from origin.core.errors import ObjectNotFound, OriginError
 from playback import config as playback_config
 from playback.core import manifests, steer
 from playback.core.clientip import client_ip
 from playback.core.events import EventError, validate_batch
-from playback.state import State
+from playback.state import State, open_catalog
 from playback.steerclient import SteeringUnavailable
 
 log = logging.getLogger("playback")
 STATE = web.AppKey("state", State)
+SUPERVISOR = web.AppKey("supervisor", TaskSupervisor)
+RELOAD = web.AppKey("reload", asyncio.Event)  # set by SIGHUP, consumed by the `reload` task
 STATIC = Path(__file__).parent / "static"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -144,8 +154,8 @@ async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathw
     pathways = manifests.build_pathways(entry, locations, lambda base: names.get(base, base.split("//", 1)[-1]),
                                         cfg.max_pathways, holds)
     state.count("playback_plays_total")
-    log.info(json.dumps({"ts": round(time.time(), 3), "event": "play", "title": entry.title_id, "client": client,
-                         "request_id": request_id, "pathways": [p.id for p in pathways]}))
+    log_event(log, "play", title=entry.title_id, client=client, request_id=request_id,
+              pathways=[p.id for p in pathways])
     return entry, pathways, request_id
 
 
@@ -242,12 +252,17 @@ async def fleet(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    return _json(state.health(), status=503 if state.draining else 200)
+    """Degraded is still 200 (still serving); 503 only while draining."""
+    state, degraded = request.app[STATE], request.app[SUPERVISOR].degraded()
+    body = {**state.health(), "degraded": degraded}
+    if degraded and not state.draining:
+        body["status"] = "degraded"
+    return _json(body, status=503 if state.draining else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[STATE].metrics_text(), content_type="text/plain")
+    text = request.app[STATE].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
+    return web.Response(text=text, content_type="text/plain")
 
 
 def page(name: str) -> Handler:
@@ -264,10 +279,21 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     await app[STATE].steering.close()
 
 
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    """The supervised tasks; stopped (and awaited) at cleanup, after in-flight requests finished."""
+    sup = app[SUPERVISOR]
+    sup.spawn("reload", lambda: _reloads(app[STATE], app[RELOAD], lambda: sup.succeeded("reload")))
+    yield
+    await sup.shutdown()
+
+
 def make_app(state: State) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[STATE] = state
+    app[SUPERVISOR] = TaskSupervisor("playback", logging.getLogger("playback.tasks"))
+    app[RELOAD] = asyncio.Event()
     app.cleanup_ctx.append(_client)
+    app.cleanup_ctx.append(_background)
     r = app.router
     r.add_get("/v1/titles", titles)
     r.add_get("/v1/titles/{title_id}", title)
@@ -288,41 +314,58 @@ def make_app(state: State) -> web.Application:
     return app
 
 
-async def _reload(state: State) -> None:
+class ReloadFailed(Exception):
+    """The new config could not be read; playback keeps serving with the running one."""
+
+
+async def _reloads(state: State, requested: asyncio.Event, succeeded: Callable[[], None]) -> None:
+    """The `reload` task: one reload per SIGHUP. A failed one raises to the supervisor (logged with its
+    traceback, counted); the event stays consumed, so the next SIGHUP retries."""
+    while True:
+        await requested.wait()
+        requested.clear()
+        await reload(state)
+        succeeded()
+
+
+async def reload(state: State) -> None:
+    """Read the config (and open a changed origin) in a thread, then swap on the loop: requests in
+    flight finish with what they started with, none is dropped."""
     if state.config.source is None:
         return
     try:
         config = await asyncio.to_thread(playback_config.load, state.config.source)
-    except (ValueError, OSError) as exc:
-        log.error("reload failed, keeping the running config: %s", exc)
-        return
+        catalog = None if config.origin == state.config.origin else await asyncio.to_thread(open_catalog, config)
+    except (ValueError, OSError, OriginError) as exc:  # ConfigError is a ValueError
+        raise ReloadFailed(f"keeping the running config: {exc}") from exc
     if (config.listen, config.port) != (state.config.listen, state.config.port):
-        log.warning("listen address changes need a restart")
-    state.adopt(config)
-    log.info("reloaded", extra={"fields": {"steering": list(config.steering_urls)}})
+        log_event(log, "listen-change-needs-restart", logging.WARNING, listen=state.config.listen,
+                  port=state.config.port)
+    state.adopt(config, catalog)
+    log_event(log, "reloaded", steering=list(config.steering_urls), origin=str(config.origin))
 
 
-async def serve(config: playback_config.PlaybackConfig, ready: Callable[[int], None] | None = None) -> None:
+async def serve(config: playback_config.PlaybackConfig) -> None:
+    """Run until SIGTERM/SIGINT, then drain. The `listening` log event names the bound port."""
     state = State(config)
     app = make_app(state)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.drain_timeout_s)
     await runner.setup()
     await web.TCPSite(runner, config.listen, config.port, backlog=1024).start()
-    port = runner.addresses[0][1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(state)))
-    log.info("serving", extra={"fields": {"listen": config.listen, "port": port, "origin": str(config.origin)}})
+    loop.add_signal_handler(signal.SIGHUP, app[RELOAD].set)
+    log_event(log, "listening", listen=config.listen, port=runner.addresses[0][1], origin=str(config.origin))
     sd_notify("READY=1")
-    if ready is not None:
-        ready(port)
     await stop.wait()
     state.draining = True
     sd_notify("STOPPING=1")
-    log.info("draining", extra={"fields": {"grace_s": config.drain_grace_s}})
+    log_event(log, "draining", grace_s=config.drain_grace_s)
     await asyncio.sleep(config.drain_grace_s)
-    with contextlib.suppress(Exception):
+    try:
         await runner.cleanup()
-    log.info("stopped")
+    except Exception:  # noqa: BLE001 - exiting anyway; say why instead of hiding it
+        log.exception("cleanup-failed")
+    log_event(log, "stopped")

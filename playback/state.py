@@ -1,11 +1,14 @@
 """Playback's state behind the handlers: config, the catalog (with a short TTL cache; reads run in a
-thread), the steering client, popularity and counters. `adopt` swaps in a reloaded config (SIGHUP)."""
+thread), the steering client, popularity and counters. `adopt` swaps in a reloaded config (SIGHUP);
+supervised tasks' counters live in the server's TaskSupervisor registry, not here."""
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
 from typing import Any
+
+import aiohttp
 
 from origin.backends import open_backend
 from origin.catalog import Catalog
@@ -17,10 +20,15 @@ from playback.core.events import Popularity
 from playback.steerclient import SteeringClient
 
 
+def open_catalog(config: PlaybackConfig) -> Catalog:
+    """The origin's catalog (blocking: an S3 client is built; reloads call it in a thread)."""
+    return Catalog(open_backend(config.origin, s3_config()))
+
+
 class State:
     def __init__(self, config: PlaybackConfig) -> None:
         self.config = config
-        self.catalog = Catalog(open_backend(config.origin, s3_config()))
+        self.catalog = open_catalog(config)
         self.trusted = parse_networks(config.trusted_proxies)
         self.steering = SteeringClient(config.steering_urls, config.steering_timeout_s, config.fleet_cache_s)
         self.popularity = Popularity(config.popularity_half_life_s)
@@ -29,13 +37,14 @@ class State:
         self.started_at = time.time()
         self._entries: dict[str, tuple[float, TitleEntry | None]] = {}
 
-    def adopt(self, config: PlaybackConfig) -> None:
-        if config.origin != self.config.origin:
-            self.catalog = Catalog(open_backend(config.origin, s3_config()))
+    def adopt(self, config: PlaybackConfig, catalog: Catalog | None = None) -> None:
+        """Swap in a reloaded config; `catalog` is the new origin's, opened already (None: same origin)."""
+        if catalog is not None:
+            self.catalog = catalog
             self._entries.clear()
         self.trusted = parse_networks(config.trusted_proxies)
         self.steering.urls = list(config.steering_urls)
-        self.steering.timeout = type(self.steering.timeout)(total=config.steering_timeout_s)
+        self.steering.timeout = aiohttp.ClientTimeout(total=config.steering_timeout_s)
         self.steering.fleet_cache_s = config.fleet_cache_s
         self.popularity.half_life_s = config.popularity_half_life_s
         self.config = config

@@ -39,7 +39,9 @@ class SteeringClient:
         last = "no steering replica configured"
         for base in self.urls:
             try:
-                async with self.session.request(method, base + path, json=json, headers=headers) as resp:
+                # the timeout per request, not the session's: a reload may have changed it
+                async with self.session.request(method, base + path, json=json, headers=headers,
+                                                timeout=self.timeout) as resp:
                     if resp.status == 200:
                         return await resp.json()
                     last = f"{base}: HTTP {resp.status}"

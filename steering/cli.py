@@ -3,38 +3,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from contracts.logs import log_event, setup_logging
 from contracts.tomlconf import ConfigError
 from steering import config as steering_config
 from steering.service import load_all
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and the record's `fields`."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-               "msg": record.getMessage()}
-        fields = getattr(record, "fields", None)
-        if fields:
-            out.update(fields)
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"), default=str)
-
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,16 +48,17 @@ def check_config(path: Path) -> int:
 
 
 def run(path: Path, log_level: str) -> int:
-    setup_logging(log_level)
+    """Serve; every line on stdout is one JSON log event (the bound port is in `listening`)."""
+    setup_logging("steering", log_level)
     try:
         config = steering_config.load(path)
         loaded = load_all(config)
     except ConfigError as exc:
-        logging.getLogger("steering").error("config error: %s", exc)
+        log_event(logging.getLogger("steering"), "config-error", logging.ERROR, error=str(exc))
         return 2
     from steering.server import serve  # aiohttp only for the command that serves
 
-    main_task = serve(config, loaded, config.source, ready=lambda port: print(f"listening {port}", flush=True))
+    main_task = serve(config, loaded, config.source)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay correct without it

@@ -9,7 +9,6 @@ computes the same plan from the same inputs, so an agent may ask any of them.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,6 @@ from typing import Any
 
 from contracts.ids import ApplianceId
 from contracts.tomlconf import ConfigError, Section
-
-log = logging.getLogger("steering.fill")
 
 
 @dataclass(frozen=True)
@@ -76,11 +73,10 @@ class FillPlanner:
             view = view_from_state(sites, reports, holders)
             return build_manifests(view, entries, popularity_of(reports), time.time(), policy)
 
-        try:
-            self.manifests = await asyncio.to_thread(build)
-            self.planned_at = time.time()
-        except Exception as exc:  # keep the last plan: agents keep their current set
-            log.warning("fill plan failed, keeping the last one: %s", exc)
+        # A failure raises to the task supervisor (logged with its traceback, counted, retried after a
+        # backoff) before anything is assigned: the last plan stays, and agents keep their current set.
+        self.manifests = await asyncio.to_thread(build)
+        self.planned_at = time.time()
 
     def reply(self, appliance: str, if_none_match: str | None) -> Any:
         from fill.service import manifest_reply

@@ -13,7 +13,7 @@ HELP = {
     "steering_inventory_updates_total": "Inventory updates by verdict (replace, apply, gap).",
     "steering_health_transitions_total": "Appliance status changes, by new status and reason.",
     "steering_reloads_total": "Reloads of the fleet, keys and GeoIP database, by result.",
-    "steering_errors_total": "Refused requests, by reason.",
+    "steering_errors_total": "Requests answered with an error, by reason (internal: a bug, logged with its traceback).",
 }
 
 

@@ -8,11 +8,17 @@ grace period, in-flight requests finish).
                     -> {"expires_at": N, "files": {KEY: {"locations": [...]}, ...}}
     POST /v1/heartbeat  (msgpack, contracts.heartbeat)  -> ack, msgpack or JSON (Accept)
     GET  /v1/fleet, /healthz, /metrics
+
+Every background chore (tick, reload, fill plan, decision log flush) runs under one TaskSupervisor:
+a failure is logged with its traceback, counted (`steering_task_failures_total{task}` in /metrics),
+restarted after a backoff, and a chore that keeps failing is listed in /healthz as degraded. Degraded
+stays HTTP 200: the replica still answers (from the last good state), so a load balancer should keep
+it; only draining is 503. Handlers map only our refusals (exception classes with a `status_hint`) to
+4xx; anything else is a bug: a 500, logged with its traceback.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -21,23 +27,30 @@ import signal
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
-from contracts.systemd import sd_notify
 from aiohttp import web
+from prometheus_client import generate_latest
 
-from contracts.heartbeat import CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, ack_to_dict, encode_ack
-from contracts.keys import load_keyring
-from steering import config as steering_config
+from contracts.heartbeat import CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, HeartbeatError, ack_to_dict, encode_ack
+from contracts.ids import InvalidFileKey
+from contracts.logs import log_event
+from contracts.supervise import TaskSupervisor
+from contracts.systemd import sd_notify
 from steering.config import SteeringConfig
-from steering.fleetconf import load_fleet
-from steering.geoip import GeoDatabase
+from steering.core.prefixes import InvalidClientAddress
 from steering.fillplan import FillPlanner
 from steering.metrics import labels
-from steering.service import BadRequest, Loaded, Replica, SteerAnswer, dumps, file_signature, load_all
+from steering.reloader import Reloader
+from steering.service import BadRequest, Loaded, Replica, SteerAnswer, dumps
 
 log = logging.getLogger("steering")
 REPLICA = web.AppKey("replica", Replica)
 PLANNER = web.AppKey("planner", FillPlanner)
-RELOADER = web.AppKey("reloader", "Reloader")
+RELOADER = web.AppKey("reloader", Reloader)
+SUPERVISOR = web.AppKey("supervisor", TaskSupervisor)
+
+# Our refusals and the contracts' (each carries status_hint and reason). A ValueError outside these
+# is not a bad request but a bug, and must not be dressed up as a 400.
+REFUSALS = (BadRequest, InvalidClientAddress, InvalidFileKey, HeartbeatError)
 
 
 # ---- handlers ---------------------------------------------------------------------------------
@@ -46,17 +59,24 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def refusals(handler: Handler) -> Handler:
-    """Turn our refusals (ValueErrors carrying status_hint and reason, ours and contracts') into JSON
-    errors. A wrapper, not an aiohttp middleware: aiohttp rebuilds the middleware chain per request."""
+    """Our refusals become JSON 4xx errors; any other exception is a bug: a JSON 500, counted and
+    logged with its traceback. A wrapper, not an aiohttp middleware: aiohttp rebuilds the middleware
+    chain per request."""
     @functools.wraps(handler)
     async def wrapped(request: web.Request) -> web.Response:
         try:
             return await handler(request)
-        except ValueError as exc:
+        except REFUSALS as exc:
             status = getattr(exc, "status_hint", 400)
             reason = getattr(exc, "reason", "bad-request")
             request.app[REPLICA].metrics.inc("steering_errors_total", labels(reason=reason))
             return _json({"error": reason, "detail": str(exc)}, status=status)
+        except web.HTTPException:
+            raise  # aiohttp's own answers (413 body too large, ...)
+        except Exception:  # noqa: BLE001 - a bug: answer 500, keep its traceback
+            request.app[REPLICA].metrics.inc("steering_errors_total", labels(reason="internal"))
+            log.exception("internal-error", extra={"fields": {"method": request.method, "path": request.path}})
+            return _json({"error": "internal", "detail": "internal error (logged)"}, status=500)
     return wrapped
 
 
@@ -118,7 +138,7 @@ def _ttl(raw: Any) -> int | None:
         return None
     try:
         return int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON 1e999
         raise BadRequest("ttl_s: must be an integer number of seconds") from None
 
 
@@ -143,13 +163,19 @@ async def fleet(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    replica = request.app[REPLICA]
-    return _json(replica.health_json(), status=503 if replica.draining else 200)
+    """200 while serving, degraded or not (a failing chore leaves the last good state answering);
+    503 only while draining, so a load balancer takes the replica out then and only then."""
+    replica, sup = request.app[REPLICA], request.app[SUPERVISOR]
+    body = replica.health_json()
+    body["degraded"] = sup.degraded()  # names only: the errors are in the log and /metrics
+    if body["degraded"] and not replica.draining:
+        body["status"] = "degraded"
+    return _json(body, status=503 if replica.draining else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[REPLICA].metrics_text(), content_type="text/plain",
-                        headers={"X-Prometheus-Format": "0.0.4"})
+    text = request.app[REPLICA].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
+    return web.Response(text=text, content_type="text/plain", headers={"X-Prometheus-Format": "0.0.4"})
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -158,79 +184,17 @@ def _json(payload: Any, status: int = 200) -> web.Response:
 
 # ---- background life --------------------------------------------------------------------------
 
-class Reloader:
-    """Reloads what changed: the fleet, key and GeoIP files are polled; SIGHUP reloads everything.
-    Files are read in a thread; a failed reload keeps the previous state and is logged and counted."""
-
-    def __init__(self, replica: Replica, config_path: Path | None) -> None:
-        self.replica = replica
-        self.config_path = config_path
-        self.seen = self._signatures(replica.config)
-        self._lock = asyncio.Lock()
-
-    def _signatures(self, config: SteeringConfig) -> dict[str, Any]:
-        return {"config": file_signature(self.config_path), "fleet": file_signature(config.fleet_file),
-                "keys": file_signature(config.key_file), "geo": file_signature(config.geo.database)}
-
-    async def reload(self, force: bool = False) -> bool:
-        async with self._lock:
-            now = self._signatures(self.replica.config)
-            parts = set(now) if force else {k for k in now if now[k] != self.seen[k]}
-            if not parts:
-                return False
-            try:
-                config, loaded = await asyncio.to_thread(self._read, parts)
-            except (ValueError, OSError) as exc:
-                self.seen = now  # don't retry a broken file every poll; its next change retries
-                self.replica.metrics.inc("steering_reloads_total", labels(result="error"))
-                log.error("reload failed, keeping the running config: %s", exc)
-                return False
-            self.replica.adopt(config, loaded)
-            self.seen = self._signatures(config)
-            self.replica.metrics.inc("steering_reloads_total", labels(result="ok"))
-            log.info("reloaded", extra={"fields": {"parts": sorted(parts), "sites": len(loaded.fleet.sites),
-                                                    "signing_key": loaded.keys.signing_id}})
-            return True
-
-    def _read(self, parts: set[str]) -> tuple[SteeringConfig, Loaded]:
-        old, cur = self.replica.config, self.replica.loaded
-        config = steering_config.load(self.config_path) if "config" in parts and self.config_path else old
-        if "config" in parts:
-            return config, load_all(config)
-        fleet = load_fleet(config.fleet_file) if "fleet" in parts else cur.fleet
-        if config.default_site not in fleet.sites:
-            raise steering_config.ConfigError(f"steering.default_site: {config.default_site!r} not in the fleet")
-        keys = load_keyring(config.key_file) if "keys" in parts else cur.keys
-        geo = cur.geo
-        if "geo" in parts and config.geo.database:
-            geo = GeoDatabase(config.geo.database)
-        return config, Loaded(fleet=fleet, keys=keys, geo=geo)
-
-
-async def _every(interval_s: Callable[[], float], step: Callable[[], Any]) -> None:
-    while True:
-        await asyncio.sleep(interval_s())
-        try:
-            result = step()
-            if asyncio.iscoroutine(result):
-                await result
-        except Exception:  # noqa: BLE001 - a background step must not die silently nor kill the loop
-            log.exception("background step failed")
-
-
 async def _background(app: web.Application) -> AsyncIterator[None]:
-    replica, reloader = app[REPLICA], app[RELOADER]
-    planner = app[PLANNER]
-    tasks = [asyncio.create_task(_every(lambda: replica.config.tick_interval_s, replica.tick)),
-             asyncio.create_task(_every_async(lambda: replica.config.fill.replan_interval_s, planner.replan)),
-             asyncio.create_task(_every(lambda: replica.config.server.reload_check_interval_s, reloader.reload)),
-             asyncio.create_task(_every(lambda: 0.25, replica.decisions.flush))]
+    """Every chore under the app's supervisor; at cleanup (after in-flight requests finished) they
+    are cancelled and awaited, then the decision log gets its last flush."""
+    replica, reloader, planner, sup = app[REPLICA], app[RELOADER], app[PLANNER], app[SUPERVISOR]
+    sup.every("tick", lambda: replica.config.tick_interval_s, replica.tick)
+    sup.spawn("reload", lambda: reloader.run(lambda: sup.succeeded("reload")))
+    # first plan after a second: let the first heartbeats arrive
+    sup.every("fill-plan", lambda: replica.config.fill.replan_interval_s, planner.replan, first_delay_s=1.0)
+    sup.every("decision-log", 0.25, replica.decisions.flush)
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await sup.shutdown()
     replica.decisions.flush()
 
 
@@ -243,18 +207,12 @@ async def fill_manifest(request: web.Request) -> web.Response:
     return web.Response(status=reply.status, body=reply.body, headers=dict(reply.headers))
 
 
-async def _every_async(interval: Callable[[], float], fn: Callable[[], Awaitable[None]]) -> None:
-    await asyncio.sleep(1.0)  # let the first heartbeats arrive before the first plan
-    while True:
-        await fn()
-        await asyncio.sleep(interval())
-
-
 def make_app(replica: Replica, config_path: Path | None = None) -> web.Application:
     app = web.Application(client_max_size=replica.config.server.max_heartbeat_bytes)
     app[REPLICA] = replica
     app[RELOADER] = Reloader(replica, config_path)
     app[PLANNER] = FillPlanner(replica, replica.config.fill)
+    app[SUPERVISOR] = TaskSupervisor("steering", logging.getLogger("steering.tasks"))
     app.cleanup_ctx.append(_background)
     app.router.add_get("/v1/steer", steer_get)
     app.router.add_post("/v1/steer", steer_post)
@@ -266,34 +224,31 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     return app
 
 
-async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None,
-                ready: Callable[[int], None] | None = None) -> None:
-    """Run until SIGTERM/SIGINT, then drain. `ready` gets the bound port (0 in config: any free one)."""
+async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None) -> None:
+    """Run until SIGTERM/SIGINT, then drain. The `listening` log event names the bound port (port 0 in
+    the config: any free one); SIGHUP asks the reload task to reload everything."""
     replica = Replica(config, loaded)
     app = make_app(replica, config_path)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.drain_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, config.server.listen, config.server.port, backlog=1024)
     await site.start()
-    port = runner.addresses[0][1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(app[RELOADER].reload(force=True)))
+    loop.add_signal_handler(signal.SIGHUP, app[RELOADER].requested.set)
     fleet = loaded.fleet
-    log.info("serving", extra={"fields": {"listen": config.server.listen, "port": port,
-                                           "sites": len(fleet.sites), "appliances": len(fleet.appliances)}})
+    log_event(log, "listening", listen=config.server.listen, port=runner.addresses[0][1], sites=len(fleet.sites),
+              appliances=len(fleet.appliances))
     sd_notify("READY=1")
-    if ready is not None:
-        ready(port)
     await stop.wait()
     replica.draining = True
     sd_notify("STOPPING=1")
-    log.info("draining", extra={"fields": {"grace_s": replica.config.server.drain_grace_s}})
+    log_event(log, "draining", grace_s=replica.config.server.drain_grace_s)
     await asyncio.sleep(replica.config.server.drain_grace_s)
-    await runner.cleanup()
-    log.info("stopped")
+    await runner.cleanup()  # stops listening, lets requests finish, then the tasks stop (cleanup_ctx)
+    log_event(log, "stopped")
 
 
-__all__ = ["make_app", "serve", "Reloader", "REPLICA", "RELOADER"]
+__all__ = ["make_app", "serve", "REFUSALS", "REPLICA", "RELOADER", "SUPERVISOR"]

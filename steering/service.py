@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from contracts.heartbeat import HeartbeatAck, check_fresh, decode_heartbeat, verify_body
+from contracts.heartbeat import HeartbeatAck, HeartbeatError, check_fresh, decode_heartbeat, verify_body
 from contracts.ids import FileKey, validate_file_key
 from contracts.keys import load_keyring
 from contracts.token import Keyring, sign_path
@@ -97,8 +97,8 @@ class Replica:
     def adopt(self, config: SteeringConfig, loaded: Loaded) -> None:
         """Switch to a reloaded config and files (on the loop; everything was read already)."""
         if (config.server.listen, config.server.port) != (self.config.server.listen, self.config.server.port):
-            log.warning("listen address changes need a restart; keeping %s:%s",
-                        self.config.server.listen, self.config.server.port)
+            log.warning("listen-change-needs-restart", extra={"fields": {
+                "listen": self.config.server.listen, "port": self.config.server.port}})
             config = replace(config, server=replace(config.server, listen=self.config.server.listen,
                                                     port=self.config.server.port))
         old_geo = self.loaded.geo
@@ -170,7 +170,7 @@ class Replica:
             if server.heartbeat_auth:
                 check_fresh(hb, self.wall(), server.heartbeat_max_skew_s)
             got = self.state.ingest(hb, self.clock())
-        except ValueError as exc:
+        except HeartbeatError as exc:  # a refused report; anything else is a bug and not counted here
             self.metrics.inc("steering_heartbeats_total", labels(result=getattr(exc, "reason", "invalid")))
             raise
         self.metrics.inc("steering_heartbeats_total", labels(result="ok"))
@@ -181,8 +181,7 @@ class Replica:
         self.metrics.inc("steering_inventory_updates_total", labels(verdict=got.inventory.verdict.value))
         if got.site_mismatch and appliance not in self._mismatched:
             self._mismatched.add(appliance)  # once, not every report
-            log.warning("appliance reports another site than the fleet file", extra={"fields": {
-                "appliance": appliance}})
+            log.warning("appliance-site-mismatch", extra={"fields": {"appliance": appliance}})
         if got.transition is not None:
             self._transition(got.transition)
 
@@ -192,7 +191,7 @@ class Replica:
 
     def _transition(self, t: Any) -> None:
         self.metrics.inc("steering_health_transitions_total", labels(to=t.after.value, reason=t.reason))
-        log.info("appliance status", extra={"fields": {
+        log.info("appliance-status", extra={"fields": {
             "appliance": t.appliance, "from": t.before.value, "to": t.after.value, "reason": t.reason}})
 
     # ---- views --------------------------------------------------------------------------------
@@ -222,6 +221,7 @@ class Replica:
             h = report.health
             out.update(last_report_age_s=round(now - report.received_at, 3), seq=report.seq,
                        reported_site=report.site, accepting=h.accepting, draining=h.draining,
+                       degraded=list(h.degraded),
                        egress_bps=h.egress_bps, load={"loadavg": h.load.loadavg,
                                                       "open_connections": h.load.open_connections},
                        disks=[{"path": d.path, "tier": d.tier, "state": d.state.value,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -14,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
-from origin_testkit import AWS_ENV, BUCKET, SAMPLE_FPS, SAMPLE_SECONDS, TEST_CONFIG, free_port
+from origin_testkit import AWS_ENV, BUCKET, SAMPLE_FPS, SAMPLE_SECONDS, TEST_CONFIG, OriginProcess, free_port
 
 from origin.backends import Backend, open_backend
 from origin.config import EncodeConfig, Location, OriginConfig, S3Config, parse
@@ -142,16 +141,9 @@ def served(world, keyfile, tmp_path_factory):
     conf = tmp_path_factory.mktemp("serve") / "origin.toml"
     conf.write_text(f'[origin]\nlocation = "{world.location("local").path}"\n\n'
                     f'[serve]\nport = 0\nkey_file = "{keyfile}"\nchunk_bytes = 65536\n')
-    proc = subprocess.Popen([sys.executable, "-m", "origin.cli", "serve", "-c", str(conf)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "serving" in line, line
-    url = line.strip().rsplit(" ", 1)[-1]
-    yield Served(url, proc, conf)
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=20)
+    origin = OriginProcess(conf)
+    yield Served(origin.url, origin.proc, conf)
+    origin.stop()
 
 
 @dataclass

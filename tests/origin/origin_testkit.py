@@ -18,6 +18,41 @@ S3_ERRORS = {503: "SlowDown", 500: "InternalError", 400: "InvalidArgument"}
 Rule = Callable[[str, str, int], int | None]  # (method, path?query, request number) -> status to inject
 
 
+class OriginProcess:
+    """`origin serve -c CONFIG` as a real process; its log (stdout: one JSON event a line) in
+    origin.log beside the config; the URL read from the `listening` event."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        import sys
+        import time
+
+        self.log = config.parent / "origin.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "origin.cli", "serve", "-c", str(config)],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while not (listening := self.events("listening")):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                raise RuntimeError(f"origin serve did not start:\n{self.log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        self.url = listening[0]["url"]
+
+    def events(self, event: str | None = None) -> list[dict]:
+        """Every line must be one JSON event (json.loads fails the test on a plain line)."""
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        return [e for e in lines if event is None or e.get("event") == event]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 import requests
 from origin_testkit import SAMPLE_FRAMES, SAMPLE_SECONDS
-from origin_testkit import decoded_audio_seconds, decoded_frames
+from origin_testkit import OriginProcess, decoded_audio_seconds, decoded_frames
 
 from contracts.keys import load_keyring
 from contracts.token import Grant, Scope, encode_query, fill_token, sign_path
@@ -176,15 +174,11 @@ def test_sigterm_drains_and_exits(world, keyfile, tmp_path):
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify.sock"))
     notify.settimeout(20)
-    proc = subprocess.Popen([sys.executable, "-m", "origin.cli", "serve", "-c", str(conf)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
-    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+    origin = OriginProcess(conf, env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    assert requests.get(f"{origin.url}/healthz", timeout=10).status_code == 200
     assert notify.recv(64) == b"READY=1"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=20) == 0
-    assert "draining" in proc.stdout.read()
+    origin.proc.send_signal(signal.SIGTERM)
+    assert origin.proc.wait(timeout=20) == 0
+    assert [e["event"] for e in origin.events()] == ["listening", "draining", "stopped"]
     assert notify.recv(64) == b"STOPPING=1"
     notify.close()

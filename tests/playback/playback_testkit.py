@@ -6,6 +6,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from tests.steering.steer_helpers import log_events, wait_for_port
 
 TITLE = "sample"
 SAMPLE_SECONDS = 24
@@ -13,18 +16,20 @@ SAMPLE_FPS = 24
 
 
 class PlaybackProcess:
+    """`playback serve -c CONFIG` as a real OS process; its log (stdout, one JSON event a line) in
+    playback.log beside the config, the port read from the `listening` event."""
+
     def __init__(self, config: Path) -> None:
         self.config = config
         self.log = config.parent / "playback.log"
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "playback.cli", "serve", "-c", str(config)],
-                                         stdout=subprocess.PIPE, stderr=log, text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("listening "):
-            self.proc.kill()
-            raise RuntimeError(f"playback did not start: {line!r}\n{self.log.read_text()[-2000:]}")
-        self.port = int(line.split()[1])
+                                         stdout=log, stderr=subprocess.STDOUT)
+        self.port = wait_for_port(self.proc, self.log)
         self.url = f"http://127.0.0.1:{self.port}"
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        return log_events(self.log, event)
 
     def stop(self) -> int:
         if self.proc.poll() is None:

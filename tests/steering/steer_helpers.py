@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -173,23 +176,43 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
 
+def log_events(path: Path, event: str | None = None) -> list[dict[str, Any]]:
+    """The JSON log lines of a daemon's stdout file (every line must be one), optionally one event's."""
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in lines if event is None or e.get("event") == event]
+
+
+def wait_for_port(proc: "subprocess.Popen[bytes]", log: Path, timeout_s: float = 30.0) -> int:
+    """The port in the daemon's `listening` log event (stdout goes to a file: a pipe nobody drains
+    would block the daemon once full of decision lines)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        for line in text.splitlines():
+            if '"event":"listening"' in line:
+                return int(json.loads(line)["port"])
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before listening:\n{text[-2000:]}")
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"not listening after {timeout_s} s, see {log}")
+
+
 class SteeringProcess:
-    """`steering serve -c CONFIG` as a real OS process; the port is read from its stdout."""
+    """`steering serve -c CONFIG` as a real OS process; its log (stdout) in steering.log beside the
+    config, the port read from the `listening` event."""
 
     def __init__(self, config_path: Path) -> None:
-        import subprocess
-        import sys
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "steering.cli", "serve", "-c", str(config_path)],
-                                     stdout=subprocess.PIPE, stderr=open(config_path.parent / "steering.log", "w"),
-                                     text=True)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("listening "):
-            self.proc.kill()
-            raise RuntimeError(f"steering did not start: {line!r}, see {config_path.parent / 'steering.log'}")
-        self.port = int(line.split()[1])
+        self.log = config_path.parent / "steering.log"
+        with open(self.log, "w") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "steering.cli", "serve", "-c", str(config_path)],
+                                         stdout=out, stderr=subprocess.STDOUT)
+        self.port = wait_for_port(self.proc, self.log)
         self.url = f"http://127.0.0.1:{self.port}"
         self.keys = load_keyring(config_path.parent / "keys.toml")
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        return log_events(self.log, event)
 
     def post_heartbeat(self, hb: Heartbeat) -> requests.Response:
         return post_heartbeat(self.url, hb, self.keys)

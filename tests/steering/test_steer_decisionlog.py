@@ -17,7 +17,8 @@ def test_lines_are_written_on_flush_as_json() -> None:
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(d["file"], d["method"], d["outcome"], d["first"]) for d in lines] == [
         ("t/a.mp4", "prefix", "hit", "ams-1"), ("t/b.mp4", "geo", "content-miss", None)]
-    assert lines[0]["logger"] == "steering.decisions" and lines[0]["msg"] == "steer"
+    assert lines[0]["logger"] == "steering.decisions" and lines[0]["event"] == "steer"
+    assert lines[0]["service"] == "steering" and lines[0]["level"] == "info"
     log.flush()
     assert len(out.getvalue().splitlines()) == 2
 

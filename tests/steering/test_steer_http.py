@@ -101,8 +101,8 @@ def test_get_steer_refusals(server: ServerThread, params: dict, status: int, rea
 
 @pytest.mark.parametrize("body", [
     "not json", {"files": "t/a.mp4"}, {"files": []}, {"files": [1]}, {"files": ["t/a.mp4"], "client": 5},
-    {"files": ["t/a.mp4"] * 1001},
-], ids=["not-json", "files-not-list", "no-files", "file-not-string", "client-not-string", "too-many"])
+    {"files": ["t/a.mp4"] * 1001}, '{"files": ["t/a.mp4"], "ttl_s": 1e999}',
+], ids=["not-json", "files-not-list", "no-files", "file-not-string", "client-not-string", "too-many", "ttl-inf"])
 def test_post_steer_refusals(server: ServerThread, body) -> None:
     kw = {"data": body} if isinstance(body, str) else {"json": body}
     r = requests.post(server.url + "/v1/steer", timeout=5, **kw)

@@ -35,13 +35,14 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
         assert steering.proc.wait(10) == 0
     finally:
         steering.stop()
-    log = (tmp_path / "steering.log").read_text()
-    assert '"msg":"reloaded"' in log and '"msg":"draining"' in log and '"msg":"stopped"' in log
-    decisions = [json.loads(line) for line in log.splitlines() if '"logger":"steering.decisions"' in line]
+    events = steering.events()  # every line of stdout is one JSON event, decisions included
+    assert {"listening", "reloaded", "draining", "stopped"} <= {e["event"] for e in events}
+    assert all(e["service"] == "steering" for e in events)
+    decisions = [e for e in events if e["logger"] == "steering.decisions"]
     assert decisions and decisions[-1] | {"ts": 0} == {
-        "ts": 0, "level": "info", "logger": "steering.decisions", "msg": "steer", "file": "t/a.mp4",
-        "client_prefix": "192.0.2.0/24", "method": "prefix", "outcome": "not-held", "site": "ams",
-        "first": "ams-1", "n": 3}
+        "ts": 0, "level": "info", "service": "steering", "logger": "steering.decisions", "event": "steer",
+        "file": "t/a.mp4", "client_prefix": "192.0.2.0/24", "method": "prefix", "outcome": "not-held",
+        "site": "ams", "first": "ams-1", "n": 3}
 
 
 def test_check_config_exit_codes(tmp_path: Path) -> None:
@@ -55,4 +56,6 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "sites[0].latitude: must be at most 90" in bad.stderr
     serve = subprocess.run([sys.executable, "-m", "steering.cli", "serve", "-c", str(config)],
                            capture_output=True, text=True, timeout=60)
-    assert serve.returncode == 2 and "sites[0].latitude" in serve.stderr
+    assert serve.returncode == 2 and serve.stderr == ""
+    (event,) = [json.loads(line) for line in serve.stdout.splitlines()]  # one JSON line says why
+    assert event["event"] == "config-error" and "sites[0].latitude" in event["error"]

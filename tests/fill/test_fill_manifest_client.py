@@ -1,0 +1,57 @@
+"""The agent's manifest fetch from steering replicas (`from_steering`), against real servers: a replica
+that has not planned yet (a real steering replica without a fill origin answers 404) must not hide
+another replica's manifest; when none has one, the error says what each answered."""
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from fill_helpers import SteeringStandIn, ThreadServer
+
+from contracts.manifest import ManifestFile, Source, encode_manifest, make_manifest
+from fill.manifest_client import NoManifest, from_steering
+from tests.steering.steer_helpers import ServerThread, write_setup
+
+APPLIANCE = "ams-1"
+FILES = [ManifestFile("t1/v/1080p.mp4", 1000, "0123456789abcdef" * 2, "ssd", 0,
+                      (Source("origin", url="http://o:8070/t1/v/1080p.mp4"),))]
+
+
+def fetch(replicas: list[str], saved: bytes | None = None):
+    async def run():
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            return await from_steering(session, tuple(replicas), APPLIANCE, saved)
+    return asyncio.run(run())
+
+
+@pytest.fixture()
+def unplanned(tmp_path: Path):
+    """A real steering replica that has no plan (no fill origin configured): 404 for every appliance."""
+    with ServerThread(write_setup(tmp_path / "steering")) as replica:
+        yield replica.url
+
+
+def test_a_replica_without_a_plan_does_not_hide_anothers_manifest(unplanned: str) -> None:
+    manifest = make_manifest(APPLIANCE, FILES, time.time())
+    planned = SteeringStandIn()
+    planned.manifests[APPLIANCE] = manifest
+    with ThreadServer(planned.app()) as other:
+        raw, got, changed = fetch([unplanned, other.url])
+        assert (got, changed) == (manifest, True) and raw == encode_manifest(manifest)
+        # and the next run, holding it: a 304 from the replica that has it keeps it
+        assert fetch([unplanned, other.url], saved=raw)[1:] == (manifest, False)
+    assert planned.statuses == [200, 304]
+
+
+def test_no_replica_with_a_manifest_is_a_clear_no_manifest(unplanned: str) -> None:
+    with ThreadServer(SteeringStandIn().app()) as other:
+        with pytest.raises(NoManifest) as err:
+            fetch([unplanned, other.url, "http://127.0.0.1:9"])
+    text = str(err.value)
+    assert text.startswith(f"no steering replica has a fill manifest for {APPLIANCE}: ")
+    assert f"{unplanned}/v1/fill-manifest: no fill plan yet (404)" in text
+    assert f"{other.url}/v1/fill-manifest: no fill plan yet (404)" in text
+    assert "http://127.0.0.1:9/v1/fill-manifest: ClientConnectorError" in text

@@ -1,0 +1,121 @@
+"""`origin serve` (a real process) reloads on SIGHUP (`systemctl reload`) instead of dying: under a
+client loop no request is lost, a response in flight finishes with the bytes it started with, and a
+config it cannot read keeps it serving the running one (logged with the traceback, counted in
+`origin_task_failures_total{task="reload"}`) until a good one is loaded by the next SIGHUP."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from origin_testkit import OriginProcess
+
+from contracts.keys import load_keyring
+from contracts.token import fill_token
+
+KEY = "files/t1/v1/video.mp4"
+
+
+@pytest.fixture()
+def origin_dir(tmp_path: Path) -> tuple[Path, bytes]:
+    data = os.urandom(16 << 20)  # large enough that a slow reader keeps a response in flight
+    (tmp_path / "origin" / "files/t1/v1").mkdir(parents=True)
+    (tmp_path / "origin" / KEY).write_bytes(data)
+    return tmp_path / "origin", data
+
+
+def config_text(location: Path, keyfile: Path, cache_control: str) -> str:
+    return (f'[origin]\nlocation = "{location}"\n[serve]\nport = 0\nkey_file = "{keyfile}"\n'
+            f'chunk_bytes = 65536\ncache_control = "{cache_control}"\n')
+
+
+def wait_for(predicate, timeout_s: float = 10.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+    return value
+
+
+@pytest.fixture()
+def auth(keyfile: Path) -> dict[str, str]:
+    return {"Authorization": f"CDN-Token {fill_token(load_keyring(keyfile), int(time.time()) + 3600)}"}
+
+
+def test_sighup_under_load_loses_no_request(origin_dir, keyfile, auth, tmp_path: Path) -> None:
+    location, data = origin_dir
+    conf = tmp_path / "origin.toml"
+    conf.write_text(config_text(location, keyfile, "max-age=0"))
+    origin = OriginProcess(conf)
+    failures: list[object] = []
+    done = [0]
+    stop = threading.Event()
+
+    def client() -> None:  # bounded: stops when told, or after 5 000 requests
+        with requests.Session() as s:
+            for i in range(5_000):
+                if stop.is_set():
+                    return
+                start = (i * 7919) % (len(data) - 4096)
+                try:
+                    r = s.get(f"{origin.url}/{KEY}", headers={**auth, "Range": f"bytes={start}-{start + 4095}"},
+                              timeout=10)
+                    if r.status_code != 206 or r.content != data[start:start + 4096]:
+                        failures.append(r.status_code)
+                except requests.RequestException as exc:
+                    failures.append(exc)
+                done[0] += 1
+
+    try:
+        with requests.get(f"{origin.url}/{KEY}", headers=auth, stream=True, timeout=10) as slow:
+            first = slow.raw.read(1 << 20)  # a response in flight across every reload below
+            worker = threading.Thread(target=client)
+            worker.start()
+            try:
+                for n in range(1, 6):
+                    conf.write_text(config_text(location, keyfile, f"max-age={n}"))
+                    origin.proc.send_signal(signal.SIGHUP)
+                    wait_for(lambda: len(origin.events("reloaded")) >= n)
+            finally:
+                stop.set()
+                worker.join(60)
+            assert first + slow.raw.read() == data  # finished, whole, with its own snapshot
+        assert done[0] > 10 and failures == []
+        r = requests.head(f"{origin.url}/{KEY}", headers=auth, timeout=10)
+        assert r.headers["Cache-Control"] == "max-age=5"  # the last reload is what serves now
+    finally:
+        assert origin.stop() == 0
+
+
+def test_a_broken_config_on_sighup_keeps_serving(origin_dir, keyfile, auth, tmp_path: Path) -> None:
+    location, data = origin_dir
+    conf = tmp_path / "origin.toml"
+    conf.write_text(config_text(location, keyfile, "max-age=1"))
+    origin = OriginProcess(conf)
+    try:
+        conf.write_text(config_text(location, tmp_path / "no-such-keys.toml", "max-age=2"))
+        origin.proc.send_signal(signal.SIGHUP)
+        (failed,) = wait_for(lambda: origin.events("task-failed"))
+        assert failed["task"] == "reload" and "ReloadFailed" in failed["traceback"]
+        assert "no-such-keys.toml" in failed["error"]
+        metrics = requests.get(f"{origin.url}/metrics", timeout=10).text
+        assert 'origin_task_failures_total{task="reload"} 1.0' in metrics
+        r = requests.get(f"{origin.url}/{KEY}", headers={**auth, "Range": "bytes=0-99"}, timeout=10)
+        assert r.status_code == 206 and r.content == data[:100] and r.headers["Cache-Control"] == "max-age=1"
+        assert requests.get(f"{origin.url}/healthz", timeout=10).text == "ok\n"  # one failure: not degraded
+
+        conf.write_text("[serve\nport = ")  # not even TOML: the same, logged again
+        origin.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: len(origin.events("task-failed")) == 2, timeout_s=15)  # after the restart backoff
+        assert requests.head(f"{origin.url}/{KEY}", headers=auth, timeout=10).status_code == 200
+
+        conf.write_text(config_text(location, keyfile, "max-age=3"))
+        origin.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: origin.events("reloaded"), timeout_s=15)
+        assert requests.head(f"{origin.url}/{KEY}", headers=auth, timeout=10).headers["Cache-Control"] == "max-age=3"
+    finally:
+        assert origin.stop() == 0
