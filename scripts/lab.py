@@ -1,297 +1,256 @@
 """The lab: the whole system on one machine, on loopback.
 
-    origin (local directory, and `origin serve` for fill) ─ steering ─ 2 sites x 2 appliances ─ playback
+    origin (local directory, and `origin serve` for fill) ─ 2 steering replicas ─ 2 sites x 2 appliances ─ playback
 
 It makes a sample title with ffmpeg and ingests it (a 4-rung H.264 ladder, so it takes seconds),
 starts every daemon with its own config under the state directory, runs one fill on every appliance
 (manifests planned by steering from their heartbeats), and prints the player's URL and an ffmpeg
-command that plays the title through playback -> steering -> appliance. `lab.json` in the state
-directory lists every endpoint and pid for scripts. Ctrl-C (or `scripts/lab down`) stops it all.
+command that plays the title through playback -> steering -> appliance.
+
+Control. `lab.json` in the state directory is the record scripts read: every endpoint, and per daemon
+its pid with the identity of that process (start time and /proc cmdline), what starts it again (argv,
+env, cwd, log) and its health URL. A pid is signalled only while that identity still matches, through
+a pidfd opened before the check, so a pid the kernel handed to another process is never signalled.
+  - Foreground (`scripts/lab`): this process owns the daemons. One that dies is reported (name, exit
+    code, log) and the rest keeps running; `scripts/lab restart NAME` from another shell reaches it as a
+    request file in `control/`, so the new process is its child too. Ctrl-C (or `down`) stops all.
+  - Detached (`up --detach`): nobody watches; `restart`, `kill`, `status` and `down` act on lab.json
+    themselves, read-modify-write under an flock on `lab.lock`.
+
+This file is the command line; labdaemons.py defines the daemons and brings them up, labproc.py holds
+process identity, start/stop and lab.json. Run as a script (`scripts/lab`, or `python scripts/lab.py`),
+so its own folder is on sys.path for those two.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-TITLE = "lab-sample"
-SITES = {"lab-a": ("127.0.0.0/8", 52.37, 4.90), "lab-b": ("198.18.0.0/15", 50.11, 8.68)}
+from labdaemons import Lab
+from labproc import (STOP_TIMEOUT_S, LabFile, Record, Verdict, is_ours, owner_alive, records_of, refusal, relaunch,
+                     say, send, seen, stop_all, verdict, write_json)
+
+DEFAULT_STATE = Path(__file__).resolve().parents[1] / "lab-state"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def say(text: str) -> None:
-    print(f"lab: {text}", file=sys.stderr, flush=True)
-
-
-def run(*cmd: str) -> str:
-    out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"lab: `{' '.join(cmd)}` failed:\n{out.stderr[-2000:]}")
-    return out.stdout
-
-
-def get_json(url: str, timeout: float = 3.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
-def wait(what: str, check, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"lab: timed out waiting for {what}")
-
-
-class Lab:
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.procs: dict[str, subprocess.Popen] = {}
-        self.endpoints: dict[str, object] = {}
-
-    def spawn(self, name: str, *cmd: str) -> subprocess.Popen:
-        log = open(self.state / "logs" / f"{name}.log", "ab")
-        proc = subprocess.Popen([str(BIN / cmd[0]), *cmd[1:]], stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # Ctrl-C reaches the lab, which stops them in order
-        self.procs[name] = proc
-        return proc
-
-    # ---- pieces ----------------------------------------------------------------------------
-    def keys(self) -> Path:
-        path = self.state / "keys.toml"
-        if not path.exists():
-            from contracts.keys import write_new_keyfile
-
-            write_new_keyfile(path)
-        return path
-
-    def origin(self, keys: Path, seconds: int) -> None:
-        origin_dir, sample_dir = self.state / "origin", self.state / "sample"
-        port = free_port()
-        (self.state / "origin.toml").write_text(f"""[origin]
-location = "{origin_dir}"
-[serve]
-listen = "127.0.0.1"
-port = {port}
-key_file = "{keys}"
-catalog_public = true
-[encode]
-preset = "veryfast"
-segment_s = 2.0
-[[encode.ladder]]
-name = "240p"
-height = 240
-bitrate_bps = 400000
-[[encode.ladder]]
-name = "360p"
-height = 360
-bitrate_bps = 800000
-[[encode.ladder]]
-name = "480p"
-height = 480
-bitrate_bps = 1200000
-[[encode.ladder]]
-name = "720p"
-height = 720
-bitrate_bps = 2500000
-""")
-        if not (sample_dir / "sample.mp4").exists():
-            say(f"making a {seconds} s sample title (ffmpeg test pattern and tone)…")
-            run("origin", "sample", str(sample_dir), "--seconds", str(seconds), "--size", "1280x720", "--fps", "25")
-        say("ingesting it into the origin (ABR ladder, byte-range playlists, catalog entry)…")
-        run("origin", "ingest", str(sample_dir / "sample.mp4"), "-c", str(self.state / "origin.toml"),
-            "--title-id", TITLE, "--title", "Lab Sample", "--genres", "test", "--languages", "en")
-        self.spawn("origin", "origin", "serve", "-c", str(self.state / "origin.toml"))
-        self.endpoints["origin"] = f"http://127.0.0.1:{port}"
-        wait("origin", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2))
-
-    def steering(self, keys: Path, appliances: dict[str, int]) -> None:
-        port = free_port()
-        fleet = []
-        for site, (prefix, lat, lon) in SITES.items():
-            fleet.append(f'[[sites]]\nid = "{site}"\nlatitude = {lat}\nlongitude = {lon}\nprefixes = ["{prefix}"]\n')
-            for name, app_port in appliances.items():
-                if name.startswith(site):
-                    fleet.append(f'[[sites.appliances]]\nid = "{name}"\nbase_url = "http://127.0.0.1:{app_port}"\n'
-                                 f"capacity_gbps = 10\n")
-        (self.state / "fleet.toml").write_text("\n".join(fleet))
-        (self.state / "steering.toml").write_text(f"""[steering]
-listen = "127.0.0.1"
-port = {port}
-fleet_file = "fleet.toml"
-key_file = "{keys}"
-default_site = "lab-a"
-[health]
-report_interval_s = 1.0
-missed_reports = 3
-up_after_reports = 2
-[fill]
-origin = "{self.state / 'origin'}"
-origin_url = "{self.endpoints['origin']}"
-replan_interval_s = 2.0
-""")
-        self.spawn("steering", "steering", "serve", "-c", str(self.state / "steering.toml"))
-        self.endpoints["steering"] = f"http://127.0.0.1:{port}"
-        wait("steering", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2))
-
-    def appliances(self, keys: Path, ports: dict[str, int]) -> None:
-        for name, port in ports.items():
-            root = self.state / "appliances" / name
-            for disk in ("ssd0", "hdd0"):
-                (root / disk).mkdir(parents=True, exist_ok=True)
-            admin = free_port()
-            (root / "oca.toml").write_text(f"""[appliance]
-id = "{name}"
-site = "{name[:5]}"
-[http]
-listen = "127.0.0.1"
-port = {port}
-workers = 1
-access_log = false
-[admin]
-listen = "127.0.0.1"
-port = {admin}
-[tokens]
-key_file = "{keys}"
-[store]
-index = "state/index.db"
-[[tiers.ssd]]
-path = "ssd0"
-[[tiers.hdd]]
-path = "hdd0"
-[steering]
-urls = ["{self.endpoints['steering']}"]
-report_interval_s = 1.0
-""")
-            self.spawn(name, "oca", "serve", "-c", str(root / "oca.toml"))
-            self.endpoints.setdefault("appliances", {})[name] = {  # type: ignore[union-attr]
-                "url": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin}",
-                "config": str(root / "oca.toml")}
-        wait("4 appliances up in steering",
-             lambda: get_json(f"{self.endpoints['steering']}/healthz").get("up") == len(ports), timeout=90)
-
-    def fill(self) -> None:
-        say("nightly fill, now: each appliance fetches its manifest (peer first, then the origin)…")
-        time.sleep(3)  # a replan after the first heartbeats
-        runs = {name: subprocess.Popen(
-            [str(BIN / "oca"), "fill", "-c", info["config"], "--steering", str(self.endpoints["steering"]),
-             "--origin", str(self.endpoints["origin"]), "--ignore-window", "--no-progress"],
-            stdout=open(self.state / "logs" / f"fill-{name}.log", "ab"), stderr=subprocess.STDOUT)
-            for name, info in self.endpoints["appliances"].items()}  # type: ignore[union-attr]
-        for name, proc in runs.items():
-            code = proc.wait(600)
-            say(f"fill {name}: exit {code} (log: {self.state / 'logs' / f'fill-{name}.log'})")
-
-    def playback(self) -> None:
-        port = free_port()
-        (self.state / "playback.toml").write_text(f"""[playback]
-listen = "127.0.0.1"
-port = {port}
-steering_urls = ["{self.endpoints['steering']}"]
-[origin]
-location = "{self.state / 'origin'}"
-""")
-        self.spawn("playback", "playback", "serve", "-c", str(self.state / "playback.toml"))
-        self.endpoints["playback"] = f"http://127.0.0.1:{port}"
-        wait("playback", lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2))
-
-    # ---- the whole ---------------------------------------------------------------------------
-    def up(self, seconds: int) -> None:
-        (self.state / "logs").mkdir(parents=True, exist_ok=True)
-        keys = self.keys()
-        ports = {f"{site}{i}": free_port() for site in SITES for i in (1, 2)}
-        self.origin(keys, seconds)
-        self.steering(keys, ports)
-        self.appliances(keys, ports)
-        self.fill()
-        self.playback()
-        self.endpoints["title"] = TITLE
-        self.endpoints["pids"] = {name: p.pid for name, p in self.procs.items()}
-        (self.state / "lab.json").write_text(json.dumps(self.endpoints, indent=2))
-        pb = self.endpoints["playback"]
-        print(f"""
-The lab is up ({self.state / 'lab.json'} lists every endpoint):
-  web player:   {pb}/play/{TITLE}      catalog: {pb}/      fleet: {pb}/fleet
-  play it:      ffmpeg -hide_banner -i {pb}/v1/playback/{TITLE}/master.m3u8 -f null -
-  steering:     {self.endpoints['steering']}/v1/fleet
-Ctrl-C (or scripts/lab down) stops everything.""", flush=True)
-
-    def down(self) -> None:
-        for name in reversed(list(self.procs)):
-            proc = self.procs[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        (self.state / "lab.json").unlink(missing_ok=True)
-
-
-def down_from_file(state: Path) -> int:
+def probe(url: str | None, timeout: float = 1.5) -> str:
+    """A health URL's answer in a word: ok, HTTP 503, no answer."""
+    if not url:
+        return "-"
     try:
-        pids = json.loads((state / "lab.json").read_text())["pids"]
-    except (OSError, ValueError, KeyError):
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return "ok" if resp.status == 200 else f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except OSError:
+        return "no answer"
+
+
+# ---- commands on a running lab -------------------------------------------------------------------
+
+def load(state: Path) -> dict:
+    lab = LabFile(state).read()
+    if lab is None:
+        raise SystemExit(f"lab: no lab in {state} (no lab.json)")
+    return lab
+
+
+def record_named(lab: dict, state: Path, name: str) -> Record:
+    records = records_of(lab, state)
+    if name not in records:
+        raise SystemExit(f"lab: no daemon {name!r}; the lab's daemons: {', '.join(records)}")
+    return records[name]
+
+
+def cmd_status(state: Path, as_json: bool) -> int:
+    lab = load(state)
+    rows = []
+    for name, rec in records_of(lab, state).items():
+        found = verdict(rec, seen(rec["pid"]))
+        rows.append({"name": name, "pid": rec["pid"], "state": found.value,
+                     "health": probe(rec.get("health")) if found is Verdict.OURS else "-",
+                     "restarts": rec.get("restarts", 0), "log": rec.get("log", "")})
+    alive = all(r["state"] == Verdict.OURS.value for r in rows)
+    if as_json:
+        print(json.dumps({"owner": lab.get("owner") if owner_alive(lab) else None, "daemons": rows}, indent=2))
+        return 0 if alive else 3
+    mode = f"foreground, pid {lab['owner']['pid']}" if owner_alive(lab) else "detached"
+    print(f"lab in {state} ({mode}{'' if lab.get('ready', True) else ', starting'})")
+    print(f"{'NAME':<12} {'PID':>7}  {'STATE':<30} {'HEALTH':<10} {'RESTARTS':>8}  LOG")
+    for r in rows:
+        print(f"{r['name']:<12} {r['pid']:>7}  {r['state']:<30} {r['health']:<10} {r['restarts']:>8}  {r['log']}")
+    return 0 if alive else 3
+
+
+def cmd_kill(state: Path, name: str, sig: signal.Signals) -> int:
+    rec = record_named(load(state), state, name)
+    found = send(rec, sig)
+    if found is Verdict.OURS:
+        print(f"lab: sent {sig.name} to {name} (pid {rec['pid']})")
+        return 0
+    print(f"lab: {name} is not running (pid {rec['pid']})" if found is Verdict.GONE else f"lab: {refusal(name, rec)}",
+          file=sys.stderr)
+    return 1 if found is Verdict.GONE else 2
+
+
+def ask_owner(state: Path, lab: dict, ask: dict, timeout_s: float) -> dict:
+    """Hand a request to a foreground lab (a file in control/) and wait for its answer."""
+    control = state / "control"
+    control.mkdir(exist_ok=True)
+    rid = f"{os.getpid()}-{secrets.token_hex(4)}"
+    write_json(control / f"{rid}.req", ask)
+    done = control / f"{rid}.done"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if done.exists():
+            answer = json.loads(done.read_text())
+            done.unlink(missing_ok=True)
+            return answer
+        if not owner_alive(lab):
+            break
+        time.sleep(0.2)
+    (control / f"{rid}.req").unlink(missing_ok=True)
+    raise SystemExit(f"lab: the foreground lab (pid {lab['owner']['pid']}) did not answer the request")
+
+
+def cmd_restart(state: Path, name: str, wait_s: float) -> int:
+    lab = load(state)
+    record_named(lab, state, name)
+    if owner_alive(lab):  # a foreground lab: it restarts the daemon itself, so it stays its child
+        rec = restart_through_owner(state, lab, name)
+    else:
+        rec = restart_detached(state, name)
+    print(f"lab: restarted {name}: pid {rec['pid']} (log: {rec['log']})")
+    if wait_s <= 0 or not rec.get("health"):
+        return 0
+    return wait_healthy(name, rec, wait_s)
+
+
+def restart_through_owner(state: Path, lab: dict, name: str) -> Record:
+    answer = ask_owner(state, lab, {"action": "restart", "name": name}, STOP_TIMEOUT_S + 30)
+    if not answer.get("ok"):
+        raise SystemExit(f"lab: {answer.get('error')}")
+    return answer["record"]
+
+
+def restart_detached(state: Path, name: str) -> Record:
+    lab_file = LabFile(state)
+    with lab_file.locked():
+        lab = load(state)
+        if "daemons" not in lab:
+            raise SystemExit("lab: this lab.json records no command lines (an older lab): `down` and `up` it")
+        _, rec = relaunch(state, name, lab["daemons"][name])
+        lab["daemons"][name] = rec
+        lab["pids"][name] = rec["pid"]
+        lab_file.write(lab)
+    return rec
+
+
+def wait_healthy(name: str, rec: Record, wait_s: float) -> int:
+    started = time.monotonic()
+    while time.monotonic() - started < wait_s:
+        if probe(rec["health"]) == "ok":
+            print(f"lab: {name} answers {rec['health']} after {time.monotonic() - started:.1f} s")
+            return 0
+        if not is_ours(rec):
+            break
+        time.sleep(0.2)
+    print(f"lab: {name} is not healthy (see {rec['log']})", file=sys.stderr)
+    return 1
+
+
+def cmd_down(state: Path) -> int:
+    lab = LabFile(state).read()
+    if lab is None:
         print("lab: no running lab found", file=sys.stderr)
         return 1
-    for name, pid in pids.items():
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    (state / "lab.json").unlink(missing_ok=True)
-    print(f"lab: stopped {', '.join(pids)}")
+    if owner_alive(lab) and send(lab["owner"], signal.SIGTERM) is Verdict.OURS:
+        say(f"asked the lab (pid {lab['owner']['pid']}) to stop everything…")
+        deadline = time.monotonic() + STOP_TIMEOUT_S + 30
+        while owner_alive(lab) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if LabFile(state).read() is None:
+            print("lab: stopped")
+            return 0
+        lab = LabFile(state).read() or lab
+    items = list(reversed(records_of(lab, state).items()))
+    refused = stop_all(items)
+    LabFile(state).remove()
+    print(f"lab: stopped {', '.join(n for n, _ in reversed(items) if n not in refused)}"
+          + (f"; refused {', '.join(refused)} (pid reused)" if refused else ""))
     return 0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(prog="scripts/lab")
-    ap.add_argument("action", nargs="?", default="up", choices=["up", "down"])
-    ap.add_argument("--state", type=Path, default=Path(__file__).resolve().parents[1] / "lab-state")
-    ap.add_argument("--seconds", type=int, default=20, help="length of the sample title")
-    ap.add_argument("--detach", action="store_true", help="start, print, and leave it running")
-    args = ap.parse_args()
-    state = args.state.resolve()
-    if args.action == "down":
-        return down_from_file(state)
+def cmd_up(state: Path, args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
-    lab = Lab(state)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    running = LabFile(state).read()
+    if running and any(is_ours(r) for r in records_of(running, state).values()):
+        raise SystemExit(f"lab: a lab is already running in {state} (scripts/lab status, scripts/lab down)")
+    lab = Lab(state, args.replicas, args.detach)
+    signal.signal(signal.SIGTERM, lab.interrupt)  # as Ctrl-C: stop all
+    signal.signal(signal.SIGINT, lab.interrupt)
+    started = False
     try:
-        lab.up(args.seconds)
-        if args.detach:
-            return 0
-        while not stop["now"] and all(p.poll() is None for p in lab.procs.values()):
-            time.sleep(0.5)
-        dead = [n for n, p in lab.procs.items() if p.poll() is not None]
-        if dead:
-            say(f"{', '.join(dead)} stopped (see {state / 'logs'}); stopping the rest")
+        lab.up(args.seconds, fill=not args.no_fill)
+        started = True
+        if not args.detach:
+            lab.watch()
     except KeyboardInterrupt:
         pass
     finally:
-        if not args.detach:
+        if not (args.detach and started):
             say("stopping…")
             lab.down()
     return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="scripts/lab", description="The whole system on this machine, on loopback.")
+    ap.add_argument("action", nargs="?", default="up", choices=["up", "down", "status", "kill", "restart"])
+    ap.add_argument("name", nargs="?", help="kill/restart: a daemon as lab.json names it (lab-a1, steering-2, …)")
+    ap.add_argument("--state", type=Path, default=DEFAULT_STATE)
+    ap.add_argument("--seconds", type=int, default=20, help="up: length of the sample title")
+    ap.add_argument("--detach", action="store_true", help="up: start, print, and leave it running")
+    ap.add_argument("--no-fill", action="store_true", help="up: skip the first fill (appliances start empty)")
+    ap.add_argument("--replicas", type=int, default=2, help="up: steering replicas")
+    ap.add_argument("--json", action="store_true", help="status: as JSON")
+    ap.add_argument("--signal", default="KILL", help="kill: the signal (default KILL, as a crash)")
+    ap.add_argument("--wait", type=float, default=60.0, help="restart: seconds to wait for /healthz (0: don't)")
+    return ap
+
+
+def signal_named(ap: argparse.ArgumentParser, name: str) -> signal.Signals:
+    try:
+        return signal.Signals[f"SIG{name.upper().removeprefix('SIG')}"]
+    except KeyError:
+        ap.error(f"--signal {name}: not a signal name (KILL, TERM, HUP, ...)")
+
+
+def main() -> int:
+    ap = parser()
+    args = ap.parse_args()
+    state = args.state.resolve()
+    if args.replicas < 1:
+        ap.error("--replicas: at least 1")
+    if args.action in ("kill", "restart") and not args.name:
+        ap.error(f"{args.action} needs a NAME (see scripts/lab status)")
+    if args.action == "down":
+        return cmd_down(state)
+    if args.action == "status":
+        return cmd_status(state, args.json)
+    if args.action == "kill":
+        return cmd_kill(state, args.name, signal_named(ap, args.signal))
+    if args.action == "restart":
+        return cmd_restart(state, args.name, args.wait)
+    return cmd_up(state, args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,371 @@
+"""The lab's daemons and how `up` brings them up: origin (local directory, and `origin serve` for fill),
+steering replicas, 2 sites x 2 appliances, playback.
+
+Strategy. Each daemon gets its own config under the state directory, written by one small function
+from the endpoints known so far (ports picked free on loopback); `Lab` starts them in dependency order,
+waiting on each one's health, and records every start in lab.json (via labproc) before anything else can
+interrupt. A sample title is made with ffmpeg and ingested (a 4-rung H.264 ladder, so it takes seconds),
+then one fill runs on every appliance. In the foreground `Lab.watch` owns the daemons: one that dies is
+announced and the rest keeps running; restart requests from other shells arrive as files in `control/`.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from labproc import (LabFile, Record, describe_exit, identity, launch, leftovers, pid_list, relaunch, say, stop_all,
+                     write_json)
+
+BIN = Path(sys.executable).parent
+TITLE = "lab-sample"
+SITES = {"lab-a": ("127.0.0.0/8", 52.37, 4.90), "lab-b": ("198.18.0.0/15", 50.11, 8.68)}
+LADDER = (("240p", 240, 400000), ("360p", 360, 800000), ("480p", 480, 1200000), ("720p", 720, 2500000))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(*cmd: str) -> str:
+    out = subprocess.run([str(BIN / cmd[0]), *cmd[1:]], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"lab: `{' '.join(cmd)}` failed:\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def get_json(url: str, timeout: float = 3.0) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def answers(url: str) -> Any:
+    return urllib.request.urlopen(url, timeout=2)
+
+
+def wait(what: str, check, timeout: float = 60.0, failed=lambda: None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (why := failed()) is not None:
+            raise SystemExit(f"lab: {why} while waiting for {what}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"lab: timed out waiting for {what}")
+
+
+# ---- configs: one per daemon, from what is known so far ----------------------------------------
+
+def origin_toml(origin_dir: Path, port: int, keys: Path) -> str:
+    ladder = "".join(f'[[encode.ladder]]\nname = "{name}"\nheight = {height}\nbitrate_bps = {bps}\n'
+                     for name, height, bps in LADDER)
+    return f"""[origin]
+location = "{origin_dir}"
+[serve]
+listen = "127.0.0.1"
+port = {port}
+key_file = "{keys}"
+catalog_public = true
+[encode]
+preset = "veryfast"
+segment_s = 2.0
+{ladder}"""
+
+
+def fleet_toml(appliances: Mapping[str, int]) -> str:
+    fleet = []
+    for site, (prefix, lat, lon) in SITES.items():
+        fleet.append(f'[[sites]]\nid = "{site}"\nlatitude = {lat}\nlongitude = {lon}\nprefixes = ["{prefix}"]\n')
+        for name, app_port in appliances.items():
+            if name.startswith(site):
+                fleet.append(f'[[sites.appliances]]\nid = "{name}"\nbase_url = "http://127.0.0.1:{app_port}"\n'
+                             f"capacity_gbps = 10\n")
+    return "\n".join(fleet)
+
+
+def steering_toml(port: int, keys: Path, origin_dir: Path, origin_url: str) -> str:
+    return f"""[steering]
+listen = "127.0.0.1"
+port = {port}
+fleet_file = "fleet.toml"
+key_file = "{keys}"
+default_site = "lab-a"
+[health]
+report_interval_s = 1.0
+missed_reports = 3
+up_after_reports = 2
+[fill]
+origin = "{origin_dir}"
+origin_url = "{origin_url}"
+replan_interval_s = 2.0
+"""
+
+
+def appliance_toml(name: str, port: int, admin: int, keys: Path, steering_urls: str) -> str:
+    return f"""[appliance]
+id = "{name}"
+site = "{name[:5]}"
+[http]
+listen = "127.0.0.1"
+port = {port}
+workers = 1
+access_log = false
+[admin]
+listen = "127.0.0.1"
+port = {admin}
+[tokens]
+key_file = "{keys}"
+[store]
+index = "state/index.db"
+[[tiers.ssd]]
+path = "ssd0"
+[[tiers.hdd]]
+path = "hdd0"
+[steering]
+urls = [{steering_urls}]
+report_interval_s = 1.0
+"""
+
+
+def playback_toml(port: int, steering_urls: str, origin_dir: Path) -> str:
+    return f"""[playback]
+listen = "127.0.0.1"
+port = {port}
+steering_urls = [{steering_urls}]
+[origin]
+location = "{origin_dir}"
+"""
+
+
+# ---- the lab -------------------------------------------------------------------------------------
+
+class Lab:
+    def __init__(self, state: Path, replicas: int, detach: bool) -> None:
+        # where, and how it runs
+        self.state = state
+        self.file = LabFile(state)
+        self.replicas = replicas
+        self.detach = detach
+        # the daemons, in start order: what this process started (and owns while it runs), their records
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.daemons: dict[str, Record] = {}
+        self.reported: set[str] = set()  # deaths already announced
+        # Ctrl-C/SIGTERM: deferred while a daemon is started and recorded, ignored once stopping
+        self.critical = False
+        self.interrupted = False
+        # what scripts read in lab.json
+        self.endpoints: dict[str, Any] = {}
+
+    def interrupt(self, signum: int, frame: Any) -> None:
+        """Ctrl-C and SIGTERM stop the lab, but never between starting a daemon and recording it."""
+        if self.critical:
+            self.interrupted = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def uninterrupted(self) -> Iterator[None]:
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    def spawn(self, name: str, *cmd: str, health: str | None = None) -> subprocess.Popen:
+        with self.uninterrupted():
+            proc, record = launch(self.state, name, [str(BIN / cmd[0]), *cmd[1:]], {}, health)
+            self.procs[name], self.daemons[name] = proc, record
+            self.publish(ready=False)
+        return proc
+
+    def wait(self, what: str, check, timeout: float = 60.0) -> None:
+        """Wait for `check`; give up at once, naming it, if a daemon started so far has died."""
+        def failed() -> str | None:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    return f"{name} died ({describe_exit(proc.returncode)}; log: {self.daemons[name]['log']})"
+            return None
+        wait(what, check, timeout, failed)
+
+    def publish(self, ready: bool) -> None:
+        """lab.json: while `up` runs, and for a foreground lab, this process is the owner `down` asks."""
+        owner = None if ready and self.detach else identity(os.getpid())
+        data = {**self.endpoints, "ready": ready, "owner": owner,
+                "pids": {n: r["pid"] for n, r in self.daemons.items()}, "daemons": self.daemons}
+        with self.file.locked():
+            self.file.write(data)
+
+    def steering_urls(self) -> str:
+        return ", ".join(f'"{u}"' for u in self.endpoints["steering_replicas"].values())
+
+    # ---- pieces ----------------------------------------------------------------------------
+    def keys(self) -> Path:
+        path = self.state / "keys.toml"
+        if not path.exists():
+            from contracts.keys import write_new_keyfile
+
+            write_new_keyfile(path)
+        return path
+
+    def origin(self, keys: Path, seconds: int) -> None:
+        port = free_port()
+        config = self.state / "origin.toml"
+        config.write_text(origin_toml(self.state / "origin", port, keys))
+        self.sample(config, seconds)
+        self.endpoints["origin"] = f"http://127.0.0.1:{port}"
+        self.spawn("origin", "origin", "serve", "-c", str(config), health=f"http://127.0.0.1:{port}/healthz")
+        self.wait("origin", lambda: answers(f"http://127.0.0.1:{port}/healthz"))
+
+    def sample(self, config: Path, seconds: int) -> None:
+        sample_dir = self.state / "sample"
+        if not (sample_dir / "sample.mp4").exists():
+            say(f"making a {seconds} s sample title (ffmpeg test pattern and tone)…")
+            run("origin", "sample", str(sample_dir), "--seconds", str(seconds), "--size", "1280x720", "--fps", "25")
+        say("ingesting it into the origin (ABR ladder, byte-range playlists, catalog entry)…")
+        run("origin", "ingest", str(sample_dir / "sample.mp4"), "-c", str(config),
+            "--title-id", TITLE, "--title", "Lab Sample", "--genres", "test", "--languages", "en")
+
+    def steering(self, keys: Path, appliances: dict[str, int]) -> None:
+        (self.state / "fleet.toml").write_text(fleet_toml(appliances))
+        replicas = {}
+        for i in range(1, self.replicas + 1):  # independent replicas: every appliance reports to each
+            name, port = f"steering-{i}", free_port()
+            (self.state / f"{name}.toml").write_text(
+                steering_toml(port, keys, self.state / "origin", self.endpoints["origin"]))
+            replicas[name] = f"http://127.0.0.1:{port}"
+            self.endpoints["steering_replicas"] = replicas
+            self.endpoints.setdefault("steering", replicas[name])  # the first: what older scripts read
+            self.spawn(name, "steering", "serve", "-c", str(self.state / f"{name}.toml"),
+                       health=f"{replicas[name]}/healthz")
+        for name, url in replicas.items():
+            self.wait(name, lambda url=url: answers(f"{url}/healthz"))
+
+    def appliances(self, keys: Path, ports: dict[str, int]) -> None:
+        for name, port in ports.items():
+            root = self.state / "appliances" / name
+            for disk in ("ssd0", "hdd0"):
+                (root / disk).mkdir(parents=True, exist_ok=True)
+            admin = free_port()
+            (root / "oca.toml").write_text(appliance_toml(name, port, admin, keys, self.steering_urls()))
+            self.endpoints.setdefault("appliances", {})[name] = {
+                "url": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin}",
+                "config": str(root / "oca.toml")}
+            self.spawn(name, "oca", "serve", "-c", str(root / "oca.toml"), health=f"http://127.0.0.1:{admin}/healthz")
+        for url in self.endpoints["steering_replicas"].values():
+            self.wait(f"{len(ports)} appliances up in steering {url}",
+                      lambda url=url: get_json(f"{url}/healthz").get("up") == len(ports), timeout=90)
+
+    def fill(self) -> None:
+        say("nightly fill, now: each appliance fetches its manifest (peer first, then the origin)…")
+        time.sleep(3)  # a replan after the first heartbeats
+        steering = [a for url in self.endpoints["steering_replicas"].values() for a in ("--steering", url)]
+        runs = {name: subprocess.Popen(
+            [str(BIN / "oca"), "fill", "-c", info["config"], *steering,
+             "--origin", str(self.endpoints["origin"]), "--ignore-window", "--no-progress"],
+            stdout=open(self.state / "logs" / f"fill-{name}.log", "ab"), stderr=subprocess.STDOUT)
+            for name, info in self.endpoints["appliances"].items()}
+        for name, proc in runs.items():
+            code = proc.wait(600)
+            say(f"fill {name}: exit {code} (log: {self.state / 'logs' / f'fill-{name}.log'})")
+
+    def playback(self) -> None:
+        port = free_port()
+        (self.state / "playback.toml").write_text(playback_toml(port, self.steering_urls(), self.state / "origin"))
+        self.endpoints["playback"] = f"http://127.0.0.1:{port}"
+        self.spawn("playback", "playback", "serve", "-c", str(self.state / "playback.toml"),
+                   health=f"http://127.0.0.1:{port}/healthz")
+        self.wait("playback", lambda: answers(f"http://127.0.0.1:{port}/healthz"))
+
+    # ---- the whole ---------------------------------------------------------------------------
+    def up(self, seconds: int, fill: bool) -> None:
+        (self.state / "logs").mkdir(parents=True, exist_ok=True)
+        (self.state / "control").mkdir(exist_ok=True)
+        for stale in (self.state / "control").iterdir():
+            stale.unlink()
+        keys = self.keys()
+        ports = {f"{site}{i}": free_port() for site in SITES for i in (1, 2)}
+        self.origin(keys, seconds)
+        self.steering(keys, ports)
+        self.appliances(keys, ports)
+        if fill:
+            self.fill()
+        self.playback()
+        self.endpoints["title"] = TITLE
+        self.publish(ready=True)
+        print(self.banner(), flush=True)
+
+    def banner(self) -> str:
+        pb = self.endpoints["playback"]
+        how = "scripts/lab down stops it" if self.detach else "Ctrl-C (or scripts/lab down) stops everything"
+        return f"""
+The lab is up ({self.state / 'lab.json'} lists every endpoint):
+  web player:   {pb}/play/{TITLE}      catalog: {pb}/      fleet: {pb}/fleet
+  play it:      ffmpeg -hide_banner -i {pb}/v1/playback/{TITLE}/master.m3u8 -f null -
+  steering:     {self.endpoints['steering']}/v1/fleet
+  daemons:      scripts/lab status | kill NAME | restart NAME   ({', '.join(self.daemons)})
+{how}."""
+
+    # ---- foreground: the owner of the daemons --------------------------------------------------
+    def watch(self) -> None:
+        """Foreground: announce a daemon that dies and keep the rest running; serve restart requests.
+        Returns when nothing is left alive."""
+        while True:
+            for name, proc in self.procs.items():
+                code = proc.poll()
+                if code is not None and name not in self.reported:
+                    self.reported.add(name)
+                    self.announce(name, code)
+            self.serve_requests()
+            if all(p.poll() is not None for p in self.procs.values()):
+                say("no daemon is left running: the lab stops")
+                return
+            time.sleep(0.5)
+
+    def announce(self, name: str, code: int) -> None:
+        record = self.daemons[name]
+        left = leftovers(record)
+        extra = f"; {len(left)} process(es) of its session still run (pids {pid_list(left)})" if left else ""
+        say(f"{name} (pid {record['pid']}) died: {describe_exit(code)}; log: {record['log']}{extra}. "
+            f"The rest keeps running; `scripts/lab restart {name}` starts it again.")
+
+    def serve_requests(self) -> None:
+        for request in sorted((self.state / "control").glob("*.req")):
+            try:
+                ask = json.loads(request.read_text())
+            except (OSError, ValueError):
+                ask = {}
+            request.unlink(missing_ok=True)
+            with self.uninterrupted():
+                write_json(request.with_suffix(".done"), self.answer(ask))
+
+    def answer(self, ask: Mapping[str, Any]) -> dict:
+        name = ask.get("name")
+        if ask.get("action") != "restart" or name not in self.daemons:
+            return {"ok": False, "error": f"cannot {ask.get('action')!r} {name!r}"}
+        say(f"restarting {name} (asked from another shell)…")
+        self.procs[name], self.daemons[name] = relaunch(self.state, name, self.daemons[name])
+        self.reported.discard(name)
+        self.publish(ready=True)
+        return {"ok": True, "record": self.daemons[name]}
+
+    def down(self) -> None:
+        self.critical = True  # a second Ctrl-C does not cut the stopping short
+        stop_all(list(reversed(self.daemons.items())))
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        self.file.remove()
