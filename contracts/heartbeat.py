@@ -1,7 +1,7 @@
 """The heartbeat: what every appliance POSTs (msgpack) to every steering replica each interval, and
 steering's answer. Version 1 on the wire is one flat map:
 
-    {"v": 1, "appliance_id": "ams-1", "site": "ams", "seq": 42, "sent_at": 1767225600.5,
+    {"v": 1, "appliance_id": "ams-1", "site": "ams", "boot": "<16 hex>", "seq": 42, "sent_at": 1767225600.5,
      "accepting": true, "draining": false,
      "load": {"loadavg": 0.7, "open_connections": 1200},
      "egress_bps": 3200000000, "capacity_bps": 10000000000,
@@ -16,10 +16,14 @@ changed). A replica whose generation is neither → a gap (a lost delta, a resta
 `need_full` and the reporter resends the whole set. Decoding validates everything and raises a
 `HeartbeatError` naming the field; `status_hint` is 400.
 
-A report is authenticated with the shared key ring (contracts.keys): the header
-`X-CDN-Heartbeat-Signature: k=<key id>,s=<base64url HMAC-SHA256 of "heartbeat-v1|" + body>`; steering
-accepts any listed key (rotation as for URL tokens) and refuses a report whose `sent_at` is further
-than its allowed skew from its clock, so a captured report cannot be replayed later.
+A report is authenticated with the appliance's own key ring (keys derived for it, contracts.keys):
+the header `X-CDN-Heartbeat-Signature: a=<appliance id>,k=<key id>,s=<base64url HMAC-SHA256 of
+"heartbeat-v1|" + body>`. Steering derives that appliance's keys from the master, checks the header
+before it reads the body whole, and then that the body names the same appliance — so no appliance can
+report as another. Every report carries a `boot` id (random per reporter start) and a `seq` that
+grows by one per round: steering refuses a seq that does not grow within a boot and a boot it has
+seen end (`ReportSequence`), and a `sent_at` further than its allowed skew from its clock, so a
+captured report cannot be replayed.
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ import hmac
 import json
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+import re
+from typing import Any, Callable, Mapping
 
 import msgpack
 
@@ -38,6 +43,9 @@ from contracts.token import Keyring
 from contracts.wirefields import WireFields, is_number
 
 SCHEMA_VERSION = 1
+_IDENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SIG = re.compile(r"[A-Za-z0-9_-]{43}")
+_BOOT = re.compile(r"[0-9a-f]{8,64}")
 CONTENT_TYPE = "application/msgpack"
 SIGNATURE_HEADER = "X-CDN-Heartbeat-Signature"
 _SIGNED_PREFIX = b"heartbeat-v1|"
@@ -65,6 +73,13 @@ class HeartbeatUnauthorized(HeartbeatError):
 
 class StaleHeartbeat(HeartbeatError):
     reason = "heartbeat-stale"
+
+
+class ReplayedHeartbeat(HeartbeatError):
+    """A seq that does not grow within its boot, or a report from a boot that has ended."""
+
+    status_hint = 409
+    reason = "heartbeat-replayed"
 
 
 class DiskState(str, Enum):
@@ -119,6 +134,7 @@ class Heartbeat:
     sent_at: float
     health: HealthSnapshot
     inventory: InventoryUpdate
+    boot: str = ""  # the reporter's random id for this run of it; seq counts within it
 
 
 @dataclass(frozen=True)
@@ -135,7 +151,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
     h = hb.health
     inv = hb.inventory
     return msgpack.packb({
-        "v": SCHEMA_VERSION, "appliance_id": hb.appliance_id, "site": hb.site, "seq": hb.seq,
+        "v": SCHEMA_VERSION, "appliance_id": hb.appliance_id, "site": hb.site, "boot": hb.boot, "seq": hb.seq,
         "sent_at": hb.sent_at, "accepting": h.accepting, "draining": h.draining,
         "load": {"loadavg": h.load.loadavg, "open_connections": h.load.open_connections},
         "egress_bps": h.egress_bps, "capacity_bps": h.capacity_bps,
@@ -170,23 +186,57 @@ def decode_ack(raw: bytes, content_type: str = CONTENT_TYPE) -> HeartbeatAck:
 
 # ---- authentication -------------------------------------------------------------------------
 
-def sign_body(body: bytes, keys: Keyring) -> str:
-    """The signature header's value for an encoded report, with the ring's signing key."""
-    return f"k={keys.signing_id},s={_mac(body, keys.secret(keys.signing_id))}"
+def sign_body(body: bytes, keys: Keyring, appliance: str) -> str:
+    """The signature header's value for an encoded report, with the appliance's own signing key."""
+    return f"a={appliance},k={keys.signing_id},s={_mac(body, keys.secret(keys.signing_id))}"
 
 
-def verify_body(body: bytes, header: str | None, keys: Keyring) -> KeyId:
-    """The key id that signed `body`; raises HeartbeatUnauthorized (401) otherwise."""
-    if not header:
+def signer_of(header: str | None) -> tuple[str, KeyId, str]:
+    """(appliance, key id, signature) of a signature header, checked for shape only — cheap enough to
+    run before the body is read, so an unsigned or garbled report is refused unread."""
+    if not header or len(header) > 256:
         raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: required")
     params = dict(part.partition("=")[::2] for part in header.split(","))
-    key_id, sig = KeyId(params.get("k", "")), params.get("s", "")
-    secret = keys.keys.get(key_id)
+    appliance, key_id, sig = params.get("a", ""), KeyId(params.get("k", "")), params.get("s", "")
+    if not (_IDENT.fullmatch(appliance) and _IDENT.fullmatch(key_id) and _SIG.fullmatch(sig)):
+        raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: must be a=<appliance>,k=<key id>,s=<signature>")
+    return appliance, key_id, sig
+
+
+def verify_body(body: bytes, header: str | None, keys_for: "Callable[[str], Keyring | None]") -> tuple[str, KeyId]:
+    """(appliance, key id) that signed `body`, checked with that appliance's keys (`keys_for`);
+    raises HeartbeatUnauthorized (401) otherwise."""
+    appliance, key_id, sig = signer_of(header)
+    keys = keys_for(appliance)
+    secret = keys.keys.get(key_id) if keys is not None else None
     if secret is None:
-        raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: unknown key id {key_id!r:.40}")
+        raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: unknown appliance or key id {appliance!r:.40}/{key_id!r:.40}")
     if not hmac.compare_digest(_mac(body, secret), sig):
         raise HeartbeatUnauthorized(f"{SIGNATURE_HEADER}: signature does not match")
-    return key_id
+    return appliance, key_id
+
+
+class ReportSequence:
+    """Replay protection, per appliance: the current boot and its last seq, plus the boots that
+    ended (a bounded memory), so a captured report is refused however it is replayed. Pure."""
+
+    def __init__(self, remember_boots: int = 16) -> None:
+        self.remember_boots = remember_boots
+        self._current: dict[str, tuple[str, int]] = {}
+        self._ended: dict[str, list[str]] = {}
+
+    def accept(self, appliance: str, boot: str, seq: int) -> None:
+        current = self._current.get(appliance)
+        if current is not None and current[0] == boot:
+            if seq <= current[1]:
+                raise ReplayedHeartbeat(f"seq: {seq} is not above {current[1]} (boot {boot})")
+        elif boot in self._ended.get(appliance, ()):
+            raise ReplayedHeartbeat(f"boot: {boot!r} has ended (the reporter restarted since)")
+        elif current is not None:
+            ended = self._ended.setdefault(appliance, [])
+            ended.append(current[0])
+            del ended[:-self.remember_boots]
+        self._current[appliance] = (boot, seq)
 
 
 def check_fresh(hb: "Heartbeat", now: float, max_skew_s: float) -> None:
@@ -223,7 +273,7 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
     )
     return Heartbeat(
         appliance_id=ApplianceId(f.ident("appliance_id")), site=SiteId(f.ident("site")),
-        seq=f.count("seq"), sent_at=f.number("sent_at"), health=health,
+        boot=_boot(f.str("boot")), seq=f.count("seq"), sent_at=f.number("sent_at"), health=health,
         inventory=_inventory(_Fields(f.raw("inventory"), "inventory")),
     )
 
@@ -236,6 +286,12 @@ def _disk(raw: Any, where: str) -> DiskReport:
     return DiskReport(path=f.str("path"), tier=f.str("tier"), state=DiskState(state),
                       total_bytes=f.count("total_bytes"), free_bytes=f.count("free_bytes"),
                       files=f.count("files"))
+
+
+def _boot(raw: str) -> str:
+    if not _BOOT.fullmatch(raw):
+        raise MalformedHeartbeat("boot: must be 8-64 hex digits")
+    return raw
 
 
 def _degraded(raw: Any) -> tuple[str, ...]:

@@ -16,8 +16,6 @@ appliance can forge nothing for any other: its keys open nothing else.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import os
 import secrets
 import tomllib
@@ -25,12 +23,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.ids import KeyId
-from contracts.token import MAX_KEY_ID_LEN, Keyring
+from contracts.token import MAX_KEY_ID_LEN, Keyring, derive_secret
 from contracts.tomlconf import ConfigError
 
 MIN_SECRET_BYTES = 32
 MAX_KEYS = 16
-_DERIVE_SALT = b"opencdn/derived-key/v1"
 
 
 def parse_keyring(mapping: Mapping[str, Any], where: str = "") -> Keyring:
@@ -57,14 +54,6 @@ def parse_keyring(mapping: Mapping[str, Any], where: str = "") -> Keyring:
     if not isinstance(signing, str) or signing not in keys:
         raise ConfigError(f"{prefix}signing: must name one of the keys ({', '.join(keys)})")
     return Keyring(keys=keys, signing_id=KeyId(signing))
-
-
-def derive_secret(master: bytes, holder: str) -> bytes:
-    """HKDF-SHA256 (RFC 5869), one 32-byte block: the key `holder` (an appliance id, "origin") gets."""
-    if not holder or len(holder) > 64:
-        raise ValueError("holder: 1-64 characters")
-    prk = hmac.new(_DERIVE_SALT, master, hashlib.sha256).digest()
-    return hmac.new(prk, holder.encode() + b"\x01", hashlib.sha256).digest()
 
 
 def derive_keyring(master: Keyring, holder: str) -> Keyring:

@@ -15,21 +15,32 @@ An origin source carries a `url` (an HTTP origin such as `origin serve`), an `s3
 (`s3://bucket/key`, reached with the agent's own endpoint and credentials), or neither (the agent's
 configured origin). Peer and HTTP-origin fetches carry a fill token (`Authorization: CDN-Token ...`).
 
-`version` is a content hash over everything but `generated_at` and itself, so the same plan gives the
-same version (and ETag) on every steering replica, and a manifest whose version does not match its
-content was damaged on the way and is refused. Decoding validates everything and raises a
+`version` is a content hash over the files (not `generated_at`, `credentials`, `signature` or itself),
+so the same plan gives the same version (and ETag) on every steering replica, and a manifest whose
+version does not match its content was damaged on the way and is refused.
+
+Trust: `credentials` maps each source the manifest names (a peer's appliance id, or "origin") to the
+fill token this appliance presents there — minted by the planner with that source's key derived for
+this appliance, so it opens that source only, for this appliance only, until it expires. `signature`
+(`k=<key id>,s=<base64url HMAC-SHA256>`) is made with the keys derived for the appliance over the
+canonical JSON of everything else; the agent refuses a manifest whose signature its own keys do not
+verify, before acting on any of it. Decoding validates everything and raises a
 `ManifestError` naming the field; `status_hint` is what a server would answer with such a document.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
 
 import xxhash
 
 from contracts.ids import ApplianceId, FileKey, InvalidFileKey, validate_file_key
+from contracts.token import Keyring
 from contracts.wirefields import IDENT, WireFields
 
 SCHEMA_VERSION = 1
@@ -41,6 +52,11 @@ MAX_SOURCES = 32
 _HEX128 = re.compile(r"[0-9a-f]{32}")
 _URL = re.compile(r"https?://[^/\s?#]+(/[^\s#]*)?")
 _S3 = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+")
+_CREDENTIAL = re.compile(r"[A-Za-z0-9_.~=&%/:-]{1,512}")  # a token's query string
+_SIGNATURE = re.compile(r"k=([A-Za-z0-9_-]{1,32}),s=([A-Za-z0-9_-]{43})")
+_SIGNED_PREFIX = b"fill-manifest-v1|"
+MAX_CREDENTIALS = 4096
+ORIGIN = "origin"  # the credentials name of the HTTP origin
 
 
 class ManifestError(ValueError):
@@ -60,6 +76,13 @@ class ManifestVersionMismatch(ManifestError):
     """`version` is not the hash of the content: damaged or edited on the way."""
 
     reason = "manifest-version-mismatch"
+
+
+class ManifestUnauthenticated(ManifestError):
+    """No signature, or one this appliance's keys do not verify: not from our planner, or edited."""
+
+    status_hint = 403
+    reason = "manifest-signature"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +109,8 @@ class Manifest:
     version: str
     generated_at: float
     files: tuple[ManifestFile, ...]
+    credentials: Mapping[str, str] = field(default_factory=dict)  # source -> fill token (query string)
+    signature: str = ""
 
     @property
     def etag(self) -> str:
@@ -130,8 +155,39 @@ def make_manifest(appliance: ApplianceId, files: Iterable[ManifestFile], generat
 
 
 def to_dict(m: Manifest) -> dict[str, Any]:
-    return {"v": SCHEMA_VERSION, "appliance": m.appliance, "version": m.version,
-            "generated_at": m.generated_at, "files": [_file_dict(f) for f in m.files]}
+    out = {"v": SCHEMA_VERSION, "appliance": m.appliance, "version": m.version,
+           "generated_at": m.generated_at, "files": [_file_dict(f) for f in m.files]}
+    if m.credentials:
+        out["credentials"] = dict(sorted(m.credentials.items()))
+    if m.signature:
+        out["signature"] = m.signature
+    return out
+
+
+def _signed_bytes(data: Mapping[str, Any]) -> bytes:
+    unsigned = {k: v for k, v in data.items() if k != "signature"}
+    return _SIGNED_PREFIX + json.dumps(unsigned, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _mac(data: Mapping[str, Any], secret: bytes) -> str:
+    digest = hmac.new(secret, _signed_bytes(data), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def sign_manifest(m: Manifest, keys: Keyring, credentials: Mapping[str, str] | None = None) -> Manifest:
+    """The manifest with `credentials` (if given) and a signature by `keys` (the appliance's own)."""
+    m = replace(m, credentials=dict(credentials) if credentials is not None else m.credentials, signature="")
+    return replace(m, signature=f"k={keys.signing_id},s={_mac(to_dict(m), keys.secret(keys.signing_id))}")
+
+
+def check_signature(data: Mapping[str, Any], keys: Keyring) -> None:
+    """Raise ManifestUnauthenticated unless `data` (a decoded manifest object) is signed with `keys`."""
+    m = _SIGNATURE.fullmatch(str(data.get("signature", "")))
+    if m is None:
+        raise ManifestUnauthenticated("signature: missing or malformed (a manifest must be signed)")
+    secret = keys.keys.get(m.group(1))
+    if secret is None or not hmac.compare_digest(_mac(data, secret), m.group(2)):
+        raise ManifestUnauthenticated("signature: does not verify with this appliance's keys")
 
 
 def encode_manifest(m: Manifest) -> bytes:
@@ -140,12 +196,17 @@ def encode_manifest(m: Manifest) -> bytes:
 
 # ---- decoding -------------------------------------------------------------------------------
 
-def decode_manifest(raw: bytes | str, appliance: str | None = None) -> Manifest:
-    """Parse and validate; with `appliance`, also refuse a manifest made for another appliance."""
+def decode_manifest(raw: bytes | str, appliance: str | None = None, keys: Keyring | None = None) -> Manifest:
+    """Parse and validate; with `appliance`, also refuse a manifest made for another appliance; with
+    `keys`, refuse one they did not sign (checked first: nothing unauthenticated is even parsed)."""
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedManifest(f"not valid JSON: {exc}") from None
+    if keys is not None:
+        if not isinstance(data, dict):
+            raise MalformedManifest("a manifest must be a JSON object")
+        check_signature(data, keys)
     return from_dict(data, appliance)
 
 
@@ -174,7 +235,18 @@ def from_dict(data: Any, appliance: str | None = None) -> Manifest:
     actual = content_version(who, files)
     if stated != actual:
         raise ManifestVersionMismatch(f"version: {stated!r:.40} does not match the content ({actual})")
-    return Manifest(ApplianceId(who), stated, generated_at, tuple(files))
+    return Manifest(ApplianceId(who), stated, generated_at, tuple(files), _credentials(data.get("credentials", {})),
+                    str(data.get("signature", "")))
+
+
+def _credentials(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict) or len(raw) > MAX_CREDENTIALS:
+        raise MalformedManifest(f"credentials: must be a map of at most {MAX_CREDENTIALS} sources")
+    for name, token in raw.items():
+        if not (isinstance(name, str) and IDENT.fullmatch(name) and isinstance(token, str)
+                and _CREDENTIAL.fullmatch(token)):
+            raise MalformedManifest(f"credentials.{str(name)[:64]}: must map a source id to a token")
+    return dict(raw)
 
 
 def _file(raw: Any, where: str) -> ManifestFile:

@@ -6,10 +6,14 @@ with the key named by `key_id`, base64url without padding. In a URL it is four q
 
     /<file key>?e=<unix expiry>&k=<key id>[&c=<client prefix, e.g. 203.0.113.0/24>]&s=<signature>
 
-Fill tokens (peer fill, origin) have scope "fill", sign the path "*" and travel as `t=fill` plus the
-same parameters in the query or in an `Authorization: CDN-Token <query>` header. A prefix, not an exact
-address, is bound because mobile clients change address inside their carrier's prefix. Everything
-here is pure: the caller supplies `now` and the client address.
+Fill tokens (peer fill, pull-through, origin) have scope "fill", sign the path "*", name the fetching
+appliance (`f=`), and travel as `t=fill&f=<holder>` plus the same parameters in the query or in an
+`Authorization: CDN-Token <query>` header. They are signed with a key derived from the SOURCE's key for
+that holder (`fill_keys`): the source re-derives it from its own key and the `f` it reads, steering
+derives it from the master, and the holder is handed only that sub-key — so a fill credential opens
+one source, for one fetcher, until it expires. A prefix, not an exact address, is bound because mobile
+clients change address inside their carrier's prefix. Everything here is pure: the caller supplies
+`now` and the client address.
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ MAX_KEY_ID_LEN = 32
 _EXPIRY = re.compile(r"0|[1-9][0-9]{0,11}")  # unix seconds, digits only, no sign or leading zero
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,%d}" % MAX_KEY_ID_LEN)
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of 32 bytes, no padding
+_HOLDER = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # an appliance id
+_DERIVE_SALT = b"opencdn/derived-key/v1"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -83,6 +89,15 @@ class Grant:
     key_id: KeyId
     client_prefix: IPNetwork | None = None
     scope: Scope = Scope.PLAY
+    holder: str | None = None  # fill scope: the appliance the token was minted for
+
+
+def derive_secret(master: bytes, holder: str) -> bytes:
+    """HKDF-SHA256 (RFC 5869), one 32-byte block: the key `holder` gets from `master`."""
+    if not holder or len(holder) > 80:
+        raise ValueError("holder: 1-80 characters")
+    prk = hmac.new(_DERIVE_SALT, master, hashlib.sha256).digest()
+    return hmac.new(prk, holder.encode() + b"\x01", hashlib.sha256).digest()
 
 
 def client_prefix_for(address: str, v4_bits: int = 24, v6_bits: int = 48) -> IPNetwork:
@@ -96,9 +111,8 @@ def client_prefix_for(address: str, v4_bits: int = 24, v6_bits: int = 48) -> IPN
 
 def _message(grant: Grant) -> bytes:
     prefix = str(grant.client_prefix) if grant.client_prefix is not None else ""
-    return "|".join(
-        (TOKEN_VERSION, grant.scope.value, grant.path, str(grant.expires_at), grant.key_id, prefix)
-    ).encode()
+    fields = (TOKEN_VERSION, grant.scope.value, grant.path, str(grant.expires_at), grant.key_id, prefix)
+    return "|".join(fields + ((grant.holder,) if grant.holder is not None else ())).encode()
 
 
 def _b64(raw: bytes) -> str:
@@ -116,6 +130,8 @@ def encode_query(grant: Grant, secret: bytes) -> str:
         parts.append(f"c={grant.client_prefix}")
     if grant.scope is not Scope.PLAY:
         parts.append(f"t={grant.scope.value}")
+    if grant.holder is not None:
+        parts.append(f"f={grant.holder}")
     parts.append(f"s={signature(grant, secret)}")
     return "&".join(parts)
 
@@ -131,17 +147,24 @@ def sign_path(
     return f"{path}?{encode_query(grant, keys.secret(keys.signing_id))}"
 
 
-def fill_token(keys: "Keyring", expires_at: int) -> str:
-    grant = Grant(path="*", expires_at=expires_at, key_id=keys.signing_id, scope=Scope.FILL)
+def fill_keys(source: "Keyring", holder: str) -> "Keyring":
+    """What `holder` signs fill tokens for `source`'s owner with (the source derives the same)."""
+    return Keyring({kid: derive_secret(secret, "fill:" + holder) for kid, secret in source.keys.items()},
+                   source.signing_id)
+
+
+def fill_token(keys: "Keyring", expires_at: int, holder: str) -> str:
+    """A fill token for `holder`; `keys` are its fill keys for one source (`fill_keys`)."""
+    grant = Grant(path="*", expires_at=expires_at, key_id=keys.signing_id, scope=Scope.FILL, holder=holder)
     return encode_query(grant, keys.secret(keys.signing_id))
 
 
 AUTH_SCHEME = "CDN-Token"
 
 
-def fill_authorization(keys: "Keyring", expires_at: int) -> str:
+def fill_authorization(keys: "Keyring", expires_at: int, holder: str) -> str:
     """The `Authorization` header value a fill client (peer, pull-through, agent) sends."""
-    return f"{AUTH_SCHEME} {fill_token(keys, expires_at)}"
+    return f"{AUTH_SCHEME} {fill_token(keys, expires_at, holder)}"
 
 
 def authorization_params(header: str | None) -> dict[str, str] | None:
@@ -161,7 +184,7 @@ def parse_query(query: str) -> dict[str, str]:
         return params
     for item in query.split("&"):
         name, sep, value = item.partition("=")
-        if name in ("e", "k", "c", "s", "t"):
+        if name in ("e", "k", "c", "s", "t", "f"):
             if name in params or not sep:
                 raise TokenMalformed(f"token parameter {name!r} repeated or without a value")
             params[name] = value
@@ -208,17 +231,23 @@ def verify_signature(
     if (client_prefix is not None and raw_prefix != str(client_prefix)) or raw_scope == Scope.PLAY.value:
         raise TokenMalformed("token parameters malformed: c or t not in canonical form")
     expires_at = int(expiry)
+    holder = params.get("f")
+    if (holder is not None) != (token_scope is Scope.FILL) or (holder is not None and not _HOLDER.fullmatch(holder)):
+        raise TokenMalformed("token parameters malformed: f (the fetching appliance) goes with t=fill only")
     if token_scope is not scope:
         raise WrongScope(f"token scope {token_scope.value!r}, needed {scope.value!r}")
     secret = keys.keys.get(key_id)
     if secret is None:
         raise UnknownKey(f"key id {key_id!r} is not configured")
+    if holder is not None:  # signed with our key derived for that fetcher
+        secret = derive_secret(secret, "fill:" + holder)
     grant = Grant(
         path="*" if scope is Scope.FILL else path,
         expires_at=expires_at,
         key_id=key_id,
         client_prefix=client_prefix,
         scope=token_scope,
+        holder=holder,
     )
     if not hmac.compare_digest(signature(grant, secret), sig):
         raise BadSignature("signature does not match")

@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from contracts.keys import load_keyring
+from contracts.token import Keyring
 from contracts.manifest import Manifest, ManifestFile
 from fill import manifest_client
 from fill.config import FillConfig, local_zone
@@ -112,8 +113,8 @@ class Run:
         connector = aiohttp.TCPConnector(limit=t.max_files * t.parts_per_file + 4, limit_per_host=0)
         async with aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False) as session:
             keys = await asyncio.to_thread(load_keyring, self.oca.tokens.key_file)
-            resolver = Resolver(keys, self.cfg.origin, t.token_ttl_s)
-            manifest = await self._manifest(session, resolver)
+            resolver = Resolver(self.cfg.origin)
+            manifest = await self._manifest(session, resolver, keys)
             if isinstance(manifest, int):
                 return manifest
             store = await asyncio.to_thread(Store.open, self.oca)
@@ -122,14 +123,17 @@ class Run:
             finally:
                 await asyncio.to_thread(store.close)
 
-    async def _manifest(self, session: aiohttp.ClientSession, resolver: Resolver) -> Manifest | int:
+    async def _manifest(self, session: aiohttp.ClientSession, resolver: Resolver, keys: Keyring) -> Manifest | int:
         appliance = self.oca.appliance_id
         try:
             if self.opts.manifest_file is not None:
-                raw, manifest = await asyncio.to_thread(manifest_client.read_file, self.opts.manifest_file, appliance)
+                raw, manifest = await asyncio.to_thread(manifest_client.read_file, self.opts.manifest_file,
+                                                        appliance, keys)
             else:
                 saved = await asyncio.to_thread(self.state.saved_manifest)
-                raw, manifest, _ = await manifest_client.from_steering(session, self.opts.steering, appliance, saved)
+                raw, manifest, _ = await manifest_client.from_steering(session, self.opts.steering, appliance, saved,
+                                                                       keys)
+            resolver.credentials = manifest.credentials  # each source's own, for this run
             if self.cfg.origin.verify_catalog:
                 catalog = await manifest_client.catalog_index(self.cfg.origin, session, resolver)
                 if catalog is None:

@@ -33,7 +33,6 @@ class TransferConfig:
     max_attempts: int = 8  # host failures per file before it waits for the next run
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 60.0
-    token_ttl_s: int = 6 * 3600  # lifetime of the fill token sent to peers and the origin
 
 
 @dataclass(frozen=True)
@@ -134,7 +133,6 @@ def _transfer(s: Section) -> TransferConfig:
         max_attempts=s.int("max_attempts", d.max_attempts, min=1),
         backoff_base_s=s.float("backoff_base_s", d.backoff_base_s, min=0.0),
         backoff_cap_s=s.float("backoff_cap_s", d.backoff_cap_s, min=0.0),
-        token_ttl_s=s.int("token_ttl_s", d.token_ttl_s, min=60),
     )
     s.done()
     return cfg

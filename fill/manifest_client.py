@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 
 from contracts.ids import FileKey
-from contracts.manifest import Manifest, ManifestError, decode_manifest
+from contracts.manifest import ORIGIN, Manifest, ManifestError, decode_manifest
+from contracts.token import Keyring
 from fill.config import OriginConfig
 from fill.core.diff import unknown_files
 from fill.log import log
@@ -36,24 +37,25 @@ class NoManifest(Exception):
     status_hint = 503
 
 
-def read_file(path: Path, appliance: str) -> tuple[bytes, Manifest]:
+def read_file(path: Path, appliance: str, keys: Keyring) -> tuple[bytes, Manifest]:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise NoManifest(f"{path}: {exc.strerror}") from None
     try:
-        return raw, decode_manifest(raw, appliance)
+        return raw, decode_manifest(raw, appliance, keys)
     except ManifestError as exc:
         raise ManifestRefused(f"{path}: {exc}") from None
 
 
 async def from_steering(session: aiohttp.ClientSession, replicas: tuple[str, ...], appliance: str,
-                        saved: bytes | None) -> tuple[bytes, Manifest, bool]:
-    """(raw, manifest, changed). Raises ManifestRefused or NoManifest."""
+                        saved: bytes | None, keys: Keyring) -> tuple[bytes, Manifest, bool]:
+    """(raw, manifest, changed); every manifest is checked against our own keys (the planner signs
+    it for us) before anything in it is believed. Raises ManifestRefused or NoManifest."""
     current = None
     if saved is not None:
         try:
-            current = decode_manifest(saved, appliance)
+            current = decode_manifest(saved, appliance, keys)
         except ManifestError:
             current = None
     headers = {"If-None-Match": current.etag} if current is not None else {}
@@ -73,7 +75,7 @@ async def from_steering(session: aiohttp.ClientSession, replicas: tuple[str, ...
             problems.append(f"{url}: {type(exc).__name__}: {exc}")
             continue
         try:
-            return raw, decode_manifest(raw, appliance), True
+            return raw, decode_manifest(raw, appliance, keys), True
         except ManifestError as exc:
             refused.append(f"{url}: {exc}")
             log("manifest-refused", url=url, error=str(exc))
@@ -108,7 +110,7 @@ async def _catalog_from_http(base: str, session: aiohttp.ClientSession,
                              resolver: Resolver) -> dict[FileKey, tuple[int, str]]:
     from origin.core.catalog import from_dict
 
-    headers = {"Authorization": resolver.authorization()}
+    headers = resolver.headers_for(ORIGIN)
     async with session.get(f"{base}/v1/titles", headers=headers) as resp:
         if resp.status != 200:
             raise NoManifest(f"{base}/v1/titles: HTTP {resp.status}: cannot check the manifest")

@@ -1,7 +1,8 @@
 """Turning a manifest source into a request: the URL to GET (with Range) and its headers.
 
-- peer, or an origin source with a `url` (`origin serve`): that URL with a fill token in
-  `Authorization: CDN-Token ...`, signed with the appliance's own key ring;
+- peer, or an origin source with a `url` (`origin serve`): that URL with the manifest's credential
+  for that source in `Authorization: CDN-Token ...` (the planner minted it for this appliance; it opens
+  that source only, so it is never sent anywhere else);
 - an origin source with `s3` (s3://bucket/key): a presigned GetObject URL made by boto3 with the
   agent's endpoint and credentials (local signing, no request), fetched by the same aiohttp client,
   so S3 gets the same parallel ranged GETs, pacing and checks as every other source;
@@ -10,11 +11,10 @@
 from __future__ import annotations
 
 import threading
-import time
-from typing import Any
+from typing import Any, Mapping
 
-from contracts.manifest import Source
-from contracts.token import Keyring, fill_authorization
+from contracts.manifest import ORIGIN, Source
+from contracts.token import AUTH_SCHEME
 from fill.config import ConfigError, OriginConfig
 
 PRESIGN_TTL_S = 6 * 3600
@@ -35,25 +35,18 @@ def split_s3(location: str) -> tuple[str, str]:
 
 
 class Resolver:
-    def __init__(self, keys: Keyring, origin: OriginConfig, token_ttl_s: int = 6 * 3600) -> None:
-        self.keys = keys
+    def __init__(self, origin: OriginConfig, credentials: Mapping[str, str] | None = None) -> None:
         self.origin = origin
-        self.token_ttl_s = token_ttl_s
+        self.credentials: Mapping[str, str] = credentials or {}
         self._s3: Any = None
         self._lock = threading.Lock()
-        self._auth: tuple[float, str] = (0.0, "")
         if origin.location is not None:
             split_s3(origin.location)
 
-    def authorization(self) -> str:
-        """A fill token, renewed when less than half its lifetime is left."""
-        now = time.time()
-        expires, header = self._auth
-        if expires - now < self.token_ttl_s / 2:
-            expires = now + self.token_ttl_s
-            header = fill_authorization(self.keys, int(expires))
-            self._auth = (expires, header)
-        return header
+    def headers_for(self, source: str | None) -> dict[str, str]:
+        """The Authorization header for one named source (its own credential), or none."""
+        token = self.credentials.get(source) if source is not None else None
+        return {"Authorization": f"{AUTH_SCHEME} {token}"} if token else {}
 
     def s3_client(self) -> Any:
         with self._lock:
@@ -71,12 +64,12 @@ class Resolver:
 
     def request_for(self, key: str, source: Source) -> tuple[str, dict[str, str]]:
         if source.url is not None:
-            return source.url, {"Authorization": self.authorization()}
+            return source.url, self.headers_for(source.appliance if source.kind == "peer" else ORIGIN)
         if source.s3 is not None:
             bucket, _, object_key = source.s3[len("s3://"):].partition("/")
             return self.presign(bucket, object_key), {}
         if self.origin.url is not None:
-            return f"{self.origin.url}/{key}", {"Authorization": self.authorization()}
+            return f"{self.origin.url}/{key}", self.headers_for(ORIGIN)
         if self.origin.location is not None:
             bucket, prefix = split_s3(self.origin.location)
             return self.presign(bucket, f"{prefix}/{key}" if prefix else key), {}

@@ -10,6 +10,7 @@ Process identity (seen, verdict, leftovers) is the lab's own, from scripts/labpr
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,7 +29,9 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]  # the repo's packages; script
 
 import labproc  # noqa: E402
 from chaos_load import get, get_json  # noqa: E402
-from contracts.keys import new_secret  # noqa: E402
+from contracts.ids import KeyId  # noqa: E402
+from contracts.keys import derive_keyring, keyfile_text, new_secret  # noqa: E402
+from contracts.token import Keyring  # noqa: E402
 from tests.support import worker_pids_of  # noqa: E402
 
 LAB_PY = REPO / "scripts" / "lab.py"
@@ -247,23 +250,21 @@ class Chaos:
             d for d in get_json(f"{admin}/v1/health")["disks"] if d["tier"] == "ssd")["ok"], time.monotonic()))
 
     def rewrite_keys(self, step: int, pause_s: float = 1.0) -> None:
-        """Rotation step 1 adds k2, step 2 makes it the signing key; each written in place, not
-        atomically: truncate, pause, the first half, pause, the rest."""
+        """Rotation as the README tells an operator: step 1 adds k2 to steering's master file and to
+        every appliance's derived key file, step 2 makes k2 the master's signing key. Every file is
+        written in place, not atomically: truncate, pause, the first half, pause, the rest."""
         path = self.state / "keys.toml"
         current = tomllib.loads(path.read_text())
         keys = dict(current["keys"])
         keys.setdefault("k2", new_secret())
         signing = "k2" if step == 2 else current["signing"]
         text = f'signing = "{signing}"\n\n[keys]\n' + "".join(f'{k} = "{v}"\n' for k, v in keys.items())
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, 0)
-            time.sleep(pause_s)
-            os.write(fd, text[:len(text) // 2].encode())
-            time.sleep(pause_s)
-            os.write(fd, text[len(text) // 2:].encode())
-        finally:
-            os.close(fd)
+        if step == 1:
+            master = Keyring({KeyId(k): _b64decode(v) for k, v in keys.items()}, KeyId(signing))
+            for own in sorted((self.state / "keys").glob("*.toml")):
+                holder = own.stem
+                _write_slowly(own, keyfile_text(derive_keyring(master, holder), holder), pause_s / 4)
+        _write_slowly(path, text, pause_s)
         self.log(f"key rotation step {step}", f"keys.toml rewritten in place (signing = {signing}, keys {list(keys)})")
         if step == 2:
             for rep, url in self.info()["steering_replicas"].items():
@@ -308,3 +309,19 @@ def schedule(chaos: Chaos) -> list[tuple[float, Callable[[], None]]]:
         (0.85, lambda: chaos.run_fill("lab-a2")),
     ]
 
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _write_slowly(path: Path, text: str, pause_s: float) -> None:
+    """Rewrite `path` in place as a careless editor would: readers may see it empty or half written."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 0)
+        time.sleep(pause_s)
+        os.write(fd, text[:len(text) // 2].encode())
+        time.sleep(pause_s)
+        os.write(fd, text[len(text) // 2:].encode())
+    finally:
+        os.close(fd)

@@ -82,6 +82,7 @@ class PullThroughConfig:
     timeout_s: float = 10.0  # connect / between-bytes timeout towards the parent
     wait_s: float = 2.0  # how long a request waits for its pull before the fast 404
     retry_after_s: float = 30.0  # a key whose pull failed is not pulled again before this
+    key_file: Path | None = None  # this appliance's fill keys for the parent (`steering keys derive --pull-from`)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         store=_store(top.section("store"), base),
         disks=_disks(top.section("tiers"), base),
         mover=_mover(top.section("mover", {})),
-        pull_through=_pull_through(top.section("pull_through", {})),
+        pull_through=_pull_through(top.section("pull_through", {}), base),
         steering=_steering(top.section("steering", {})),
         source=source,
     )
@@ -226,17 +227,21 @@ def _mover(s: Section) -> MoverConfig:
     return cfg
 
 
-def _pull_through(s: Section) -> PullThroughConfig:
+def _pull_through(s: Section, base: Path | None) -> PullThroughConfig:
     cfg = PullThroughConfig(
         enabled=s.bool("enabled", False),
         parent=s.str("parent", None),
         timeout_s=s.float("timeout_s", 10.0, min=0.1),
         wait_s=s.float("wait_s", 2.0, min=0.0),
         retry_after_s=s.float("retry_after_s", 30.0, min=0.0),
+        key_file=s.path("key_file", None, base=base),
     )
     s.done()
     if cfg.enabled and not cfg.parent:
         raise ConfigError("pull_through.parent: required when pull_through.enabled is true")
+    if cfg.enabled and cfg.key_file is None:
+        raise ConfigError("pull_through.key_file: required when pull_through.enabled is true "
+                          "(this appliance's fill keys for the parent: steering keys derive --pull-from PARENT)")
     return cfg
 
 

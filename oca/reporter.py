@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field, replace
 from typing import AbstractSet, Callable, Sequence
@@ -84,6 +85,7 @@ class Reporter:
         self._snapshot, self._inventory, self._clock = snapshot, inventory, clock
         self._keyring = keys  # a callable follows key rotation (the daemon reloads its key file)
         self.replicas = {url.rstrip("/"): ReplicaStatus(url.rstrip("/")) for url in steering_urls}
+        self.boot = secrets.token_hex(8)  # seq counts within this run: steering refuses replays
         self._seq = 0
         self._generation = 0
         self._keys: frozenset[FileKey] | None = None
@@ -145,7 +147,8 @@ class Reporter:
         if body is None:
             inventory = (InventoryUpdate(generation=round_.generation, full=True, added=tuple(round_.keys))
                          if full else round_.delta)
-            hb = Heartbeat(self.appliance_id, self.site, round_.seq, round_.sent_at, round_.health, inventory)
+            hb = Heartbeat(self.appliance_id, self.site, round_.seq, round_.sent_at, round_.health, inventory,
+                           boot=self.boot)
             body = round_.encoded[full] = encode_heartbeat(hb)
         return body
 
@@ -155,7 +158,7 @@ class Reporter:
         try:
             if self._keyring is not None:  # inside the try: an unreadable key file fails this round only
                 ring = self._keyring() if callable(self._keyring) else self._keyring
-                headers[SIGNATURE_HEADER] = sign_body(body, ring)
+                headers[SIGNATURE_HEADER] = sign_body(body, ring, self.appliance_id)
             async with session.post(replica.url + HEARTBEAT_PATH, data=body, headers=headers) as resp:
                 raw = await resp.read()
                 if resp.status != 200:

@@ -18,7 +18,7 @@ from typing import Any
 
 from contracts.keys import load_keyring
 from contracts.logs import log_event, setup_logging
-from contracts.token import fill_token
+from contracts.token import fill_keys, fill_token
 from contracts.tomlconf import ConfigError
 from origin import config as config_mod
 from origin.backends import Backend, open_backend
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", action="store_true", help="delete (default: only print the plan)")
 
     p = sub.add_parser("token", help="print a fill token (query string) for curl or ffmpeg")
-    p.add_argument("--key-file", type=Path, required=True)
+    p.add_argument("--key-file", type=Path, required=True, help="the origin's own key file")
+    p.add_argument("--holder", default="operator", help="who the token is for (logged by the origin)")
     p.add_argument("--ttl-s", type=int, default=3600)
     return parser
 
@@ -222,7 +223,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    print(fill_token(load_keyring(args.key_file), int(time.time()) + args.ttl_s))
+    print(fill_token(fill_keys(load_keyring(args.key_file), args.holder), int(time.time()) + args.ttl_s, args.holder))
     return 0
 
 

@@ -214,6 +214,7 @@ class Lab:
 
     # ---- pieces ----------------------------------------------------------------------------
     def keys(self) -> Path:
+        """Steering's master key file (only steering reads it)."""
         path = self.state / "keys.toml"
         if not path.exists():
             from contracts.keys import write_new_keyfile
@@ -221,10 +222,20 @@ class Lab:
             write_new_keyfile(path)
         return path
 
+    def derived(self, master: Path, holder: str) -> Path:
+        """The key file `holder` (an appliance, "origin") is provisioned with: derived for it alone."""
+        from contracts.keys import derive_keyring, keyfile_text, load_keyring
+
+        path = self.state / "keys" / f"{holder}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(keyfile_text(derive_keyring(load_keyring(master), holder), holder))
+        path.chmod(0o600)
+        return path
+
     def origin(self, keys: Path, seconds: int) -> None:
         port = free_port()
         config = self.state / "origin.toml"
-        config.write_text(origin_toml(self.state / "origin", port, keys))
+        config.write_text(origin_toml(self.state / "origin", port, self.derived(keys, "origin")))
         self.sample(config, seconds)
         self.endpoints["origin"] = f"http://127.0.0.1:{port}"
         self.spawn("origin", "origin", "serve", "-c", str(config), health=f"http://127.0.0.1:{port}/healthz")
@@ -260,7 +271,8 @@ class Lab:
             for disk in ("ssd0", "hdd0"):
                 (root / disk).mkdir(parents=True, exist_ok=True)
             admin = free_port()
-            (root / "oca.toml").write_text(appliance_toml(name, port, admin, keys, self.steering_urls()))
+            own = self.derived(keys, name)
+            (root / "oca.toml").write_text(appliance_toml(name, port, admin, own, self.steering_urls()))
             self.endpoints.setdefault("appliances", {})[name] = {
                 "url": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin}",
                 "config": str(root / "oca.toml")}

@@ -1,4 +1,4 @@
-"""`steering serve -c FILE` and `steering check-config -c FILE`."""
+"""`steering serve -c FILE`, `steering check-config -c FILE` and `steering keys derive …`."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from typing import Sequence
 
 from contracts.logs import log_event, setup_logging
 from contracts.tomlconf import ConfigError
-from steering import config as steering_config
+from steering import config as steering_config, keyscli
 from steering.service import load_all
 
 
@@ -23,9 +23,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--log-level", default="info")
     check = sub.add_parser("check-config", help="validate the config and every file it names")
     check.add_argument("-c", "--config", type=Path, required=True)
+    keyscli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "keys":
+        return keyscli.run(args)
     return run(args.config, args.log_level)
 
 

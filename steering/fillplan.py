@@ -58,6 +58,7 @@ class FillPlanner:
         if self.config.origin is None:
             return
         from fill.core.model import OriginRef, PlanPolicy
+        from fill.credentials import authorize_all
         from fill.service import build_manifests, popularity_of, view_from_state
 
         state = self.replica.state
@@ -66,12 +67,16 @@ class FillPlanner:
         sites = list(self.replica.loaded.fleet.sites.values())
         policy = PlanPolicy(origin=OriginRef(url=self.config.origin_url))
 
+        derived = self.replica.loaded.derived
+
         def build() -> dict[ApplianceId, Any]:
             if self._catalog is None:
                 self._catalog = self._open_catalog()
             entries = self._catalog.list()
             view = view_from_state(sites, reports, holders)
-            return build_manifests(view, entries, popularity_of(reports), time.time(), policy)
+            now = time.time()
+            # Each manifest leaves signed for its appliance, with a credential per source it names.
+            return authorize_all(build_manifests(view, entries, popularity_of(reports), now, policy), derived, now)
 
         # A failure raises to the task supervisor (logged with its traceback, counted, retried after a
         # backoff) before anything is assigned: the last plan stays, and agents keep their current set.

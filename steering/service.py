@@ -9,13 +9,14 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from contracts.heartbeat import HeartbeatAck, HeartbeatError, check_fresh, decode_heartbeat, verify_body
+from contracts.heartbeat import (HeartbeatAck, HeartbeatError, HeartbeatUnauthorized, ReportSequence, check_fresh,
+                                 decode_heartbeat, verify_body)
 from contracts.ids import FileKey, validate_file_key
-from contracts.keys import load_keyring
+from contracts.keys import DerivedKeys, load_keyring
 from contracts.token import Keyring, sign_path
 from steering import config as steering_config
 from steering.config import SteeringConfig
@@ -40,8 +41,16 @@ class BadRequest(ValueError):
 @dataclass(frozen=True)
 class Loaded:
     fleet: Fleet
-    keys: Keyring
+    keys: Keyring  # the fleet's master keys: nothing signed with them leaves steering as such
     geo: GeoDatabase | None
+    derived: DerivedKeys = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "derived", DerivedKeys(self.keys))
+
+    def appliance_keys(self, appliance: str) -> Keyring | None:
+        """The keys derived for a fleet appliance (None for an id the fleet does not name)."""
+        return self.derived.for_holder(appliance) if appliance in self.fleet.appliances else None
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,7 @@ class Replica:
         self.started_at = wall()
         self._decision_keys: dict[tuple[str, str], Any] = {}
         self._mismatched: set[str] = set()
+        self.sequence = ReportSequence()  # heartbeat replay protection
         self.decisions = DecisionLog()  # the server flushes it
 
     @staticmethod
@@ -125,13 +135,15 @@ class Replica:
         prefix = token_prefix(addr, tokens.client_prefix_v4, tokens.client_prefix_v6)
         expires_at = int(self.wall()) + ttl
         answers = []
+        rid = f"&rid={request_id}" if request_id is not None else ""
+        derived = self.loaded.derived
         for key in keys:
             decision = rank(loc, self.state.fleet, self.state.view, key, self.config.ranking)
-            # The token covers path, expiry, key and prefix, not the host: one signature serves every URL.
-            signed = sign_path("/" + key, self.loaded.keys, expires_at, client_prefix=prefix)
-            if request_id is not None:
-                signed += f"&rid={request_id}"
-            urls = tuple(c.appliance.base_url + signed for c in decision.candidates)
+            # Each appliance's URL is signed with the keys derived for it: a URL (or a stolen
+            # appliance's keys) opens that appliance's copy and no other.
+            urls = tuple(c.appliance.base_url + sign_path("/" + key, derived.for_holder(c.appliance.id), expires_at,
+                                                          client_prefix=prefix) + rid
+                         for c in decision.candidates)
             self._count(decision, key, prefix, request_id)
             answers.append(SteerAnswer(key, urls, decision))
         return expires_at, answers
@@ -165,10 +177,13 @@ class Replica:
         server = self.config.server
         try:
             if server.heartbeat_auth:
-                verify_body(raw, signature, self.loaded.keys)
+                signer, _ = verify_body(raw, signature, self.loaded.appliance_keys)
             hb = decode_heartbeat(raw)
             if server.heartbeat_auth:
+                if hb.appliance_id != signer:
+                    raise HeartbeatUnauthorized(f"appliance_id: {hb.appliance_id!r} reported with {signer!r}'s keys")
                 check_fresh(hb, self.wall(), server.heartbeat_max_skew_s)
+                self.sequence.accept(hb.appliance_id, hb.boot, hb.seq)
             got = self.state.ingest(hb, self.clock())
         except HeartbeatError as exc:  # a refused report; anything else is a bug and not counted here
             self.metrics.inc("steering_heartbeats_total", labels(result=getattr(exc, "reason", "invalid")))

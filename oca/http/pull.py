@@ -31,11 +31,12 @@ class PullFailed(Exception):
 
 
 class Puller:
-    def __init__(self, config: PullThroughConfig, store: Store, keys: Callable[[], Keyring],
+    def __init__(self, config: PullThroughConfig, store: Store, keys: Callable[[], Keyring], appliance: str,
                  on_published: Callable[[FileEntry], None], log: Callable[..., None]) -> None:
         self.config = config
         self.store = store
-        self.keys = keys
+        self.keys = keys  # this appliance's fill keys for the parent: valid there, for us only
+        self.appliance = appliance
         self.on_published = on_published
         self.log = log
         self._running: dict[FileKey, asyncio.Task] = {}
@@ -71,7 +72,7 @@ class Puller:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=self.config.timeout_s, sock_read=self.config.timeout_s))
         url = f"{self.config.parent.rstrip('/')}/{key}"  # type: ignore[union-attr]
-        headers = {"Authorization": fill_authorization(self.keys(), int(time.time()) + 3600)}
+        headers = {"Authorization": fill_authorization(self.keys(), int(time.time()) + 3600, self.appliance)}
         async with self._session.get(url, headers=headers) as resp:
             if resp.status != 200 or resp.content_length is None:
                 raise PullFailed(f"{url}: parent answered {resp.status}")

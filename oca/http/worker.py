@@ -122,7 +122,8 @@ class Worker:
 
         state = self.state
         self.store = Store.open(self.config)
-        state.puller = Puller(self.config.pull_through, self.store, lambda: state.keys,
+        pull_keys = load_keyring(self.config.pull_through.key_file)  # our fill keys for the parent
+        state.puller = Puller(self.config.pull_through, self.store, lambda: pull_keys, self.config.appliance_id,
                               lambda entry: state.files.apply_changes({entry.key: entry}), state.log_event)
         state.pull_wait_s = self.config.pull_through.wait_s
 

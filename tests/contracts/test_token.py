@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from contracts.ids import KeyId
 from contracts.token import (BadSignature, Grant, Keyring, Scope, TokenExpired, TokenMalformed, TokenMissing,
-                             UnknownKey, WrongClient, WrongScope, client_prefix_for, encode_query, fill_token,
+                             UnknownKey, WrongClient, WrongScope, client_prefix_for, encode_query, fill_keys, fill_token,
                              parse_query, sign_path, verify)
 
 K1, K2 = b"1" * 32, b"2" * 32
@@ -44,7 +44,7 @@ def test_round_trip_with_prefix():
     (_query(exp=NOW + 60).replace(f"e={NOW + 60}", f"e={NOW + 6000}"), PATH, "203.0.113.7", NOW, BadSignature),
     (_query(prefix=client_prefix_for("203.0.113.7")).replace("c=203.0.113.0/24", "c=0.0.0.0/0"), PATH,
      "198.51.100.1", NOW, BadSignature),
-    (_query() + "&t=fill", PATH, "203.0.113.7", NOW, WrongScope),
+    (_query() + "&t=fill&f=ams-2", PATH, "203.0.113.7", NOW, WrongScope),
 ], ids=["missing", "malformed-expiry", "repeated-param", "wrong-path", "unknown-key", "expired",
         "wrong-prefix-v4", "no-client", "wrong-prefix-v6", "expiry-tampered", "prefix-widened", "scope-mismatch"])
 def test_refusals(query, path, client, now, error):
@@ -87,10 +87,36 @@ def test_ipv4_mapped_client_matches_v4_prefix():
 
 
 def test_fill_token_any_path_but_only_fill_scope():
-    token = fill_token(KEYS, NOW + 60)
-    assert verify("/any/file.mp4", parse_query(token), KEYS, NOW, None, Scope.FILL).scope is Scope.FILL
+    token = fill_token(fill_keys(KEYS, "ams-2"), NOW + 60, "ams-2")
+    grant = verify("/any/file.mp4", parse_query(token), KEYS, NOW, None, Scope.FILL)
+    assert grant.scope is Scope.FILL and grant.holder == "ams-2"
     with pytest.raises(WrongScope):
         verify("/any/file.mp4", parse_query(token), KEYS, NOW, None, Scope.PLAY)
+
+
+def test_fill_token_opens_one_source_for_one_fetcher():
+    """Minted with the source's key derived for the fetcher: another source, another fetcher's name
+    or the source's plain key (a token made without derivation) all fail."""
+    other_source = Keyring({KeyId("k2"): b"9" * 32}, KeyId("k2"))
+    token = fill_token(fill_keys(KEYS, "ams-2"), NOW + 60, "ams-2")
+    with pytest.raises(BadSignature):
+        verify("*", parse_query(token), other_source, NOW, None, Scope.FILL)
+    with pytest.raises(BadSignature):
+        verify("*", parse_query(token.replace("f=ams-2", "f=ams-3")), KEYS, NOW, None, Scope.FILL)
+    with pytest.raises(BadSignature):
+        verify("*", parse_query(fill_token(KEYS, NOW + 60, "ams-2")), KEYS, NOW, None, Scope.FILL)
+    with pytest.raises(TokenExpired):
+        verify("*", parse_query(token), KEYS, NOW + 61, None, Scope.FILL)
+
+
+@pytest.mark.parametrize("query", [
+    f"e={NOW}&k=k2&t=fill&s={'A' * 43}",  # fill without its fetcher
+    _query() + "&f=ams-2",  # a fetcher on a play token
+    fill_token(fill_keys(KEYS, "a"), NOW + 60, "a").replace("f=a", "f=a%0Ab"),
+], ids=["fill-without-f", "play-with-f", "bad-holder"])
+def test_fill_holder_rules(query):
+    with pytest.raises(TokenMalformed):
+        verify("*", parse_query(query), KEYS, NOW, None, Scope.FILL if "t=fill" in query else Scope.PLAY)
 
 
 @settings(max_examples=300, deadline=None)

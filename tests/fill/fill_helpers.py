@@ -12,13 +12,20 @@ from pathlib import Path
 import xxhash
 from aiohttp import web
 
-from contracts.keys import new_secret
+from contracts.keys import DerivedKeys, derive_keyring, keyfile_text, load_keyring, new_secret
 from contracts.manifest import Manifest
+from fill.credentials import authorize
 from fill.service import manifest_reply
 
 
 def write_keyfile(path: Path) -> Path:
     path.write_text(f'signing = "k1"\n[keys]\nk1 = "{new_secret()}"\n')
+    return path
+
+
+def write_derived_keyfile(master: Path, holder: str, path: Path) -> Path:
+    """The key file an appliance (or the origin) is provisioned with: derived from the master for it."""
+    path.write_text(keyfile_text(derive_keyring(load_keyring(master), holder), holder))
     return path
 
 
@@ -172,9 +179,11 @@ class FakeSource:
 
 class SteeringStandIn:
     """TEST STAND-IN for steering's `GET /v1/fill-manifest?appliance=ID` (ETag / 304), serving
-    manifests built by fill.service.build_manifests; steering's real endpoint replaces it."""
+    manifests built by fill.service.build_manifests and, like steering, authorized for their
+    appliance with the master keys (fill.credentials); steering's real endpoint replaces it."""
 
-    def __init__(self) -> None:
+    def __init__(self, master: Path | None = None) -> None:
+        self.derived = DerivedKeys(load_keyring(master)) if master is not None else None
         self.manifests: dict[str, Manifest] = {}
         self.raw_override: dict[str, bytes] = {}  # appliance -> body to send instead (malformed tests)
         self.statuses: list[int] = []
@@ -189,7 +198,10 @@ class SteeringStandIn:
         if appliance in self.raw_override:
             self.statuses.append(200)
             return web.Response(body=self.raw_override[appliance], content_type="application/json")
-        reply = manifest_reply(self.manifests.get(appliance), request.headers.get("If-None-Match"))
+        manifest = self.manifests.get(appliance)
+        if manifest is not None and self.derived is not None:
+            manifest = authorize(manifest, self.derived, time.time())
+        reply = manifest_reply(manifest, request.headers.get("If-None-Match"))
         self.statuses.append(reply.status)
         return web.Response(status=reply.status, body=reply.body or None, headers=dict(reply.headers))
 

@@ -7,12 +7,16 @@ import asyncio
 import datetime as dt
 import os
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from contracts.manifest import ManifestFile, Source, encode_manifest, make_manifest
+from contracts.ids import KeyId
+from contracts.keys import load_keyring
+from contracts.manifest import ORIGIN, Manifest, ManifestFile, Source, encode_manifest, make_manifest, sign_manifest
+from contracts.token import Keyring, fill_keys, fill_token
 from fill.agent import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, RunOptions, run
 from fill.config import FillConfig, OriginConfig, TransferConfig, WindowConfig
 from fill.core.window import Window
@@ -23,6 +27,7 @@ from oca.store.index import Index
 from origin.core.catalog import to_dict
 
 KB = 1024
+SOURCE_KEYS = Keyring({KeyId("k1"): b"s" * 32}, KeyId("k1"))  # the fake sources' (they check the scheme only)
 FAST = TransferConfig(rate_limit_bps=0, max_files=2, parts_per_file=3, part_bytes=64 * KB, backoff_base_s=0.05,
                       backoff_cap_s=0.2, max_attempts=4, connect_timeout_s=2, read_timeout_s=5)
 
@@ -31,7 +36,7 @@ class Lab:
     def __init__(self, root: Path, peer: ThreadServer, origin: ThreadServer, psrc: FakeSource,
                  osrc: FakeSource) -> None:
         self.root, self.peer, self.origin, self.psrc, self.osrc = root, peer, origin, psrc, osrc
-        keyfile = write_keyfile(root / "keys.toml")
+        self.keyfile = keyfile = write_keyfile(root / "keys.toml")  # a1's own keys
         self.cfg_path = write_oca_config(root / "oca", "a1", "s1", keyfile)
         self.oca = oca_config.load(self.cfg_path)
         self.state = State(self.oca.store.index_path.parent / "fill")
@@ -47,9 +52,14 @@ class Lab:
             Source("origin", url=f"{self.origin.url}/{key}"),)
         return ManifestFile(key, len(data), h(data), tier, priority, srcs)
 
-    def fill(self, files, cfg: FillConfig | None = None, **opts) -> int:
+    def manifest(self, files) -> Manifest:
+        """Signed for a1 with a credential for each source, as the planner hands it out."""
+        creds = {src: fill_token(fill_keys(SOURCE_KEYS, "a1"), int(time.time()) + 3600, "a1") for src in ("a2", ORIGIN)}
+        return sign_manifest(make_manifest("a1", files, 1.0), load_keyring(self.keyfile), creds)
+
+    def fill(self, files, cfg: FillConfig | None = None, raw: bytes | None = None, **opts) -> int:
         path = self.root / "manifest.json"
-        path.write_bytes(encode_manifest(make_manifest("a1", files, 1.0)))
+        path.write_bytes(raw if raw is not None else encode_manifest(self.manifest(files)))
         cfg = cfg or FillConfig(transfer=FAST, origin=OriginConfig(verify_catalog=False))
         return asyncio.run(run(self.oca, cfg, RunOptions(manifest_file=path, ignore_window=True, progress=False,
                                                           **opts)))
@@ -110,6 +120,34 @@ def test_corrupt_everywhere_is_never_published(lab):
     assert not (lab.root / "oca/hdd0/t/d.mp4").exists() and not (lab.root / "oca/ssd0/t/d.mp4").exists()
     assert len(lab.state.quarantined()) == 2
     assert not list((lab.root / "oca/hdd0/.tmp").iterdir()) and not list((lab.root / "oca/ssd0/.tmp").iterdir())
+
+
+def _tampered(lab, files) -> dict[str, bytes]:
+    """A good manifest for a1, then the ways it can be forged or damaged on the way."""
+    good = lab.manifest(files)
+    evil_source = Source("peer", url="http://198.51.100.9/steal", appliance="a2")
+    edited = replace(good, files=(replace(good.files[0], sources=(evil_source,)),))  # signature of the old files
+    other = Keyring({KeyId("k1"): b"o" * 32}, KeyId("k1"))  # another appliance's keys
+    return {
+        "unsigned": encode_manifest(make_manifest("a1", files, 1.0)),
+        "edited-sources": encode_manifest(edited),
+        "edited-credentials": encode_manifest(replace(good, credentials={"a2": "e=1&k=k1&t=fill&f=a1&s=" + "A" * 43})),
+        "signed-by-another": encode_manifest(sign_manifest(make_manifest("a1", files, 1.0), other)),
+    }
+
+
+def test_a_tampered_or_unsigned_manifest_is_refused_before_anything_happens(lab):
+    """The agent checks the planner's signature (made with a1's own derived keys) before it acts on
+    a manifest: a forged one sends no credential anywhere, fetches nothing, deletes nothing."""
+    data, new = os.urandom(10 * KB), os.urandom(10 * KB)
+    lab.add("t/keep.mp4", data)
+    lab.add("t/new.mp4", new)
+    assert lab.fill([lab.file("t/keep.mp4", data)]) == EXIT_OK
+    asked = len(lab.psrc.requests) + len(lab.osrc.requests)
+    for case, raw in _tampered(lab, [lab.file("t/new.mp4", new)]).items():
+        assert lab.fill([], raw=raw) == EXIT_REFUSED, case
+    assert len(lab.psrc.requests) + len(lab.osrc.requests) == asked, "nothing fetched for a forged manifest"
+    assert set(lab.index()) == {"t/keep.mp4"} and lab.index()["t/keep.mp4"].pinned
 
 
 def test_malformed_or_unknown_manifest_keeps_the_current_set(lab):

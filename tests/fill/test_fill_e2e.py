@@ -30,7 +30,8 @@ from contracts.ids import FileKey
 from fill.core.model import ApplianceView, ClusterView, FleetView, OriginRef, PlanPolicy
 from fill.service import build_manifests
 from fill.state import State
-from fill_helpers import SteeringStandIn, ThreadServer, h, title_entry, wait_until, write_keyfile, write_oca_config
+from fill_helpers import (SteeringStandIn, ThreadServer, h, title_entry, wait_until, write_derived_keyfile,
+                          write_keyfile, write_oca_config)
 from oca.store.fsutil import hash_file
 from oca.store.index import Index
 from origin.backends.s3 import S3Backend
@@ -118,7 +119,8 @@ class World:
 
     def get(self, name: str, key: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.apps[name].url(key, keyfile=self.root / "keys.toml"), timeout=10) as resp:
+            with urllib.request.urlopen(self.apps[name].url(key, keyfile=self.root / name / "keys.toml"),
+                                        timeout=10) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, b""
@@ -134,15 +136,16 @@ def world(tmp_path_factory):
     host, port = moto.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="media")
-    stand_in = SteeringStandIn()
-    keyfile = write_keyfile(root / "keys.toml")
+    keyfile = write_keyfile(root / "keys.toml")  # the master: steering's (here the stand-in's) alone
+    stand_in = SteeringStandIn(keyfile)
     with ThreadServer(stand_in.app()) as steering:
         w = World(root, endpoint, stand_in, steering.url)
         try:
             for site, (_, names) in CLUSTERS.items():
                 for name in names:
                     (root / name).mkdir()
-                    w.configs[name] = write_oca_config(root / name, name, site, keyfile)
+                    own = write_derived_keyfile(keyfile, name, root / name / "keys.toml")
+                    w.configs[name] = write_oca_config(root / name, name, site, own)
                     w.apps[name] = app = Appliance(root / name, w.configs[name])
                     app.start()
             yield w
@@ -194,6 +197,8 @@ def test_fill_two_clusters_peer_first(world):
     manifests = w.publish()
     peer_first = [f for f in manifests["ams-2"].files if f.key in w.index("ams-1")]
     assert peer_first and all(f.sources[0].kind == "peer" and f.sources[0].appliance == "ams-1" for f in peer_first)
+    for f in peer_first:  # ams-1's workers follow its index by polling: wait until they serve it (else a 404)
+        assert w.get_published("ams-1", f.key)[0] == 200
     results = w.fill("ams-2", "fra-2")
     for name, (code, out) in results.items():
         assert code == 0, out

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from fill_helpers import SteeringStandIn, ThreadServer
+from fill_helpers import SteeringStandIn, ThreadServer, write_keyfile
 
-from contracts.manifest import ManifestFile, Source, encode_manifest, make_manifest
-from fill.manifest_client import NoManifest, from_steering
+from contracts.keys import derive_keyring, load_keyring
+from contracts.manifest import ManifestFile, Source, make_manifest
+from fill.manifest_client import ManifestRefused, NoManifest, from_steering
 from tests.steering.steer_helpers import ServerThread, write_setup
 
 APPLIANCE = "ams-1"
@@ -20,11 +21,16 @@ FILES = [ManifestFile("t1/v/1080p.mp4", 1000, "0123456789abcdef" * 2, "ssd", 0,
                       (Source("origin", url="http://o:8070/t1/v/1080p.mp4"),))]
 
 
-def fetch(replicas: list[str], saved: bytes | None = None):
+def fetch(replicas: list[str], keys, saved: bytes | None = None):
     async def run():
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-            return await from_steering(session, tuple(replicas), APPLIANCE, saved)
+            return await from_steering(session, tuple(replicas), APPLIANCE, saved, keys)
     return asyncio.run(run())
+
+
+@pytest.fixture()
+def master(tmp_path: Path) -> Path:
+    return write_keyfile(tmp_path / "master.toml")
 
 
 @pytest.fixture()
@@ -34,22 +40,27 @@ def unplanned(tmp_path: Path):
         yield replica.url
 
 
-def test_a_replica_without_a_plan_does_not_hide_anothers_manifest(unplanned: str) -> None:
+def test_a_replica_without_a_plan_does_not_hide_anothers_manifest(unplanned: str, master: Path) -> None:
     manifest = make_manifest(APPLIANCE, FILES, time.time())
-    planned = SteeringStandIn()
+    planned = SteeringStandIn(master)
     planned.manifests[APPLIANCE] = manifest
+    keys = derive_keyring(load_keyring(master), APPLIANCE)  # what ams-1 holds
     with ThreadServer(planned.app()) as other:
-        raw, got, changed = fetch([unplanned, other.url])
-        assert (got, changed) == (manifest, True) and raw == encode_manifest(manifest)
+        raw, got, changed = fetch([unplanned, other.url], keys)
+        assert changed and got.files == manifest.files and got.version == manifest.version
+        assert set(got.credentials) == {"origin"} and got.signature
         # and the next run, holding it: a 304 from the replica that has it keeps it
-        assert fetch([unplanned, other.url], saved=raw)[1:] == (manifest, False)
-    assert planned.statuses == [200, 304]
+        assert fetch([unplanned, other.url], keys, saved=raw)[1:] == (got, False)
+        # a manifest another appliance's keys verify is not ours: refused, never used
+        with pytest.raises(ManifestRefused):
+            fetch([other.url], derive_keyring(load_keyring(master), "ams-2"))
+    assert planned.statuses == [200, 304, 200]
 
 
-def test_no_replica_with_a_manifest_is_a_clear_no_manifest(unplanned: str) -> None:
-    with ThreadServer(SteeringStandIn().app()) as other:
+def test_no_replica_with_a_manifest_is_a_clear_no_manifest(unplanned: str, master: Path) -> None:
+    with ThreadServer(SteeringStandIn(master).app()) as other:
         with pytest.raises(NoManifest) as err:
-            fetch([unplanned, other.url, "http://127.0.0.1:9"])
+            fetch([unplanned, other.url, "http://127.0.0.1:9"], load_keyring(master))
     text = str(err.value)
     assert text.startswith(f"no steering replica has a fill manifest for {APPLIANCE}: ")
     assert f"{unplanned}/v1/fill-manifest: no fill plan yet (404)" in text

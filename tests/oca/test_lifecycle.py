@@ -215,9 +215,16 @@ def test_pull_through_from_a_parent_appliance(make_appliance):
     parent.put(data, "pt/file.mp4")
     parent.wait_for(lambda: _status(parent, parent.path_and_query("pt/file.mp4"))[0] == 200, what="parent")
     child = make_appliance(start=False)
-    shutil.copy(parent.root / "keys.toml", child.root / "keys.toml")  # one key set for the fleet
+    # The child holds its own keys plus its fill keys for the parent (what `steering keys derive
+    # --pull-from` writes): valid at the parent, for the child only.
+    from contracts.keys import keyfile_text, load_keyring
+    from contracts.token import fill_keys
+
+    pull_keys = fill_keys(load_keyring(parent.root / "keys.toml"), "test-oca")
+    (child.root / "pull-keys.toml").write_text(keyfile_text(pull_keys, "fill:test-oca@parent"))
     child.config_path.write_text(child.config_path.read_text() + (
-        f'\n[pull_through]\nenabled = true\nparent = "http://127.0.0.1:{parent.port}"\nwait_s = 5.0\n'))
+        f'\n[pull_through]\nenabled = true\nparent = "http://127.0.0.1:{parent.port}"\nwait_s = 5.0\n'
+        'key_file = "pull-keys.toml"\n'))
     child.start()
     status, body = _status(child, child.path_and_query("pt/file.mp4"), {"Range": "bytes=100-199"})
     assert (status, body) == (206, data[100:200])
@@ -232,16 +239,20 @@ def test_pull_through_from_a_parent_appliance(make_appliance):
 
 def test_fill_token_in_authorization_header(make_appliance):
     from contracts.keys import load_keyring
-    from contracts.token import fill_authorization
+    from contracts.token import fill_authorization, fill_keys
 
     app = make_appliance()
     app.put(b"peer", "peer/file.mp4")
     app.wait_for(lambda: _status(app, app.path_and_query("peer/file.mp4"))[0] == 200, what="file")
-    keys = load_keyring(app.root / "keys.toml")
-    good = fill_authorization(keys, int(time.time()) + 60)
+    keys = fill_keys(load_keyring(app.root / "keys.toml"), "ams-2")  # what the planner hands ams-2 for us
+    good = fill_authorization(keys, int(time.time()) + 60, "ams-2")
     assert _status(app, "/peer/file.mp4", {"Authorization": good}) == (200, b"peer")
     assert _status(app, "/peer/file.mp4", {"Authorization": good[:-2] + "xx"})[0] == 403
-    assert _status(app, "/peer/file.mp4", {"Authorization": fill_authorization(keys, int(time.time()) - 5)})[0] == 403
+    assert _status(app, "/peer/file.mp4", {"Authorization": good.replace("f=ams-2", "f=ams-3")})[0] == 403
+    expired = fill_authorization(keys, int(time.time()) - 5, "ams-2")
+    assert _status(app, "/peer/file.mp4", {"Authorization": expired})[0] == 403
+    plain = fill_authorization(load_keyring(app.root / "keys.toml"), int(time.time()) + 60, "ams-2")
+    assert _status(app, "/peer/file.mp4", {"Authorization": plain})[0] == 403  # not derived for the fetcher
     assert _status(app, "/peer/file.mp4", {"Authorization": "Basic dXNlcjpwYXNz"})[0] == 403
 
 

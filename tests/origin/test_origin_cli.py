@@ -106,7 +106,7 @@ def test_sample(capsys, tmp_path):
 def test_token(capsys, keyfile):
     code, out, _ = run(capsys, "token", "--key-file", str(keyfile), "--ttl-s", "60")
     grant = verify("/any", parse_query(out.strip()), load_keyring(keyfile), time.time(), None, Scope.FILL)
-    assert code == 0 and grant.scope is Scope.FILL
+    assert code == 0 and grant.scope is Scope.FILL and grant.holder == "operator"
 
 
 def test_gc_keeps_current_and_referenced_versions(world, kind, capsys, tmp_path):

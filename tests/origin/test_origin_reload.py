@@ -15,7 +15,7 @@ import requests
 from origin_testkit import OriginProcess
 
 from contracts.keys import load_keyring
-from contracts.token import fill_token
+from contracts.token import fill_keys, fill_token
 
 KEY = "files/t1/v1/video.mp4"
 
@@ -43,7 +43,8 @@ def wait_for(predicate, timeout_s: float = 10.0):
 
 @pytest.fixture()
 def auth(keyfile: Path) -> dict[str, str]:
-    return {"Authorization": f"CDN-Token {fill_token(load_keyring(keyfile), int(time.time()) + 3600)}"}
+    token = fill_token(fill_keys(load_keyring(keyfile), "ams-1"), int(time.time()) + 3600, "ams-1")
+    return {"Authorization": f"CDN-Token {token}"}
 
 
 def test_sighup_under_load_loses_no_request(origin_dir, keyfile, auth, tmp_path: Path) -> None:

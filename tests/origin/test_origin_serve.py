@@ -14,13 +14,13 @@ from origin_testkit import SAMPLE_FRAMES, SAMPLE_SECONDS
 from origin_testkit import OriginProcess, decoded_audio_seconds, decoded_frames
 
 from contracts.keys import load_keyring
-from contracts.token import Grant, Scope, encode_query, fill_token, sign_path
+from contracts.token import Grant, Scope, encode_query, fill_keys, fill_token, sign_path
 from origin.core.catalog import to_dict
 
 
 @pytest.fixture(scope="module")
 def token(keyfile) -> str:
-    return fill_token(load_keyring(keyfile), int(time.time()) + 3600)
+    return fill_token(fill_keys(load_keyring(keyfile), "ams-1"), int(time.time()) + 3600, "ams-1")
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +101,15 @@ def test_token_in_query_string(served, token, rendition):
 
 def _forged(keyfile) -> str:
     keys = load_keyring(keyfile)
-    good = fill_token(keys, int(time.time()) + 3600)
+    good = fill_token(fill_keys(keys, "ams-1"), int(time.time()) + 3600, "ams-1")
     return good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
 
 
 REFUSALS = {
     "missing": lambda keyfile: None,
     "forged": _forged,
-    "expired": lambda keyfile: fill_token(load_keyring(keyfile), int(time.time()) - 10),
+    "expired": lambda keyfile: fill_token(fill_keys(load_keyring(keyfile), "ams-1"), int(time.time()) - 10, "ams-1"),
+    "not-derived": lambda keyfile: fill_token(load_keyring(keyfile), int(time.time()) + 60, "ams-1"),
     "play-scope": lambda keyfile: sign_path("*", load_keyring(keyfile), int(time.time()) + 60).split("?", 1)[1],
     "unknown-key": lambda keyfile: encode_query(
         Grant("*", int(time.time()) + 60, "nokey", scope=Scope.FILL), b"x" * 32),

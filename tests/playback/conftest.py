@@ -3,6 +3,8 @@ ingested through the origin CLI, steering (`steering serve`) with a fleet of two
 (`oca serve`, one per site) holding the title's files, and `playback serve` in front of both."""
 from __future__ import annotations
 
+from contracts.keys import derive_keyring, keyfile_text, load_keyring
+
 import json
 import subprocess
 import sys
@@ -56,7 +58,8 @@ def make_origin(folder: Path) -> dict:
 
 def start_appliance(root: Path, name: str, site: str, port: int, steering_url: str, keys: Path) -> Appliance:
     root.mkdir()
-    (root / "keys.toml").symlink_to(keys)
+    # The appliance's own keys, derived for it from steering's master (as provisioning does).
+    (root / "keys.toml").write_text(keyfile_text(derive_keyring(load_keyring(keys), name), name))
     config = write_config(root, extra=f'\n[steering]\nurls = ["{steering_url}"]\nreport_interval_s = {INTERVAL_S}\n')
     text = config.read_text().replace('id = "test-oca"', f'id = "{name}"').replace('site = "lab"', f'site = "{site}"')
     config.write_text(text.replace("port = 0", f"port = {port}", 1))

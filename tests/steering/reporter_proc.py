@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from contracts.heartbeat import DiskReport, DiskState, HealthSnapshot, Load  # noqa: E402
-from contracts.keys import load_keyring  # noqa: E402
+from contracts.keys import derive_keyring, load_keyring  # noqa: E402
 from oca.reporter import InventoryState, Reporter  # noqa: E402
 
 
@@ -59,14 +59,15 @@ async def main() -> None:
     p.add_argument("--interval", type=float, default=0.5)
     p.add_argument("--state", type=Path, required=True)
     p.add_argument("--steering", action="append", required=True)
-    p.add_argument("--keys", type=Path, required=True, help="the shared key file (signs every report)")
+    p.add_argument("--keys", type=Path, required=True,
+                   help="the fleet's master key file: the stand-in derives its own keys as provisioning would")
     args = p.parse_args()
     state = StateFile(args.state)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    keys = load_keyring(args.keys)
+    keys = derive_keyring(load_keyring(args.keys), args.id)
     reporter = Reporter(args.id, args.site, args.steering, args.interval, state.snapshot, state.inventory, keys=keys)
     print("reporting", flush=True)
     await reporter.run(stop)

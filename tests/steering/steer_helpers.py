@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from aiohttp import web
 from contracts.heartbeat import (CONTENT_TYPE, SIGNATURE_HEADER, DiskReport, DiskState, HealthSnapshot, Heartbeat,
                                  InventoryUpdate, Load, encode_heartbeat, sign_body)
 from contracts.ids import ApplianceId, FileKey, SiteId
-from contracts.keys import load_keyring, write_new_keyfile
+from contracts.keys import derive_keyring, load_keyring, write_new_keyfile
 from contracts.token import Keyring
 from steering import config as steering_config
 from steering.core.fleet import ApplianceSpec, SiteSpec, build_fleet
@@ -84,7 +85,11 @@ def _lines(settings: dict[str, float]) -> str:
     return "\n".join(f"{k} = {v}" for k, v in settings.items())
 
 
-def heartbeat(appliance: str, site: str, *, seq: int = 1, egress: int = 1_000, capacity: int = 10 * 10**9,
+_SEQ = itertools.count(1)
+BOOT = "00c0ffee00c0ffee"  # one reporter "run" for the whole test session: seq keeps growing
+
+
+def heartbeat(appliance: str, site: str, *, seq: int | None = None, egress: int = 1_000, capacity: int = 10 * 10**9,
               accepting: bool = True, draining: bool = False, failed_disks: int = 0, disks: int = 2,
               generation: int = 1, full: bool = True, added: Iterable[str] = (), removed: Iterable[str] = (),
               base: int | None = None) -> Heartbeat:
@@ -95,15 +100,17 @@ def heartbeat(appliance: str, site: str, *, seq: int = 1, egress: int = 1_000, c
         popularity={FileKey("t/a.mp4"): (3.0, 3000.0)})
     inv = InventoryUpdate(generation=generation, full=full, added=tuple(FileKey(k) for k in added),
                           removed=tuple(FileKey(k) for k in removed), base=None if full else base)
-    return Heartbeat(ApplianceId(appliance), SiteId(site), seq, time.time(), health, inv)
+    return Heartbeat(ApplianceId(appliance), SiteId(site), next(_SEQ) if seq is None else seq, time.time(), health,
+                     inv, boot=BOOT)
 
 
 def post_heartbeat(url: str, hb: Heartbeat, keys: Keyring | None, accept: str = CONTENT_TYPE) -> requests.Response:
-    """POST one report as an appliance does: msgpack, signed with `keys` (None: unsigned)."""
+    """POST one report as an appliance does: msgpack, signed with the keys derived for it from the
+    master ring `keys` (None: unsigned)."""
     body = encode_heartbeat(hb)
     headers = {"Content-Type": CONTENT_TYPE, "Accept": accept}
     if keys is not None:
-        headers[SIGNATURE_HEADER] = sign_body(body, keys)
+        headers[SIGNATURE_HEADER] = sign_body(body, derive_keyring(keys, hb.appliance_id), hb.appliance_id)
     return requests.post(url + "/v1/heartbeat", data=body, headers=headers, timeout=5)
 
 

@@ -9,9 +9,11 @@ import msgpack
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from contracts.keys import derive_keyring
 from contracts.heartbeat import (HeartbeatAck, HeartbeatError, HeartbeatUnauthorized, MalformedHeartbeat,
                                  StaleHeartbeat, UnsupportedVersion, ack_to_dict, check_fresh, decode_ack,
-                                 decode_heartbeat, encode_ack, encode_heartbeat, sign_body, verify_body)
+                                 decode_heartbeat, encode_ack, encode_heartbeat, sign_body, verify_body,
+                                 ReplayedHeartbeat, ReportSequence)
 from contracts.ids import KeyId
 from contracts.token import Keyring
 from contracts.ids import is_valid_file_key
@@ -44,7 +46,7 @@ def test_round_trip() -> None:
 def test_the_wire_map_is_flat_and_versioned() -> None:
     data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4"])))
     assert data["v"] == 1
-    assert set(data) == {"v", "appliance_id", "site", "seq", "sent_at", "accepting", "draining", "load",
+    assert set(data) == {"v", "appliance_id", "site", "boot", "seq", "sent_at", "accepting", "draining", "load",
                          "egress_bps", "capacity_bps", "disks", "popularity", "degraded", "inventory"}
     assert data["inventory"] == {"generation": 1, "full": True, "base": None, "added": ["t/a.mp4"], "removed": []}
     assert data["disks"][0] == {"path": "/d0", "tier": "hdd", "state": "ok", "total_bytes": 10**12,
@@ -131,24 +133,60 @@ ROTATED = Keyring({KeyId("k1"): b"1" * 32, KeyId("k2"): b"2" * 32}, KeyId("k2"))
 
 def test_signatures_follow_key_rotation() -> None:
     body = encode_heartbeat(heartbeat("ams-1", "ams"))
-    assert verify_body(body, sign_body(body, OLD), ROTATED) == "k1"  # not yet rotated appliance
-    assert verify_body(body, sign_body(body, ROTATED), ROTATED) == "k2"
+    rotated = lambda appliance: ROTATED  # noqa: E731 - steering's per-appliance lookup
+    assert verify_body(body, sign_body(body, OLD, "ams-1"), rotated) == ("ams-1", "k1")  # not yet rotated
+    assert verify_body(body, sign_body(body, ROTATED, "ams-1"), rotated) == ("ams-1", "k2")
     with pytest.raises(HeartbeatUnauthorized):
-        verify_body(body, sign_body(body, ROTATED), OLD)  # steering must learn a key before it signs
+        verify_body(body, sign_body(body, ROTATED, "ams-1"), lambda a: OLD)  # steering must learn a key first
 
 
-@pytest.mark.parametrize("header", [None, "", "k=k1", "s=abc", "k=k1,s=AAAA", "garbage", "k=k9,s=x"],
-                         ids=["absent", "empty", "no-signature", "no-key", "wrong-signature", "garbage", "unknown-key"])
+_SIG = "A" * 43
+
+
+@pytest.mark.parametrize("header", [None, "", "k=k1", f"a=ams-1,s={_SIG}", f"a=ams-1,k=k1,s=AAAA", "garbage",
+                                    f"a=ams-1,k=k9,s={_SIG}", f"a=ams-1,k=k1,s={_SIG}", f"a=nobody,k=k1,s={_SIG}",
+                                    f"a=ams 1,k=k1,s={_SIG}", f"a=ams-1,k=k1,s={'é' * 43}", "a=" + "x" * 300],
+                         ids=["absent", "empty", "no-appliance", "no-key", "short-signature", "garbage",
+                              "unknown-key", "wrong-signature", "unknown-appliance", "bad-appliance",
+                              "non-ascii-signature", "too-long"])
 def test_bad_signatures_are_401(header: str | None) -> None:
     with pytest.raises(HeartbeatUnauthorized) as err:
-        verify_body(b"body", header, OLD)
+        verify_body(b"body", header, lambda a: OLD if a == "ams-1" else None)
     assert err.value.status_hint == 401
 
 
 def test_a_tampered_body_fails() -> None:
     body = encode_heartbeat(heartbeat("ams-1", "ams"))
     with pytest.raises(HeartbeatUnauthorized):
-        verify_body(body + b"x", sign_body(body, OLD), OLD)
+        verify_body(body + b"x", sign_body(body, OLD, "ams-1"), lambda a: OLD)
+
+
+def test_one_appliances_keys_cannot_sign_for_another() -> None:
+    """Steering checks the signature with the keys derived for the appliance the header names; the
+    service then checks the body names the same one (tests/steering/test_steer_http.py)."""
+    master = ROTATED
+    body = encode_heartbeat(heartbeat("ams-2", "ams"))
+    forged = sign_body(body, derive_keyring(master, "ams-1"), "ams-2")  # ams-1's keys, claiming ams-2
+    with pytest.raises(HeartbeatUnauthorized):
+        verify_body(body, forged, lambda a: derive_keyring(master, a))
+
+
+@pytest.mark.parametrize("reports, refused", [
+    ([("b1", 1), ("b1", 2), ("b1", 3)], None),
+    ([("b1", 1), ("b1", 1)], 1),  # the same report again
+    ([("b1", 5), ("b1", 4)], 1),  # an older one
+    ([("b1", 5), ("b2", 1), ("b2", 2)], None),  # a restart: a new boot starts anywhere
+    ([("b1", 5), ("b2", 1), ("b1", 6)], 2),  # the old boot has ended: its reports are replays
+], ids=["growing", "same-seq", "older-seq", "new-boot", "ended-boot"])
+def test_report_sequence_refuses_replays(reports, refused) -> None:
+    guard = ReportSequence()
+    for i, (boot, seq) in enumerate(reports):
+        if i == refused:
+            with pytest.raises(ReplayedHeartbeat):
+                guard.accept("ams-1", boot, seq)
+        else:
+            guard.accept("ams-1", boot, seq)
+    guard.accept("ams-2", "b1", 1)  # per appliance
 
 
 @pytest.mark.parametrize("age_s, ok", [(0, True), (299, True), (-299, True), (301, False), (-301, False)],

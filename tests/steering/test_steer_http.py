@@ -18,7 +18,7 @@ from netaddr import IPSet
 
 from contracts.heartbeat import CONTENT_TYPE, SIGNATURE_HEADER, decode_ack, encode_heartbeat, sign_body
 from contracts.ids import KeyId
-from contracts.keys import load_keyring, new_secret
+from contracts.keys import derive_keyring, load_keyring, new_secret
 from contracts.token import BadSignature, Keyring, WrongClient, parse_query, verify
 from steer_helpers import SITES, ServerThread, fleet_toml, heartbeat, post_heartbeat, wait_until, write_setup
 
@@ -53,13 +53,20 @@ def test_get_steer_returns_signed_urls_spanning_two_sites(server: ServerThread) 
     assert len({c["site"] for c in body["decision"]["candidates"]}) == 2
     assert body["decision"] | {"candidates": None} == {"method": "prefix", "outcome": "hit", "site": "ams",
                                                        "candidates": None}
-    keys = load_keyring(server.config_path.parent / "keys.toml")
+    master = load_keyring(server.config_path.parent / "keys.toml")
     for url in urls:
         parts = urlsplit(url)
         assert parts.path == "/t/common.mp4"
         params = parse_query(parts.query)
         assert params["c"] == "192.0.2.0/24" and int(params["e"]) == body["expires_at"]
+        appliance = parts.hostname.split(".")[0]
+        keys = derive_keyring(master, appliance)  # what that appliance holds, and nothing else does
         verify(parts.path, params, keys, now=time.time(), client_address="192.0.2.200")
+        for other in {"ams-1", "ams-2", "lon-1"} - {appliance}:  # another appliance's copy: refused
+            with pytest.raises(BadSignature):
+                verify(parts.path, params, derive_keyring(master, other), now=time.time(), client_address="192.0.2.200")
+        with pytest.raises(BadSignature):  # nor do the master keys themselves verify it
+            verify(parts.path, params, master, now=time.time(), client_address="192.0.2.200")
         with pytest.raises(WrongClient):
             verify(parts.path, params, keys, now=time.time(), client_address="192.0.3.1")
         with pytest.raises(BadSignature):
@@ -133,10 +140,11 @@ def test_heartbeat_acks_in_msgpack_or_json_and_asks_for_full_after_a_gap(server:
 @pytest.mark.parametrize("raw, status, reason", [
     (b"\x00garbage", 400, "heartbeat-malformed"),
     (msgpack.packb({"v": 9}), 400, "heartbeat-version"),
-    (encode_heartbeat(heartbeat("nyc-1", "nyc")), 404, "unknown-appliance"),
+    (encode_heartbeat(heartbeat("nyc-1", "nyc")), 401, "heartbeat-unauthorized"),  # no keys for a stranger
 ], ids=["garbage", "version", "unknown-appliance"])
 def test_bad_heartbeats_are_refused(server: ServerThread, raw: bytes, status: int, reason: str) -> None:
-    headers = {"Content-Type": CONTENT_TYPE, SIGNATURE_HEADER: sign_body(raw, server.keys)}
+    who = "nyc-1" if reason == "heartbeat-unauthorized" else "lon-1"
+    headers = {"Content-Type": CONTENT_TYPE, SIGNATURE_HEADER: sign_body(raw, derive_keyring(server.keys, who), who)}
     r = requests.post(server.url + "/v1/heartbeat", data=raw, headers=headers, timeout=5)
     assert r.status_code == status and r.json()["error"] == reason
 
@@ -151,6 +159,25 @@ def test_heartbeats_must_be_signed_and_fresh(server: ServerThread) -> None:
     r = server.post_heartbeat(replayed)
     assert r.status_code == 400 and r.json()["error"] == "heartbeat-stale"
     assert requests.get(server.url + "/healthz", timeout=5).json()["up"] == 9  # none of them took lon-1 down
+
+
+def test_a_replayed_or_cross_signed_heartbeat_is_refused(server: ServerThread) -> None:
+    """One appliance's keys sign for no other, and a captured report does not count twice."""
+    hb = heartbeat("lon-2", "lon", draining=True)
+    body = encode_heartbeat(hb)
+    lon1 = derive_keyring(server.keys, "lon-1")
+    for header in (sign_body(body, lon1, "lon-2"),  # lon-1's keys claiming to be lon-2
+                   sign_body(body, lon1, "lon-1")):  # lon-1 signing a report that names lon-2
+        r = requests.post(server.url + "/v1/heartbeat", data=body, timeout=5,
+                          headers={"Content-Type": CONTENT_TYPE, SIGNATURE_HEADER: header})
+        assert r.status_code == 401 and r.json()["error"] == "heartbeat-unauthorized"
+    fresh = heartbeat("lon-1", "lon")
+    assert post_heartbeat(server.url, fresh, server.keys).status_code == 200
+    again = post_heartbeat(server.url, fresh, server.keys)  # the same bytes, replayed at once
+    assert again.status_code == 409 and again.json()["error"] == "heartbeat-replayed"
+    older = post_heartbeat(server.url, dataclasses.replace(fresh, seq=fresh.seq - 1), server.keys)
+    assert older.status_code == 409
+    assert requests.get(server.url + "/healthz", timeout=5).json()["up"] == 9  # lon-2 was never marked draining
 
 
 def test_heartbeat_auth_can_be_turned_off(tmp_path: Path) -> None:
@@ -201,9 +228,10 @@ def test_key_rotation_without_restart(server: ServerThread) -> None:
     wait_until(lambda: "k=k2" in steer(server, file="t/a.mp4", client="192.0.2.1").json()["locations"][0])
     assert requests.get(server.url + "/healthz", timeout=5).json()["signing_key"] == "k2"
     new_url = steer(server, file="t/a.mp4", client="192.0.2.1").json()["locations"][0]
-    appliance_keys = load_keyring(keyfile)  # appliances accept every listed key: old URLs still play
+    master = load_keyring(keyfile)  # appliances accept every listed key (derived): old URLs still play
     for url in (old_url, new_url):
-        verify("/t/a.mp4", parse_query(urlsplit(url).query), appliance_keys, time.time(), "192.0.2.1")
+        keys = derive_keyring(master, urlsplit(url).hostname.split(".")[0])
+        verify("/t/a.mp4", parse_query(urlsplit(url).query), keys, time.time(), "192.0.2.1")
 
 
 def _b64(raw: bytes) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -23,7 +25,9 @@ RARE = "t/rare/720p.mp4"
 
 def start_appliance(root: Path, name: str, port: int, steering_url: str, keys: Path) -> Appliance:
     root.mkdir()
-    (root / "keys.toml").symlink_to(keys)  # one key file for the fleet: tokens and heartbeat signatures
+    # Provisioned as an ISP engineer would: the appliance's own keys, derived from steering's master.
+    subprocess.run([sys.executable, "-m", "steering.cli", "keys", "derive", "--master", str(keys),
+                    "--appliance", name, "-o", str(root / "keys.toml")], check=True, capture_output=True, timeout=60)
     config = write_config(root, extra=f'\n[steering]\nurls = ["{steering_url}"]\nreport_interval_s = {INTERVAL_S}\n')
     text = config.read_text().replace('id = "test-oca"', f'id = "{name}"').replace('site = "lab"',
                                                                                   f'site = "{name[:3]}"')

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from contracts.keys import derive_keyring
 from contracts.heartbeat import HealthSnapshot, Load
 from oca.reporter import InventoryState, Reporter
 from steer_helpers import ServerThread, free_port, write_setup
@@ -60,7 +61,7 @@ def srv(tmp_path: Path):
 
 def test_full_then_deltas(srv: ServerThread) -> None:
     store = FakeStore({"t/a.mp4", "t/b.mp4"})
-    reporter = Reporter("ams-1", "ams", [srv.url], 0.1, store.snapshot, store.inventory, keys=srv.keys)
+    reporter = Reporter("ams-1", "ams", [srv.url], 0.1, store.snapshot, store.inventory, keys=derive_keyring(srv.keys, "ams-1"))
 
     def step(i: int) -> None:
         if i == 0:
@@ -78,7 +79,7 @@ def test_full_then_deltas(srv: ServerThread) -> None:
 
 def test_a_gap_forces_a_full_resend(srv: ServerThread) -> None:
     store = FakeStore({"t/a.mp4"})
-    reporter = Reporter("ams-1", "ams", [srv.url], 0.1, store.snapshot, store.inventory, keys=srv.keys)
+    reporter = Reporter("ams-1", "ams", [srv.url], 0.1, store.snapshot, store.inventory, keys=derive_keyring(srv.keys, "ams-1"))
 
     def step(i: int) -> None:
         if i == 0:  # the replica loses this appliance's inventory (as a restarted replica would)
@@ -97,7 +98,7 @@ def test_every_replica_gets_reports_and_a_late_one_gets_the_whole_set(tmp_path: 
     late_url = f"http://127.0.0.1:{port}"
     store = FakeStore({"t/a.mp4"})
     reporter = Reporter("ams-1", "ams", [srv.url, late_url], 0.1, store.snapshot, store.inventory, timeout_s=2,
-                        keys=srv.keys)
+                        keys=derive_keyring(srv.keys, "ams-1"))
     asyncio.run(rounds(reporter, 2, lambda i: store.change(add={f"t/{i}.mp4"})))
     ok, down = reporter.status()
     assert ok.last_error is None and down.last_error is not None and down.failures == 2 and down.need_full
@@ -114,7 +115,7 @@ def test_run_reports_every_interval_until_stopped(srv: ServerThread) -> None:
     store = FakeStore({"t/a.mp4"})
     store.popularity = {f"t/p{i}.mp4": (float(i), float(i)) for i in range(50)}
     reporter = Reporter("ams-1", "ams", [srv.url], 0.1, store.snapshot, store.inventory, max_popularity=10,
-                        keys=lambda: srv.keys)
+                        keys=lambda: derive_keyring(srv.keys, "ams-1"))
 
     async def main() -> None:
         stop = asyncio.Event()
