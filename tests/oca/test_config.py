@@ -64,7 +64,7 @@ def test_minimal_config_takes_every_default() -> None:
     (with_("admin.port", 65535), lambda c: c.admin.port == 65535),
     (with_("store.eviction", "lru"), lambda c: c.store.eviction == "lru"),
     (with_("mover.ssd_high_water", 1.0), lambda c: c.mover.ssd_high_water == 1.0),
-    (with_("pull_through", {"enabled": True, "parent": "http://p:8000"}),
+    (with_("pull_through", {"enabled": True, "parent": "http://p:8000", "key_file": "/etc/oca/pull.toml"}),
      lambda c: c.pull_through.enabled and c.pull_through.parent == "http://p:8000"),
     (with_("pull_through.parent", "http://p:8000"), lambda c: not c.pull_through.enabled),
     (with_("tiers", {"hdd": [{"path": "/h0"}, {"path": "/h1", "reserve_bytes": 5}]}),
@@ -129,6 +129,7 @@ def test_relative_paths_are_taken_against_base(tmp_path: Path) -> None:
     (with_("mover.io_budget_bps", 0), "mover.io_budget_bps: must be at least 1"),
     (with_("pull_through.enabled", True), "pull_through.parent: required when pull_through.enabled is true"),
     (with_("pull_through", {"enabled": True, "parent": ""}), "pull_through.parent: required when"),
+    (with_("pull_through", {"enabled": True, "parent": "http://p:8000"}), "pull_through.key_file: required when"),
     (with_("pull_through.parent", 5), "pull_through.parent: must be a string"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_errors_name_the_dotted_key(mapping: dict, message: str) -> None:
