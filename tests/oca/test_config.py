@@ -160,7 +160,7 @@ def test_example_config_loads() -> None:
         ("/srv/oca/hdd1", Tier.HDD)]
     # Its values are the defaults, so copying it changes nothing but ids, paths and reserves.
     assert cfg.http == HttpConfig() and cfg.admin == AdminConfig() and cfg.mover == MoverConfig()
-    assert dataclasses.replace(cfg.pull_through, parent=None) == PullThroughConfig()
+    assert dataclasses.replace(cfg.pull_through, parent=None, key_file=None) == PullThroughConfig()
 
 
 def _names(cls: type, renamed: dict[str, str] | None = None, skip: tuple[str, ...] = ()) -> set[str]:
