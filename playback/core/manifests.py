@@ -9,24 +9,31 @@ are rendered by playback too (`<rendition>.m3u8?loc=<signed URL>`), stateless: t
 rides in the query and is checked against the rendition's key and the fleet's appliances. The MPD lists
 one BaseURL per pathway (`serviceLocation`) and a DASH-IF `<ContentSteering>` element.
 The origin's pure renderers (origin.core.playlists) do the per-rendition work.
+
+Documents are built from validated parts only (playback.core.parts): every URL — steering's, the
+client's `loc`, our own steering URI — is parsed and re-serialised from its components, never copied;
+every catalog string that reaches a document is checked against its grammar before a renderer sees it,
+and every quoted value we add is checked (HLS) or escaped (XML).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
-from urllib.parse import parse_qs, quote, urlsplit
 
 from origin.core import playlists
 from origin.core.catalog import Rendition, TitleEntry
+from playback.core import parts
+from playback.core.parts import BadCatalog, BadLocation, PlaybackError, Url
+
+__all__ = ["BadCatalog", "BadLocation", "NoLocations", "Pathway", "PlaybackError", "Url", "build_pathways",
+           "check_location", "dash_mpd", "hls_master", "hls_media", "parse_pathways", "pathway_id",
+           "steering_uri", "token_ttl_s"]
 
 SIGNED_PARAMS = ("e", "k", "c", "s")
+TOKEN_PARAMS = ("e", "k", "c", "s", "t", "f")
+MAX_PATHWAYS_PARAM = 16
 _PATHWAY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-
-
-class PlaybackError(ValueError):
-    status_hint = 400
-    reason = "bad-request"
 
 
 class NoLocations(PlaybackError):
@@ -35,121 +42,176 @@ class NoLocations(PlaybackError):
     reason = "no-locations"
 
 
-class BadLocation(PlaybackError):
-    status_hint = 400
-    reason = "bad-location"
-
-
 @dataclass(frozen=True)
 class Pathway:
     id: str
-    urls: Mapping[str, str]  # file key -> signed URL on this pathway's appliance
-
-
-def base_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    urls: Mapping[str, Url]  # file key -> signed URL on this pathway's appliance
 
 
 def pathway_id(name: str) -> str:
     return _PATHWAY_CHARS.sub("_", name)[:64] or "p"
 
 
+def parse_pathways(raw: str) -> list[str]:
+    """The `pathways` query parameter of a steering manifest URL: comma-separated pathway ids."""
+    pathways = [p for p in raw.split(",") if p][:MAX_PATHWAYS_PARAM]
+    if not pathways or any(pathway_id(p) != p for p in pathways):
+        raise PlaybackError("pathways: a comma-separated list of pathway ids")
+    return pathways
+
+
+def steering_uri(title_id: str, pathways: Sequence[str], dash: bool) -> Url:
+    """The steering manifest's URI (SERVER-URI / ContentSteering, and its own RELOAD-URI), on this server."""
+    if not pathways or any(pathway_id(p) != p for p in pathways):
+        raise PlaybackError("pathways: a comma-separated list of pathway ids")
+    query: parts.Query = (("pathways", ",".join(pathways)),) + ((("dash", "1"),) if dash else ())
+    return Url.reference(("v1", "playback", parts.check_title_id(title_id), "steering.json"), query)
+
+
+def _ranked(key: str, urls: Sequence[str], flags: Sequence[bool],
+            on_refused: Callable[[str], None] | None) -> list[tuple[Url, bool | None]]:
+    """Steering's URLs for one file, parsed (a malformed one is left out and reported), each with its
+    `holds` flag (None: steering didn't say)."""
+    out = []
+    for rank, text in enumerate(urls):
+        try:
+            url = parts.parse_url(text, f"steering's URL for {key}")
+        except BadLocation as exc:
+            if on_refused is not None:
+                on_refused(str(exc))
+            continue
+        out.append((url, flags[rank] if rank < len(flags) else None))
+    return out
+
+
 def build_pathways(entry: TitleEntry, locations: Mapping[str, Sequence[str]], name_of: Callable[[str], str],
-                   max_pathways: int = 4, holds: Mapping[str, Sequence[bool]] | None = None) -> tuple[Pathway, ...]:
+                   max_pathways: int = 4, holds: Mapping[str, Sequence[bool]] | None = None,
+                   on_refused: Callable[[str], None] | None = None) -> tuple[Pathway, ...]:
     """Group every file's ranked URLs by appliance (`name_of(base URL)`), best-ranked appliance first.
     Fill places files one by one, so an appliance may hold only some of a title: where steering says
     (`holds`, a flag per location) that a pathway's appliance lacks a file, that pathway takes the
     file's best holder instead, so no pathway leads a player to a 404. A pathway needs every audio
     rendition and at least one video rendition; raises NoLocations when a file has no URL at all or
-    no pathway is complete."""
-    missing = [r.key for r in entry.renditions if not locations.get(r.key)]
+    no pathway is complete. A URL that doesn't parse is left out and told to `on_refused`."""
+    ranked = {r.key: _ranked(r.key, locations.get(r.key) or (), (holds or {}).get(r.key) or (), on_refused)
+              for r in entry.renditions}
+    missing = [key for key, urls in ranked.items() if not urls]
     if missing:
         raise NoLocations(f"no appliance serves {missing[0]}")
     score: dict[str, float] = {}
-    urls: dict[str, dict[str, str]] = {}
-    best: dict[str, str] = {}  # file -> URL on its best-ranked holder
-    for r in entry.renditions:
-        flags = list((holds or {}).get(r.key) or [])
-        held = [u for u, h in zip(locations[r.key], flags) if h]
-        best[r.key] = held[0] if held else locations[r.key][0]
-        for rank, url in enumerate(locations[r.key]):
-            pid = pathway_id(name_of(base_of(url)))
-            lacks = rank < len(flags) and not flags[rank]
-            urls.setdefault(pid, {})[r.key] = best[r.key] if lacks else url
+    urls: dict[str, dict[str, Url]] = {}
+    for key, located in ranked.items():
+        held = [u for u, h in located if h]
+        best = held[0] if held else located[0][0]  # the URL on the file's best-ranked holder
+        for rank, (url, flag) in enumerate(located):
+            pid = pathway_id(name_of(url.origin))
+            urls.setdefault(pid, {})[key] = best if flag is False else url
             score[pid] = score.get(pid, 0.0) + rank
     n = len(entry.renditions)
     out = []
     for pid in sorted(urls, key=lambda p: (score[p] + 100 * (n - len(urls[p])), p)):
-        held = urls[pid]
-        if all(a.key in held for a in entry.audio) and any(v.key in held for v in entry.video):
-            out.append(Pathway(pid, held))
+        got = urls[pid]
+        if all(a.key in got for a in entry.audio) and any(v.key in got for v in entry.video):
+            out.append(Pathway(pid, got))
     if not out:
         raise NoLocations("no appliance holds a playable set of renditions")
     return tuple(out[:max_pathways])
 
 
-def _media_uri(r: Rendition, url: str) -> str:
-    return f"{quote(r.name, safe='')}.m3u8?loc={quote(url, safe='')}"
+def _checked(entry: TitleEntry) -> TitleEntry:
+    """The entry, once every catalog string a renderer places matches its grammar (else BadCatalog)."""
+    parts.check_title_id(entry.title_id)
+    for i, r in enumerate(entry.renditions):
+        parts.check_rendition(r, f"{entry.title_id}: renditions[{i}]")
+    return entry
 
 
-def hls_master(entry: TitleEntry, pathways: Sequence[Pathway], steering_uri: str | None) -> str:
+def _as_url(uri: Url | str, where: str) -> Url:
+    return uri if isinstance(uri, Url) else parts.parse_url(uri, where, relative=True, error=PlaybackError)
+
+
+def _media_uri(r: Rendition, url: Url) -> str:
+    return Url.reference((f"{r.name}.m3u8",), (("loc", url.text),), rooted=False).text
+
+
+def hls_master(entry: TitleEntry, pathways: Sequence[Pathway], steering: Url | str | None) -> str:
     """Every variant per pathway; the origin's renderer does one pathway, we relabel its groups."""
+    entry = _checked(entry)
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{playlists.HLS_VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    if steering_uri:
-        lines.append(f'#EXT-X-CONTENT-STEERING:SERVER-URI="{steering_uri}",PATHWAY-ID="{pathways[0].id}"')
+    if steering is not None:
+        server_uri = parts.hls_quoted(_as_url(steering, "steering URI").text, "steering URI", PlaybackError)
+        first = parts.hls_quoted(pathways[0].id, "pathway", PlaybackError)
+        lines.append(f"#EXT-X-CONTENT-STEERING:SERVER-URI={server_uri},PATHWAY-ID={first}")
     for i, p in enumerate(pathways):
+        pid = parts.hls_quoted(p.id, "pathway", PlaybackError)
         held = [r for r in entry.renditions if r.key in p.urls]
         sub = TitleEntry(meta=entry.meta, version=entry.version, duration_s=entry.duration_s,
                          renditions=tuple(held), assets=(), master="", dash="", poster=None)
         text = playlists.master_playlist(sub, lambda r, p=p: _media_uri(r, p.urls[r.key]))
         group = f"{playlists.AUDIO_GROUP}-{i}"
-        for line in text.splitlines()[3:]:
+        for line in text.rstrip("\n").split("\n")[3:]:
             line = line.replace(f'GROUP-ID="{playlists.AUDIO_GROUP}"', f'GROUP-ID="{group}"')
             if line.startswith("#EXT-X-STREAM-INF:"):
                 line = line.replace(f'AUDIO="{playlists.AUDIO_GROUP}"', f'AUDIO="{group}"')
-                line += f',PATHWAY-ID="{p.id}"'
+                line += f",PATHWAY-ID={pid}"
             lines.append(line)
     return "\n".join(lines) + "\n"
 
 
-def check_location(r: Rendition, loc: str, known_bases: Sequence[str]) -> str:
+def check_location(r: Rendition, loc: str, known_bases: Sequence[str]) -> Url:
     """A `loc` from a media playlist URL must be a signed URL of this rendition's file on an appliance
-    of the fleet — playback never renders a playlist pointing anywhere else."""
-    parts = urlsplit(loc)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadLocation("loc: must be an absolute http(s) URL")
-    if parts.path != "/" + r.key:
+    of the fleet — playback never renders a playlist pointing anywhere else. Returns its components:
+    the playlist gets their serialisation, never `loc` itself."""
+    parts.check_rendition(r, "rendition")
+    url = parts.parse_url(loc, "loc")
+    if not url.rooted or url.segments != tuple(r.key.split("/")):
         raise BadLocation("loc: not this rendition's file")
-    query = parse_qs(parts.query)
-    if not all(query.get(k) for k in SIGNED_PARAMS):
+    if any(len(url.params(k)) > 1 for k in TOKEN_PARAMS):
+        raise BadLocation("loc: a token parameter is repeated")
+    if not all(url.params(k) and url.params(k)[0] for k in SIGNED_PARAMS):
         raise BadLocation("loc: not a signed URL")
-    if base_of(loc) not in known_bases:
+    if url.origin not in _origins(known_bases):
         raise BadLocation("loc: not an appliance of the fleet")
-    return loc
+    return url
 
 
-def hls_media(r: Rendition, url: str) -> str:
-    return playlists.media_playlist(r, url)
+def _origins(bases: Sequence[str]) -> set[str]:
+    out = set()
+    for base in bases:
+        try:
+            out.add(parts.parse_url(base, "base").origin)
+        except BadLocation:
+            continue  # a fleet entry we can't read is no appliance a loc may name
+    return out
 
 
-def dash_mpd(entry: TitleEntry, pathways: Sequence[Pathway], steering_uri: str | None) -> str:
+def hls_media(r: Rendition, url: Url | str) -> str:
+    parts.check_rendition(r, "rendition")
+    located = url if isinstance(url, Url) else parts.parse_url(url, "loc")
+    return playlists.media_playlist(r, located.text)  # encoded: no '"', no line break, no leading '#'
+
+
+def dash_mpd(entry: TitleEntry, pathways: Sequence[Pathway], steering: Url | str | None) -> str:
     """The origin's MPD with each Representation's BaseURL repeated per pathway (serviceLocation)."""
-    marker = "\x00{key}\x00"
-    text = playlists.mpd(entry, lambda r: marker.format(key=r.key))
+    entry = _checked(entry)
+    index = {r.key: i for i, r in enumerate(entry.renditions)}
+    text = playlists.mpd(entry, lambda r: f"\x00{index[r.key]}\x00")  # validated strings hold no NUL
     out = []
-    for line in text.splitlines():
+    for line in text.rstrip("\n").split("\n"):
         if "<BaseURL>\x00" in line:
-            key = line.split("\x00")[1]
+            key = entry.renditions[int(line.split("\x00")[1])].key
             indent = line[: len(line) - len(line.lstrip())]
             for p in pathways:
                 if key in p.urls:
-                    out.append(f'{indent}<BaseURL serviceLocation="{p.id}">{playlists._xml_text(p.urls[key])}</BaseURL>')
+                    out.append(f"{indent}<BaseURL serviceLocation={parts.xml_attr(p.id, 'pathway', PlaybackError)}>"
+                               f"{parts.xml_text(p.urls[key].text, 'URL', PlaybackError)}</BaseURL>")
             continue
         out.append(line)
-        if line.startswith("<MPD ") and steering_uri:
-            out.append(f'  <ContentSteering defaultServiceLocation="{pathways[0].id}" queryBeforeStart="false">'
-                       f"{playlists._xml_text(steering_uri)}</ContentSteering>")
+        if line.startswith("<MPD ") and steering is not None:
+            uri = parts.xml_text(_as_url(steering, "steering URI").text, "steering URI", PlaybackError)
+            first = parts.xml_attr(pathways[0].id, "pathway", PlaybackError)
+            out.append(f'  <ContentSteering defaultServiceLocation={first} queryBeforeStart="false">{uri}'
+                       "</ContentSteering>")
     return "\n".join(out) + "\n"
 
 
