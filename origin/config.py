@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.tomlconf import ConfigError, Section, read_toml
+from contracts.webguard import GuardConfig, parse_guard
 from origin.core.errors import UsageError
 from origin.core.ffargs import PRESETS
 from origin.core.ladder import DEFAULT_LADDER, Codec, EncodeSettings, VideoRung, validate_ladder
@@ -73,6 +74,8 @@ class ServeConfig:
     drain_timeout_s: float = 10.0
     chunk_bytes: int = 1 << 20
     cache_control: str = "public, max-age=31536000, immutable"  # keys are versioned by content
+    # abuse shedding (contracts.webguard): connection timeouts and cap (no route reads a body)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ def _serve(s: Section, base: Path | None) -> ServeConfig:
         drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
         chunk_bytes=s.int("chunk_bytes", d.chunk_bytes, min=4096, max=64 << 20),
         cache_control=s.str("cache_control", d.cache_control),
+        guard=parse_guard(s),
     )
     s.done()
     return cfg

@@ -6,7 +6,9 @@ Range header, authenticated by a fill token (contracts.token, scope "fill") in
 `/v1/titles[?q=&genre=]`, `/v1/titles/{id}`. `/healthz` and `/metrics` (Prometheus text) need no
 token. Range decisions come from origin.core.ranges; bodies are read off the event loop in chunks.
 SIGTERM stops accepting, lets in-flight responses finish (up to drain_timeout_s), then exits;
-under systemd (Type=notify) it reports READY and STOPPING.
+under systemd (Type=notify) it reports READY and STOPPING. Connections are guarded (contracts.webguard):
+header and idle timeouts and a connection cap; a request body is never read (a response to a request
+that carried one closes the connection).
 
 SIGHUP (`systemctl reload`) re-reads the config: what handlers use (config, backend, catalog, keys)
 is one `Serving` snapshot, built in a thread and swapped in with one assignment; a request reads the
@@ -35,6 +37,7 @@ from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.token import Keyring, Scope, TokenError, parse_query, verify
+from contracts.webguard import GUARD, Guard, GuardedRunner
 from origin.backends.local import LocalDirBackend
 from origin.catalog import Catalog
 from origin.config import OriginConfig
@@ -132,7 +135,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    text = state.metrics.render() + generate_latest(state.tasks.registry).decode()
+    text = (state.metrics.render() + generate_latest(state.tasks.registry).decode()
+            + request.app[GUARD].metrics_text("origin"))
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
@@ -230,8 +234,9 @@ def make_app(serving: Serving, read_config: ReadConfig | None = None,
              clock: Callable[[], float] = time.time) -> web.Application:
     """`read_config` reads the config again on SIGHUP (the CLI re-applies its overrides); without
     one, a reload re-opens the running config's files (the key file: key rotation)."""
-    app = web.Application()
+    app = web.Application(client_max_size=64 << 10)  # no route reads a body
     app[STATE] = OriginState(serving, read_config or (lambda: serving.config), clock)
+    Guard(lambda: app[STATE].current.config.serve.guard).install(app)
     app.cleanup_ctx.append(_background)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -284,9 +289,10 @@ async def reload(state: OriginState) -> None:
 async def _serve(serving: Serving, read_config: ReadConfig | None) -> None:
     cfg = serving.config
     app = make_app(serving, read_config)
-    runner = web.AppRunner(app, shutdown_timeout=cfg.serve.drain_timeout_s, handle_signals=False, access_log=None)
+    runner = GuardedRunner(app, app[GUARD], shutdown_timeout=cfg.serve.drain_timeout_s, handle_signals=False,
+                           access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, cfg.serve.listen, cfg.serve.port).start()
+    await web.TCPSite(runner, cfg.serve.listen, cfg.serve.port, backlog=1024).start()  # a burst waits, not drops
     host, port = runner.addresses[0][:2]  # the real port when the config says 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

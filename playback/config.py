@@ -3,11 +3,12 @@ the dotted key of any error. See config/playback.example.toml for every setting.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.tomlconf import ConfigError, Section, read_toml
+from contracts.webguard import GuardConfig, parse_guard
 from origin.config import Location, S3Config, parse_location
 
 __all__ = ["ConfigError", "PlaybackConfig", "load", "parse"]
@@ -36,6 +37,9 @@ class PlaybackConfig:
     max_events_per_request: int = 100
     drain_grace_s: float = 1.0
     drain_timeout_s: float = 10.0
+    # abuse shedding (contracts.webguard): connection timeouts and cap, body limits
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    max_event_body_bytes: int = 64 << 10  # POST /v1/events: 100 events are ~20 KB
     source: Path | None = None
 
 
@@ -80,6 +84,8 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         max_events_per_request=s.int("max_events_per_request", d.max_events_per_request, min=1, max=10_000),
         drain_grace_s=s.float("drain_grace_s", d.drain_grace_s, min=0),
         drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
+        guard=parse_guard(s),
+        max_event_body_bytes=s.int("max_event_body_bytes", d.max_event_body_bytes, min=1024, max=16 << 20),
         source=source,
     )
     s.done()

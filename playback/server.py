@@ -11,12 +11,15 @@ manifest, viewing events and popularity, the web pages; SIGTERM drains, SIGHUP r
 Background work (today: the reload SIGHUP asks for) runs under a TaskSupervisor: a failure is logged
 with its traceback, counted in /metrics (`playback_task_failures_total{task}`) and the task restarted;
 /healthz lists tasks that keep failing as `degraded` but stays 200 (playback still answers with the
-config it has), and turns 503 only while draining.
+config it has), and turns 503 only while draining. Connections and bodies are guarded
+(contracts.webguard): header and idle timeouts, a connection cap, event bodies up to
+max_event_body_bytes of bounded JSON.
 """
 from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import logging
 import re
@@ -25,7 +28,6 @@ import signal
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
-from urllib.parse import urlencode
 
 from aiohttp import web
 from prometheus_client import generate_latest
@@ -33,6 +35,7 @@ from prometheus_client import generate_latest
 from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
+from contracts.webguard import GUARD, Guard, GuardedRunner
 
 from origin.core import catalog as core_catalog
 from origin.core.catalog import TitleEntry
@@ -40,7 +43,7 @@ from origin.core.errors import ObjectNotFound, OriginError
 from playback import config as playback_config
 from playback.core import manifests, steer
 from playback.core.clientip import client_ip
-from playback.core.events import EventError, validate_batch
+from playback.core.events import validate_batch
 from playback.state import State, open_catalog
 from playback.steerclient import SteeringUnavailable
 
@@ -151,19 +154,24 @@ async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathw
         raise located
     locations, holds = located
     names = steer.base_urls(fleet) if isinstance(fleet, dict) else {}
+    refused: list[str] = []
     pathways = manifests.build_pathways(entry, locations, lambda base: names.get(base, base.split("//", 1)[-1]),
-                                        cfg.max_pathways, holds)
+                                        cfg.max_pathways, holds, refused.append)
+    if refused:
+        state.count("playback_steering_urls_refused_total")
+        log_event(log, "steering-url-refused", logging.WARNING, title=entry.title_id, request_id=request_id,
+                  refused=refused[:8])
     state.count("playback_plays_total")
     log_event(log, "play", title=entry.title_id, client=client, request_id=request_id,
               pathways=[p.id for p in pathways])
     return entry, pathways, request_id
 
 
-def _steering_uri(request: web.Request, pathways: tuple[manifests.Pathway, ...], dash: bool) -> str | None:
+def _steering_uri(request: web.Request, entry: TitleEntry, pathways: tuple[manifests.Pathway, ...],
+                  dash: bool) -> manifests.Url | None:
     if not request.app[STATE].config.content_steering:
         return None
-    query = {"pathways": ",".join(p.id for p in pathways), **({"dash": "1"} if dash else {})}
-    return f"/v1/playback/{request.match_info['title_id']}/steering.json?{urlencode(query)}"
+    return manifests.steering_uri(entry.title_id, [p.id for p in pathways], dash)
 
 
 PRIVATE = {"Cache-Control": "private, no-store"}  # signed for one client: no shared cache may keep it
@@ -172,7 +180,7 @@ PRIVATE = {"Cache-Control": "private, no-store"}  # signed for one client: no sh
 @refusals
 async def master(request: web.Request) -> web.Response:
     entry, pathways, request_id = await _play(request)
-    uri = _steering_uri(request, pathways, dash=False)
+    uri = _steering_uri(request, entry, pathways, dash=False)
     return web.Response(text=manifests.hls_master(entry, pathways, uri), headers={**PRIVATE, "X-Request-Id": request_id},
                         content_type="application/vnd.apple.mpegurl")
 
@@ -180,7 +188,7 @@ async def master(request: web.Request) -> web.Response:
 @refusals
 async def mpd(request: web.Request) -> web.Response:
     entry, pathways, request_id = await _play(request)
-    uri = _steering_uri(request, pathways, dash=True)
+    uri = _steering_uri(request, entry, pathways, dash=True)
     return web.Response(text=manifests.dash_mpd(entry, pathways, uri), headers={**PRIVATE, "X-Request-Id": request_id},
                         content_type="application/dash+xml")
 
@@ -193,8 +201,11 @@ async def media(request: web.Request) -> web.Response:
     r = next((r for r in entry.renditions if r.name == name), None)
     if r is None:
         raise NotFound(f"no rendition {name!r} in {entry.title_id!r}")
+    given = request.query.getall("loc", [])
+    if len(given) > 1:
+        raise manifests.BadLocation("loc: given more than once")
     fleet = await state.steering.fleet(max_age_s=3600)
-    loc = manifests.check_location(r, request.query.get("loc", ""), list(steer.base_urls(fleet)))
+    loc = manifests.check_location(r, given[0] if given else "", list(steer.base_urls(fleet)))
     return web.Response(text=manifests.hls_media(r, loc), headers=PRIVATE,
                         content_type="application/vnd.apple.mpegurl")
 
@@ -203,16 +214,14 @@ async def media(request: web.Request) -> web.Response:
 async def steering_manifest(request: web.Request) -> web.Response:
     """Reordered by the fleet's live state; if steering cannot be reached, the session's own order."""
     state = request.app[STATE]
-    await _entry(request)
-    pathways = [p for p in request.query.get("pathways", "").split(",") if p][:16]
-    if not pathways or any(manifests.pathway_id(p) != p for p in pathways):
-        raise manifests.PlaybackError("pathways: a comma-separated list of pathway ids")
+    entry = await _entry(request)
+    pathways = manifests.parse_pathways(request.query.get("pathways", ""))
+    dash = request.query.get("dash") == "1"
+    reload_uri = manifests.steering_uri(entry.title_id, pathways, dash).text  # rebuilt, never echoed
     try:
         states = steer.fleet_states(await state.steering.fleet(), state.config.saturation_fraction)
     except SteeringUnavailable:
         states = None
-    dash = request.query.get("dash") == "1"
-    reload_uri = request.path_qs.split("&_HLS_", 1)[0].split("&_DASH_", 1)[0]
     body = steer.steering_manifest(pathways, states, state.config.steering_ttl_s, reload_uri, dash)
     return _json(body, headers={"Cache-Control": "no-store"})
 
@@ -222,15 +231,12 @@ async def steering_manifest(request: web.Request) -> web.Response:
 @refusals
 async def events(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise EventError("body: must be JSON") from None
-    items = body.get("events", [body]) if isinstance(body, dict) else body if isinstance(body, list) else []
-    ids = {e.get("videoId") for e in items[:state.config.max_events_per_request] if isinstance(e, dict)}
-    for title_id in ids:
-        if isinstance(title_id, str) and 0 < len(title_id) <= 128:
-            await state.entry(title_id)  # warm the cache; validation itself is pure
+    body = await request.app[GUARD].read_json(request, state.config.max_event_body_bytes, want=(dict, list))
+    items = body.get("events", body) if isinstance(body, dict) else body  # one event, a list, or {"events": ...}
+    items = [items] if isinstance(items, dict) else items if isinstance(items, list) else []  # else: refused below
+    ids = [e.get("videoId") for e in items[:state.config.max_events_per_request] if isinstance(e, dict)]
+    for title_id in {i for i in ids if isinstance(i, str) and 0 < len(i) <= 128}:  # (an object is unhashable)
+        await state.entry(title_id)  # warm the cache; validation itself is pure
     now = time.time()
     accepted = validate_batch(body, state.cached_entry, now, state.config.max_events_per_request)
     for e in accepted:
@@ -261,7 +267,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[STATE].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
+    text = (request.app[STATE].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
+            + request.app[GUARD].metrics_text("playback"))
     return web.Response(text=text, content_type="text/plain")
 
 
@@ -287,8 +294,18 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await sup.shutdown()
 
 
+def _trusted_peer(state: State, peer: str) -> bool:
+    """Our load balancers (trusted_proxies) carry many clients: the per-client connection cap skips them."""
+    try:
+        addr = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(addr in net for net in state.trusted)
+
+
 def make_app(state: State) -> web.Application:
-    app = web.Application(client_max_size=1 << 20)
+    app = web.Application(client_max_size=state.config.max_event_body_bytes)  # a backstop: the guard reads bodies
+    Guard(lambda: state.config.guard, exempt=lambda peer: _trusted_peer(state, peer)).install(app)
     app[STATE] = state
     app[SUPERVISOR] = TaskSupervisor("playback", logging.getLogger("playback.tasks"))
     app[RELOAD] = asyncio.Event()
@@ -349,7 +366,7 @@ async def serve(config: playback_config.PlaybackConfig) -> None:
     """Run until SIGTERM/SIGINT, then drain. The `listening` log event names the bound port."""
     state = State(config)
     app = make_app(state)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.drain_timeout_s)
+    runner = GuardedRunner(app, app[GUARD], access_log=None, shutdown_timeout=config.drain_timeout_s)
     await runner.setup()
     await web.TCPSite(runner, config.listen, config.port, backlog=1024).start()
     stop = asyncio.Event()

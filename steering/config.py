@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from contracts.ids import SiteId
 from contracts.tomlconf import ConfigError, Section, read_toml
+from contracts.webguard import GuardConfig, parse_guard
 from steering.core.health import HealthPolicy
 from steering.core.rank import RankPolicy
 from steering.fillplan import FillConfig, parse_fill
@@ -27,6 +28,9 @@ class ServerConfig:
     log_decisions: bool = True  # one structured log line per decision (counters are always kept)
     heartbeat_auth: bool = True  # reports must be signed with a key of the key file
     heartbeat_max_skew_s: float = 300.0  # a report's sent_at may differ this much from our clock
+    # abuse shedding (contracts.webguard): connection timeouts and cap, body limits
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    max_steer_body_bytes: int = 1 << 20  # POST /v1/steer: 1000 file keys are ~100 KB
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def _server(s: Section) -> ServerConfig:
         log_decisions=s.bool("log_decisions", d.log_decisions),
         heartbeat_auth=s.bool("heartbeat_auth", d.heartbeat_auth),
         heartbeat_max_skew_s=s.float("heartbeat_max_skew_s", d.heartbeat_max_skew_s, min=1),
+        guard=parse_guard(s),
+        max_steer_body_bytes=s.int("max_steer_body_bytes", d.max_steer_body_bytes, min=4096, max=64 << 20),
     )
 
 

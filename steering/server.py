@@ -14,7 +14,10 @@ a failure is logged with its traceback, counted (`steering_task_failures_total{t
 restarted after a backoff, and a chore that keeps failing is listed in /healthz as degraded. Degraded
 stays HTTP 200: the replica still answers (from the last good state), so a load balancer should keep
 it; only draining is 503. Handlers map only our refusals (exception classes with a `status_hint`) to
-4xx; anything else is a bug: a 500, logged with its traceback.
+4xx; anything else is a bug: a 500, logged with its traceback. Connections and bodies are guarded
+(contracts.webguard): header and idle timeouts, a connection cap, POST /v1/steer bodies up to
+max_steer_body_bytes of bounded JSON, heartbeat bodies up to max_heartbeat_bytes and read only once the
+signature header is well-formed.
 """
 from __future__ import annotations
 
@@ -30,11 +33,13 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import generate_latest
 
-from contracts.heartbeat import CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, HeartbeatError, ack_to_dict, encode_ack
+from contracts.heartbeat import (CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, HeartbeatError, ack_to_dict, encode_ack,
+                                 signer_of)
 from contracts.ids import InvalidFileKey
 from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
+from contracts.webguard import GUARD, Guard, GuardedRunner, RequestRefused
 from steering.config import SteeringConfig
 from steering.core.prefixes import InvalidClientAddress
 from steering.fillplan import FillPlanner
@@ -50,7 +55,7 @@ SUPERVISOR = web.AppKey("supervisor", TaskSupervisor)
 
 # Our refusals and the contracts' (each carries status_hint and reason). A ValueError outside these
 # is not a bad request but a bug, and must not be dressed up as a 400.
-REFUSALS = (BadRequest, InvalidClientAddress, InvalidFileKey, HeartbeatError)
+REFUSALS = (BadRequest, InvalidClientAddress, InvalidFileKey, HeartbeatError, RequestRefused)
 
 
 # ---- handlers ---------------------------------------------------------------------------------
@@ -99,11 +104,8 @@ async def steer_get(request: web.Request) -> web.Response:
 @refusals
 async def steer_post(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
-    try:
-        body = await request.json()
-    except ValueError:
-        raise BadRequest("body: must be JSON") from None
-    if not isinstance(body, dict) or not isinstance(body.get("files"), list):
+    body = await request.app[GUARD].read_json(request, replica.config.server.max_steer_body_bytes)
+    if not isinstance(body.get("files"), list):
         raise BadRequest("files: must be a list of file keys")
     files = body["files"]
     if not 0 < len(files) <= replica.config.server.max_files_per_request or not all(isinstance(f, str) for f in files):
@@ -152,7 +154,12 @@ def _explain(answer: SteerAnswer) -> dict[str, Any]:
 @refusals
 async def heartbeat(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
-    ack = replica.heartbeat(await request.read(), request.headers.get(SIGNATURE_HEADER))
+    server = replica.config.server
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if server.heartbeat_auth:
+        signer_of(signature)  # its shape, before a byte of the body is read: anonymous bodies stay unread
+    raw = await request.app[GUARD].read_body(request, server.max_heartbeat_bytes)
+    ack = replica.heartbeat(raw, signature)
     if "application/json" in request.headers.get("Accept", ""):
         return _json(ack_to_dict(ack))
     return web.Response(body=encode_ack(ack), content_type=MSGPACK)
@@ -174,7 +181,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[REPLICA].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
+    text = (request.app[REPLICA].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
+            + request.app[GUARD].metrics_text("steering"))
     return web.Response(text=text, content_type="text/plain", headers={"X-Prometheus-Format": "0.0.4"})
 
 
@@ -208,7 +216,10 @@ async def fill_manifest(request: web.Request) -> web.Response:
 
 
 def make_app(replica: Replica, config_path: Path | None = None) -> web.Application:
-    app = web.Application(client_max_size=replica.config.server.max_heartbeat_bytes)
+    # Bodies are read by the guard with per-route limits (heartbeats: max_heartbeat_bytes, only once
+    # signed); aiohttp's own app-wide limit is only a backstop for a handler that reads another way.
+    app = web.Application(client_max_size=replica.config.server.max_steer_body_bytes)
+    Guard(lambda: replica.config.server.guard).install(app)
     app[REPLICA] = replica
     app[RELOADER] = Reloader(replica, config_path)
     app[PLANNER] = FillPlanner(replica, replica.config.fill)
@@ -229,7 +240,7 @@ async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None
     the config: any free one); SIGHUP asks the reload task to reload everything."""
     replica = Replica(config, loaded)
     app = make_app(replica, config_path)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.drain_timeout_s)
+    runner = GuardedRunner(app, app[GUARD], access_log=None, shutdown_timeout=config.server.drain_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, config.server.listen, config.server.port, backlog=1024)
     await site.start()
