@@ -13,11 +13,14 @@ backend) or an HTTP origin's /v1/titles.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
+from contracts.callers import appliance_authorization
 from contracts.ids import FileKey
 from contracts.manifest import ORIGIN, Manifest, ManifestError, decode_manifest
 from contracts.token import Keyring
@@ -58,13 +61,16 @@ async def from_steering(session: aiohttp.ClientSession, replicas: tuple[str, ...
             current = decode_manifest(saved, appliance, keys)
         except ManifestError:
             current = None
-    headers = {"If-None-Match": current.etag} if current is not None else {}
+    etag = {"If-None-Match": current.etag} if current is not None else {}
     refused: list[str] = []
     problems: list[str] = []
+    target = f"/v1/fill-manifest?appliance={appliance}"  # signed as sent: ids need no escaping
     for base in replicas:
         url = f"{base}/v1/fill-manifest"
+        # Steering answers only to the appliance itself: a request signature made with our own keys.
+        headers = {**etag, "Authorization": appliance_authorization(keys, appliance, "GET", target, time.time())}
         try:
-            async with session.get(url, params={"appliance": appliance}, headers=headers) as resp:
+            async with session.get(URL(base + target, encoded=True), headers=headers) as resp:
                 if resp.status == 304 and current is not None and saved is not None:
                     return saved, current, False
                 if resp.status != 200:  # 404: no plan for us at this replica yet; another may have one

@@ -214,10 +214,15 @@ class Chaos:
         for what, check in checks:
             self.watches.append(Watch(f"{name}: {what}", check, since))
 
+    def operator(self) -> dict[str, str]:
+        """The lab operator's bearer token: steering's /v1/fleet answers no anonymous caller."""
+        token = Path(self.info()["operator_token_file"]).read_text().strip()
+        return {"Authorization": f"Bearer {token}"}
+
     def named_up(self, appliance: str) -> list[tuple[str, Callable[[], bool]]]:
         def up_in(url: str) -> Callable[[], bool]:
             return lambda: any(a["id"] == appliance and a["status"] == "up"
-                               for s in get_json(f"{url}/v1/fleet")["sites"] for a in s["appliances"])
+                               for s in get_json(f"{url}/v1/fleet", self.operator())["sites"] for a in s["appliances"])
         return [(f"{rep} names it up", up_in(url)) for rep, url in self.info()["steering_replicas"].items()]
 
     def kill_worker(self, name: str) -> None:

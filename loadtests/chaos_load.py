@@ -25,9 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 KiB, MiB = 1 << 10, 1 << 20
 
 
-def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, b""
@@ -35,8 +35,8 @@ def get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return 0, b""
 
 
-def get_json(url: str) -> Any:
-    status, body = get(url)
+def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
+    status, body = get(url, headers=headers)
     return json.loads(body) if status == 200 else None
 
 

@@ -18,6 +18,7 @@ __all__ = ["ConfigError", "PlaybackConfig", "load", "parse"]
 class PlaybackConfig:
     origin: Location
     steering_urls: tuple[str, ...]
+    steering_token: str = ""  # read from steering_token_file: playback's bearer token at steering
     listen: str = "127.0.0.1"
     port: int = 8090
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For we believe
@@ -67,6 +68,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
             raise ConfigError(f"{s.key('trusted_proxies')}[{i}]: {p!r} is not an IP network") from None
     cfg = PlaybackConfig(
         origin=origin, steering_urls=urls, trusted_proxies=proxies,
+        steering_token=_token(s.path("steering_token_file", None, base=base), s.key("steering_token_file")),
         listen=s.str("listen", d.listen), port=s.int("port", d.port, min=0, max=65535),
         steering_timeout_s=s.float("steering_timeout_s", d.steering_timeout_s, min=0.05, max=60),
         retry_after_s=s.int("retry_after_s", d.retry_after_s, min=1, max=3600),
@@ -93,6 +95,19 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
     if cfg.token_min_ttl_s > cfg.token_max_ttl_s:
         raise ConfigError("playback.token_min_ttl_s: must not exceed playback.token_max_ttl_s")
     return cfg
+
+
+def _token(path: Path | None, key: str) -> str:
+    """Playback's credential at steering (`steering callers add playback --roles steer,fleet`)."""
+    if path is None:
+        return ""
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: {path}: {exc.strerror}") from None
+    if not token or len(token) > 256 or not token.isascii() or any(c.isspace() for c in token):
+        raise ConfigError(f"{key}: {path} must hold one token (the line `steering callers add` printed)")
+    return token
 
 
 def s3_config() -> S3Config:

@@ -30,7 +30,8 @@ class State:
         self.config = config
         self.catalog = open_catalog(config)
         self.trusted = parse_networks(config.trusted_proxies)
-        self.steering = SteeringClient(config.steering_urls, config.steering_timeout_s, config.fleet_cache_s)
+        self.steering = SteeringClient(config.steering_urls, config.steering_timeout_s, config.fleet_cache_s,
+                                       config.steering_token)
         self.popularity = Popularity(config.popularity_half_life_s)
         self.counters: Counter[tuple[str, str]] = Counter()
         self.draining = False
@@ -46,6 +47,7 @@ class State:
         self.steering.urls = list(config.steering_urls)
         self.steering.timeout = aiohttp.ClientTimeout(total=config.steering_timeout_s)
         self.steering.fleet_cache_s = config.fleet_cache_s
+        self.steering.token = config.steering_token
         self.popularity.half_life_s = config.popularity_half_life_s
         self.config = config
 

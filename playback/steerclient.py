@@ -16,8 +16,9 @@ class SteeringUnavailable(Exception):
 
 
 class SteeringClient:
-    def __init__(self, urls: Sequence[str], timeout_s: float, fleet_cache_s: float) -> None:
+    def __init__(self, urls: Sequence[str], timeout_s: float, fleet_cache_s: float, token: str = "") -> None:
         self.urls = list(urls)
+        self.token = token  # playback's bearer token: steering answers no anonymous caller
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.fleet_cache_s = fleet_cache_s
         self.session: aiohttp.ClientSession | None = None
@@ -40,7 +41,8 @@ class SteeringClient:
         for base in self.urls:
             try:
                 # the timeout per request, not the session's: a reload may have changed it
-                async with self.session.request(method, base + path, json=json, headers=headers,
+                auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+                async with self.session.request(method, base + path, json=json, headers={**auth, **(headers or {})},
                                                 timeout=self.timeout) as resp:
                     if resp.status == 200:
                         return await resp.json()

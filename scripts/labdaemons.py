@@ -43,8 +43,10 @@ def run(*cmd: str) -> str:
     return out.stdout
 
 
-def get_json(url: str, timeout: float = 3.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def get_json(url: str, timeout: float = 3.0, token_file: str | Path | None = None) -> dict:
+    """GET a JSON document; with `token_file`, as the caller whose bearer token it holds."""
+    headers = {"Authorization": f"Bearer {Path(token_file).read_text().strip()}"} if token_file else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -101,6 +103,7 @@ listen = "127.0.0.1"
 port = {port}
 fleet_file = "fleet.toml"
 key_file = "{keys}"
+callers_file = "callers.toml"
 default_site = "lab-a"
 [health]
 report_interval_s = 1.0
@@ -144,6 +147,7 @@ def playback_toml(port: int, steering_urls: str, origin_dir: Path) -> str:
 listen = "127.0.0.1"
 port = {port}
 steering_urls = [{steering_urls}]
+steering_token_file = "playback.token"
 [origin]
 location = "{origin_dir}"
 """
@@ -222,6 +226,22 @@ class Lab:
             write_new_keyfile(path)
         return path
 
+    def callers(self) -> None:
+        """Who may call steering: playback (steer, fleet) and the lab's operator (every role, for
+        scripts and the chaos soak); each token in a file of its own, steering keeps their hashes."""
+        from contracts.callers import new_token
+
+        lines = []
+        for name, roles in (("playback", ["steer", "fleet"]),
+                            ("operator", ["steer", "fleet", "manifests", "demand", "withdraw"])):
+            token, digest = new_token()
+            token_file = self.state / f"{name}.token"
+            token_file.write_text(token + "\n")
+            token_file.chmod(0o600)
+            lines.append(f'[callers.{name}]\ntoken_sha256 = "{digest}"\nroles = {json.dumps(roles)}\n')
+        (self.state / "callers.toml").write_text("\n".join(lines))
+        self.endpoints["operator_token_file"] = str(self.state / "operator.token")
+
     def derived(self, master: Path, holder: str) -> Path:
         """The key file `holder` (an appliance, "origin") is provisioned with: derived for it alone."""
         from contracts.keys import derive_keyring, keyfile_text, load_keyring
@@ -252,6 +272,7 @@ class Lab:
 
     def steering(self, keys: Path, appliances: dict[str, int]) -> None:
         (self.state / "fleet.toml").write_text(fleet_toml(appliances))
+        self.callers()
         replicas = {}
         for i in range(1, self.replicas + 1):  # independent replicas: every appliance reports to each
             name, port = f"steering-{i}", free_port()
@@ -327,7 +348,7 @@ class Lab:
 The lab is up ({self.state / 'lab.json'} lists every endpoint):
   web player:   {pb}/play/{TITLE}      catalog: {pb}/      fleet: {pb}/fleet
   play it:      ffmpeg -hide_banner -i {pb}/v1/playback/{TITLE}/master.m3u8 -f null -
-  steering:     {self.endpoints['steering']}/v1/fleet
+  steering:     curl -H "Authorization: Bearer $(cat {self.state / 'operator.token'})" {self.endpoints['steering']}/v1/fleet
   daemons:      scripts/lab status | kill NAME | restart NAME   ({', '.join(self.daemons)})
 {how}."""
 

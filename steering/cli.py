@@ -24,11 +24,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = sub.add_parser("check-config", help="validate the config and every file it names")
     check.add_argument("-c", "--config", type=Path, required=True)
     keyscli.add_parser(sub)
+    keyscli.add_callers_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.config)
     if args.command == "keys":
         return keyscli.run(args)
+    if args.command == "callers":
+        return keyscli.run_callers(args)
     return run(args.config, args.log_level)
 
 

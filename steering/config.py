@@ -57,6 +57,7 @@ class SteeringConfig:
     geo: GeoConfig
     health: HealthPolicy
     ranking: RankPolicy
+    callers_file: Path | None = None  # who may call /v1/steer, /v1/fleet, …: bearer tokens by hash, with roles
     tick_interval_s: float = 0.25  # how often missed reports are looked for
     fill: FillConfig = field(default_factory=FillConfig)
     source: Path | None = None
@@ -75,6 +76,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         fleet_file=main.path("fleet_file", base=base),
         key_file=main.path("key_file", base=base),
         default_site=SiteId(main.str("default_site")),
+        callers_file=main.path("callers_file", None, base=base),
         server=_server(main),
         tokens=_tokens(top.section("tokens", {})),
         geo=_geo(top.section("geo", {}), base),

@@ -1,18 +1,26 @@
-"""`steering keys derive`: provisioning an appliance (or the origin) with the keys derived for it.
+"""Provisioning: `steering keys derive` (an appliance's or the origin's own keys) and `steering callers
+add` (a bearer token for a service such as playback).
 
 Steering holds the fleet's master key file; nothing else should. Each appliance gets a key file of
 its own, derived from the master for its id (contracts.keys), which verifies the URLs steering signs
 for it and signs its heartbeats. `--pull-from PARENT` writes instead the fill keys an appliance
 uses to pull through from PARENT (valid at PARENT, for this appliance only). Rotation: add a key to
 the master file, derive again for every holder, install, then switch `signing`.
+
+`steering callers add NAME --roles steer,fleet -c steering.toml` appends `[callers.NAME]` with the
+SHA-256 of a fresh token to the callers file steering's config names, and prints the token once on
+stdout: give it to the caller (playback's `steering_token_file`). Steering re-reads the file itself.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import tomllib
 from pathlib import Path
 
+from contracts.callers import ROLES, new_token, parse_callers
 from contracts.keys import derive_keyring, keyfile_text, load_keyring
 from contracts.tomlconf import ConfigError
 from contracts.token import fill_keys
@@ -28,6 +36,40 @@ def add_parser(sub: "argparse._SubParsersAction") -> None:
     derive.add_argument("--appliance", required=True, help="appliance id as in the fleet file, or 'origin'")
     derive.add_argument("--pull-from", metavar="PARENT", help="write APPLIANCE's fill keys for pulling from PARENT")
     derive.add_argument("-o", "--output", type=Path, help="file to write (mode 0600); default: stdout")
+
+
+def add_callers_parser(sub: "argparse._SubParsersAction") -> None:
+    callers = sub.add_parser("callers", help="who may call steering: bearer tokens for services")
+    csub = callers.add_subparsers(dest="callers_command", required=True)
+    add = csub.add_parser("add", help="add a caller; prints its token once")
+    add.add_argument("name")
+    add.add_argument("--roles", required=True, help=f"comma-separated: {', '.join(sorted(ROLES))}")
+    add.add_argument("-c", "--config", type=Path, required=True, help="steering's config (names callers_file)")
+
+
+def run_callers(args: argparse.Namespace) -> int:
+    from steering import config as steering_config
+    from steering.service import load_callers
+
+    try:
+        config = steering_config.load(args.config)
+        if config.callers_file is None:
+            raise ConfigError("steering.callers_file: not set; name the file the callers are kept in")
+        roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+        token, digest = new_token()
+        entry = f'\n[callers.{args.name}]\ntoken_sha256 = "{digest}"\nroles = {json.dumps(roles)}\n'
+        before = config.callers_file.read_text() if config.callers_file.exists() else ""
+        parse_callers(tomllib.loads(before + entry))  # refuse a bad name, role or duplicate before writing
+        fd = os.open(config.callers_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(entry)
+        load_callers(config.callers_file)
+    except (ConfigError, ValueError, tomllib.TOMLDecodeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    print(f"added caller {args.name} ({', '.join(roles)}) to {config.callers_file}", file=sys.stderr)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

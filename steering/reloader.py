@@ -22,7 +22,7 @@ from steering.config import SteeringConfig
 from steering.fleetconf import load_fleet
 from steering.geoip import GeoDatabase
 from steering.metrics import labels
-from steering.service import Loaded, Replica, file_signature, load_all
+from steering.service import Loaded, Replica, file_signature, load_all, load_callers
 
 log = logging.getLogger("steering")
 
@@ -41,7 +41,8 @@ class Reloader:
 
     def _signatures(self, config: SteeringConfig) -> dict[str, Any]:
         return {"config": file_signature(self.config_path), "fleet": file_signature(config.fleet_file),
-                "keys": file_signature(config.key_file), "geo": file_signature(config.geo.database)}
+                "keys": file_signature(config.key_file), "geo": file_signature(config.geo.database),
+                "callers": file_signature(config.callers_file)}
 
     async def run(self, succeeded: Callable[[], None]) -> None:
         """The `reload` task: poll every reload_check_interval_s, or reload everything when requested.
@@ -85,7 +86,8 @@ class Reloader:
         geo = cur.geo
         if "geo" in parts and config.geo.database:
             geo = GeoDatabase(config.geo.database)
-        return config, Loaded(fleet=fleet, keys=keys, geo=geo)
+        callers = load_callers(config.callers_file) if "callers" in parts else cur.callers
+        return config, Loaded(fleet=fleet, keys=keys, geo=geo, callers=callers)
 
 
 __all__ = ["Reloader", "ReloadFailed"]

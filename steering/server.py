@@ -33,6 +33,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from contracts.callers import Unauthorized
 from contracts.heartbeat import (CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, HeartbeatError, ack_to_dict, encode_ack,
                                  signer_of)
 from contracts.ids import InvalidFileKey
@@ -40,6 +41,7 @@ from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.webguard import GUARD, Guard, GuardedRunner, RequestRefused
+from steering.auth import AUTHENTICATE, authenticator, requires
 from steering.config import SteeringConfig
 from steering.core.prefixes import InvalidClientAddress
 from steering.fillplan import FillPlanner
@@ -55,7 +57,7 @@ SUPERVISOR = web.AppKey("supervisor", TaskSupervisor)
 
 # Our refusals and the contracts' (each carries status_hint and reason). A ValueError outside these
 # is not a bad request but a bug, and must not be dressed up as a 400.
-REFUSALS = (BadRequest, InvalidClientAddress, InvalidFileKey, HeartbeatError, RequestRefused)
+REFUSALS = (BadRequest, InvalidClientAddress, InvalidFileKey, HeartbeatError, Unauthorized, RequestRefused)
 
 
 # ---- handlers ---------------------------------------------------------------------------------
@@ -86,6 +88,7 @@ def refusals(handler: Handler) -> Handler:
 
 
 @refusals
+@requires("steer")
 async def steer_get(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     q = request.query
@@ -102,6 +105,7 @@ async def steer_get(request: web.Request) -> web.Response:
 
 
 @refusals
+@requires("steer")
 async def steer_post(request: web.Request) -> web.Response:
     replica = request.app[REPLICA]
     body = await request.app[GUARD].read_json(request, replica.config.server.max_steer_body_bytes)
@@ -165,6 +169,8 @@ async def heartbeat(request: web.Request) -> web.Response:
     return web.Response(body=encode_ack(ack), content_type=MSGPACK)
 
 
+@refusals
+@requires("fleet")
 async def fleet(request: web.Request) -> web.Response:
     return _json(request.app[REPLICA].fleet_json())
 
@@ -206,8 +212,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     replica.decisions.flush()
 
 
+@refusals
+@requires("manifests", own_appliance="appliance")
 async def fill_manifest(request: web.Request) -> web.Response:
-    """GET /v1/fill-manifest?appliance=ID: the appliance's last planned manifest (ETag / 304)."""
+    """GET /v1/fill-manifest?appliance=ID: the appliance's last planned manifest (ETag / 304); the
+    appliance itself (its signature) or a caller with the `manifests` role."""
     appliance = request.query.get("appliance", "")
     if not appliance or len(appliance) > 64:
         return web.json_response({"error": "appliance: required"}, status=400)
@@ -221,6 +230,7 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     app = web.Application(client_max_size=replica.config.server.max_steer_body_bytes)
     Guard(lambda: replica.config.server.guard).install(app)
     app[REPLICA] = replica
+    app[AUTHENTICATE] = authenticator(replica)
     app[RELOADER] = Reloader(replica, config_path)
     app[PLANNER] = FillPlanner(replica, replica.config.fill)
     app[SUPERVISOR] = TaskSupervisor("steering", logging.getLogger("steering.tasks"))

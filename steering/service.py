@@ -11,12 +11,14 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from contracts.heartbeat import (HeartbeatAck, HeartbeatError, HeartbeatUnauthorized, ReportSequence, check_fresh,
                                  decode_heartbeat, verify_body)
 from contracts.ids import FileKey, validate_file_key
+from contracts.callers import Caller, parse_callers
 from contracts.keys import DerivedKeys, load_keyring
+from contracts.tomlconf import read_toml
 from contracts.token import Keyring, sign_path
 from steering import config as steering_config
 from steering.config import SteeringConfig
@@ -43,6 +45,7 @@ class Loaded:
     fleet: Fleet
     keys: Keyring  # the fleet's master keys: nothing signed with them leaves steering as such
     geo: GeoDatabase | None
+    callers: Mapping[str, Caller] = field(default_factory=dict)  # by token hash (contracts.callers)
     derived: DerivedKeys = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +70,12 @@ def load_all(config: SteeringConfig) -> Loaded:
         raise steering_config.ConfigError(
             f"steering.default_site: {config.default_site!r} is not a site of {config.fleet_file}")
     geo = GeoDatabase(config.geo.database) if config.geo.database else None
-    return Loaded(fleet=fleet, keys=load_keyring(config.key_file), geo=geo)
+    return Loaded(fleet=fleet, keys=load_keyring(config.key_file), geo=geo, callers=load_callers(config.callers_file))
+
+
+def load_callers(path: Path | None) -> dict[str, Caller]:
+    """The callers file (none configured: no bearer token is accepted, only appliances' signatures)."""
+    return parse_callers(read_toml(path), where=str(path)) if path is not None else {}
 
 
 def file_signature(path: Path | None) -> tuple[int, int, int] | None:

@@ -30,11 +30,13 @@ def fetch(replicas: list[str], keys, saved: bytes | None = None):
 
 @pytest.fixture()
 def master(tmp_path: Path) -> Path:
-    return write_keyfile(tmp_path / "master.toml")
+    """The fleet's master keys: the real replica's and the stand-in's (every replica has the same)."""
+    (tmp_path / "steering").mkdir()
+    return write_keyfile(tmp_path / "steering" / "keys.toml")
 
 
 @pytest.fixture()
-def unplanned(tmp_path: Path):
+def unplanned(tmp_path: Path, master: Path):
     """A real steering replica that has no plan (no fill origin configured): 404 for every appliance."""
     with ServerThread(write_setup(tmp_path / "steering")) as replica:
         yield replica.url
@@ -60,7 +62,7 @@ def test_a_replica_without_a_plan_does_not_hide_anothers_manifest(unplanned: str
 def test_no_replica_with_a_manifest_is_a_clear_no_manifest(unplanned: str, master: Path) -> None:
     with ThreadServer(SteeringStandIn(master).app()) as other:
         with pytest.raises(NoManifest) as err:
-            fetch([unplanned, other.url, "http://127.0.0.1:9"], load_keyring(master))
+            fetch([unplanned, other.url, "http://127.0.0.1:9"], derive_keyring(load_keyring(master), APPLIANCE))
     text = str(err.value)
     assert text.startswith(f"no steering replica has a fill manifest for {APPLIANCE}: ")
     assert f"{unplanned}/v1/fill-manifest: no fill plan yet (404)" in text

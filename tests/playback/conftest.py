@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.steering.steer_helpers import SITES, SteeringProcess, fleet_toml, free_port, wait_until, write_setup
+from tests.steering.steer_helpers import AUTH, SITES, SteeringProcess, fleet_toml, free_port, wait_until, write_setup
 from playback_testkit import SAMPLE_FPS, SAMPLE_SECONDS, TITLE, PlaybackProcess, playback_toml
 from tests.oca.conftest import Appliance, write_config
 
@@ -88,7 +88,7 @@ class Stack:
 
     def locations(self) -> dict[str, list[str]]:
         files = [r["key"] for r in self.entry["renditions"]]
-        r = requests.post(self.steering.url + "/v1/steer", json={"client": "127.0.0.1", "files": files}, timeout=5)
+        r = requests.post(self.steering.url + "/v1/steer", json={"client": "127.0.0.1", "files": files}, headers=AUTH, timeout=5)
         return {k: v["locations"] for k, v in r.json()["files"].items()} if r.ok else {}
 
     def wait_steered(self, n: int, timeout_s: float = 30) -> None:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.steering.steer_helpers import log_events, wait_for_port
+from tests.steering.steer_helpers import OPERATOR_TOKEN, log_events, wait_for_port
 
 TITLE = "sample"
 SAMPLE_SECONDS = 24
@@ -42,12 +42,16 @@ class PlaybackProcess:
 
 
 def playback_toml(origin: Path, steering_urls: list[str], extra: str = "") -> str:
+    """Playback's config; its credential at steering (the test operator's token) beside the origin."""
     urls = ", ".join(f'"{u}"' for u in steering_urls)
+    token_file = Path(origin).parent / "playback.token"
+    token_file.write_text(OPERATOR_TOKEN + "\n")
     return f"""
 [playback]
 listen = "127.0.0.1"
 port = 0
 steering_urls = [{urls}]
+steering_token_file = "{token_file}"
 steering_timeout_s = 1.0
 fleet_cache_s = 0.2
 steering_ttl_s = 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import json
 import socket
@@ -54,6 +55,15 @@ def core_fleet(spec: dict[str, tuple[float, float, list[str], list[tuple[str, in
         for site, (lat, lon, prefixes, apps) in spec.items())
 
 
+OPERATOR_TOKEN = "test-operator-token-0123456789abcdef0123456789"  # every role; tests only
+AUTH = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+def callers_toml(roles: str = '["steer", "fleet", "manifests", "demand", "withdraw"]') -> str:
+    digest = hashlib.sha256(OPERATOR_TOKEN.encode()).hexdigest()
+    return f'[callers.operator]\ntoken_sha256 = "{digest}"\nroles = {roles}\n'
+
+
 def write_setup(folder: Path, fleet_text: str | None = None, port: int = 0, extra: str = "",
                 health: dict[str, float] | None = None, default_site: str = "ams",
                 steering: dict[str, float] | None = None) -> Path:
@@ -63,6 +73,7 @@ def write_setup(folder: Path, fleet_text: str | None = None, port: int = 0, extr
     if not (folder / "keys.toml").exists():
         write_new_keyfile(folder / "keys.toml")
     (folder / "fleet.toml").write_text(fleet_text if fleet_text is not None else fleet_toml())
+    (folder / "callers.toml").write_text(callers_toml())
     config = folder / "steering.toml"
     main = {"reload_check_interval_s": 0.1, "drain_grace_s": 0.1, "drain_timeout_s": 2.0, **(steering or {})}
     health_all = {"report_interval_s": 0.3, "missed_reports": 3, **(health or {})}
@@ -72,6 +83,7 @@ listen = "127.0.0.1"
 port = {port}
 fleet_file = "fleet.toml"
 key_file = "keys.toml"
+callers_file = "callers.toml"
 default_site = "{default_site}"
 {_lines(main)}
 {extra}

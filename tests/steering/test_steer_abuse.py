@@ -21,7 +21,7 @@ import requests
 
 from contracts.keys import load_keyring
 from contracts.token import Keyring
-from tests.steering.steer_helpers import (SteeringProcess, heartbeat, log_events, post_heartbeat, wait_for_port,
+from tests.steering.steer_helpers import (AUTH, SteeringProcess, heartbeat, log_events, post_heartbeat, wait_for_port,
                                           wait_until, write_setup)
 from tests.support.flood import (FULL_HEAD, HALF_HEAD, Flood, connect, exchange, proc_stats, read_reply,
                                  send_until_refused)
@@ -41,7 +41,7 @@ def steering(tmp_path_factory):
 
 
 def steers(steering) -> bool:
-    r = requests.get(steering.url + "/v1/steer", params={"file": "t/a.mp4", "client": "192.0.2.7"}, timeout=5)
+    r = requests.get(steering.url + "/v1/steer", params={"file": "t/a.mp4", "client": "192.0.2.7"}, headers=AUTH, timeout=5)
     return r.status_code == 200 and "ams-1" in r.json()["locations"][0]
 
 
@@ -205,8 +205,11 @@ def test_beyond_the_whole_cap_new_connections_are_refused_and_open_ones_keep_wor
 
 # ---- bodies ---------------------------------------------------------------------------------------
 
-def head(path: str, length: int | None, extra: str = "") -> bytes:
+def head(path: str, length: int | None, extra: str = "", auth: bool = True) -> bytes:
+    """A POST head; to /v1/steer with the operator's token unless `auth` is False."""
     framing = f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked"
+    if auth and path == "/v1/steer":
+        extra += f"Authorization: {AUTH['Authorization']}\r\n"
     return f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{framing}\r\n{extra}\r\n".encode()
 
 
@@ -216,6 +219,7 @@ def error_of(reply: bytes) -> tuple[int, dict]:
 
 
 ADVERTISED = [("steer", "/v1/steer", "", 413, "body-too-large"),
+              ("anonymous steer", "/v1/steer", "anonymous", 401, "unauthorized"),
               ("unsigned heartbeat", "/v1/heartbeat", "", 401, "heartbeat-unauthorized"),
               ("garbled signature", "/v1/heartbeat", "X-CDN-Heartbeat-Signature: k=k1\r\n", 401,
                "heartbeat-unauthorized"),
@@ -226,7 +230,7 @@ ADVERTISED = [("steer", "/v1/steer", "", 413, "body-too-large"),
 @pytest.mark.parametrize("path,extra,status,error", [a[1:] for a in ADVERTISED], ids=[a[0] for a in ADVERTISED])
 def test_a_big_advertised_body_is_refused_unread(steering, path, extra, status, error):
     with connect(steering.port) as s:
-        s.sendall(head(path, BIG, extra))
+        s.sendall(head(path, BIG, "" if extra == "anonymous" else extra, auth=extra != "anonymous"))
         assert requests.get(steering.url + "/healthz", timeout=5).status_code == 200  # the loop is free
         reply = read_reply(s)
         assert error_of(reply) == (status, {"error": error, "detail": error_of(reply)[1]["detail"]})
@@ -293,7 +297,8 @@ BAD_STEER = [
 
 @pytest.mark.parametrize("body,error", [b[1:] for b in BAD_STEER], ids=[b[0] for b in BAD_STEER])
 def test_bad_steer_bodies_are_4xx_json(steering, body, error):
-    r = requests.post(steering.url + "/v1/steer", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+    r = requests.post(steering.url + "/v1/steer", data=body, headers={"Content-Type": "application/json", **AUTH},
+                      timeout=10)
     assert 400 <= r.status_code < 500, r.text
     assert r.headers["Content-Type"].startswith("application/json") and "detail" in r.json()
     if error is not None:
@@ -302,5 +307,5 @@ def test_bad_steer_bodies_are_4xx_json(steering, body, error):
 
 @pytest.mark.parametrize("ttl", ["Infinity", "NaN", "1e999", "-1", "9" * 5000, ""])
 def test_bad_steer_queries_are_4xx_json(steering, ttl):
-    r = requests.get(steering.url + "/v1/steer", params={"file": "t/a.mp4", "ttl_s": ttl}, timeout=5)
+    r = requests.get(steering.url + "/v1/steer", params={"file": "t/a.mp4", "ttl_s": ttl}, headers=AUTH, timeout=5)
     assert 400 <= r.status_code < 500 and r.json()["error"] == "bad-request", r.text

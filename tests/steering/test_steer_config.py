@@ -20,7 +20,7 @@ MINIMAL = {"steering": {"fleet_file": "/f.toml", "key_file": "/k.toml", "default
 
 
 def test_examples_pass_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for name in ("steering.example.toml", "fleet.example.toml"):
+    for name in ("steering.example.toml", "fleet.example.toml", "callers.example.toml"):
         shutil.copy(ROOT / "config" / name, tmp_path / name)
     write_new_keyfile(tmp_path / "keys.toml")
     cfg = tmp_path / "steering.example.toml"

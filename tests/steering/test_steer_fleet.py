@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from steer_helpers import SITES, SteeringProcess, fleet_toml, wait_until, write_setup
+from steer_helpers import AUTH, SITES, SteeringProcess, fleet_toml, wait_until, write_setup
 
 INTERVAL_S, K, UP_AFTER = 0.3, 3, 3
 CAPACITY = 10 * 10**9
@@ -69,13 +69,13 @@ class Fleet:
 
 def named(steering_url: str, client: str = "192.0.2.77") -> set[str]:
     """Every appliance named in the answers for all FILES (one POST: a whole title)."""
-    r = requests.post(steering_url + "/v1/steer", json={"client": client, "files": FILES}, timeout=5)
+    r = requests.post(steering_url + "/v1/steer", json={"client": client, "files": FILES}, headers=AUTH, timeout=5)
     r.raise_for_status()
     return {urlsplit(u).hostname.split(".")[0] for a in r.json()["files"].values() for u in a["locations"]}
 
 
 def appliance_view(steering_url: str, appliance: str) -> dict:
-    fleet = requests.get(steering_url + "/v1/fleet", timeout=5).json()
+    fleet = requests.get(steering_url + "/v1/fleet", headers=AUTH, timeout=5).json()
     return next(a for s in fleet["sites"] for a in s["appliances"] if a["id"] == appliance)
 
 
@@ -101,7 +101,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
 def test_a_file_held_by_one_appliance_is_steered_there_first(fleet: Fleet) -> None:
     for client, site in (("192.0.2.10", "ams"), ("198.51.100.10", "fra"), ("203.0.113.10", "lon")):
         r = requests.get(fleet.url + "/v1/steer", params={"file": "t/rare.mp4", "client": client, "explain": 1},
-                         timeout=5).json()
+                         headers=AUTH, timeout=5).json()
         assert urlsplit(r["locations"][0]).hostname.startswith("lon-2.")
         assert len(r["locations"]) == 3 and r["decision"]["site"] == site
         assert r["decision"]["outcome"] == ("hit" if site == "lon" else "content-miss")

@@ -143,7 +143,7 @@ def test_signatures_follow_key_rotation() -> None:
 _SIG = "A" * 43
 
 
-@pytest.mark.parametrize("header", [None, "", "k=k1", f"a=ams-1,s={_SIG}", f"a=ams-1,k=k1,s=AAAA", "garbage",
+@pytest.mark.parametrize("header", [None, "", "k=k1", f"a=ams-1,s={_SIG}", "a=ams-1,k=k1,s=AAAA", "garbage",
                                     f"a=ams-1,k=k9,s={_SIG}", f"a=ams-1,k=k1,s={_SIG}", f"a=nobody,k=k1,s={_SIG}",
                                     f"a=ams 1,k=k1,s={_SIG}", f"a=ams-1,k=k1,s={'é' * 43}", "a=" + "x" * 300],
                          ids=["absent", "empty", "no-appliance", "no-key", "short-signature", "garbage",

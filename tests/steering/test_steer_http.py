@@ -16,11 +16,12 @@ import requests
 from mmdb_writer import MMDBWriter, MmdbU16
 from netaddr import IPSet
 
+from contracts.callers import appliance_authorization, new_token
 from contracts.heartbeat import CONTENT_TYPE, SIGNATURE_HEADER, decode_ack, encode_heartbeat, sign_body
 from contracts.ids import KeyId
 from contracts.keys import derive_keyring, load_keyring, new_secret
 from contracts.token import BadSignature, Keyring, WrongClient, parse_query, verify
-from steer_helpers import SITES, ServerThread, fleet_toml, heartbeat, post_heartbeat, wait_until, write_setup
+from steer_helpers import AUTH, SITES, ServerThread, fleet_toml, heartbeat, post_heartbeat, wait_until, write_setup
 
 APPLIANCES = [(f"{s}-{i}", s) for s in SITES for i in (1, 2, 3)]
 
@@ -40,7 +41,7 @@ def server(tmp_path: Path):
 
 
 def steer(srv: ServerThread, **params) -> requests.Response:
-    return requests.get(srv.url + "/v1/steer", params=params, timeout=5)
+    return requests.get(srv.url + "/v1/steer", params=params, headers=AUTH, timeout=5)
 
 
 def test_get_steer_returns_signed_urls_spanning_two_sites(server: ServerThread) -> None:
@@ -83,7 +84,7 @@ def test_post_steer_answers_a_whole_title(server: ServerThread) -> None:
     files = ["t/common.mp4", "t/only-fra2.mp4", "t/unknown.mp4"]
     before = time.time()
     r = requests.post(server.url + "/v1/steer", json={"client": "2001:db8:f::9", "files": files, "ttl_s": 90000},
-                      timeout=5)
+                      headers=AUTH, timeout=5)
     assert r.status_code == 200
     body = r.json()
     assert set(body["files"]) == set(files)
@@ -112,7 +113,7 @@ def test_get_steer_refusals(server: ServerThread, params: dict, status: int, rea
 ], ids=["not-json", "files-not-list", "no-files", "file-not-string", "client-not-string", "too-many", "ttl-inf"])
 def test_post_steer_refusals(server: ServerThread, body) -> None:
     kw = {"data": body} if isinstance(body, str) else {"json": body}
-    r = requests.post(server.url + "/v1/steer", timeout=5, **kw)
+    r = requests.post(server.url + "/v1/steer", headers=AUTH, timeout=5, **kw)
     assert r.status_code == 400
 
 
@@ -132,7 +133,7 @@ def test_heartbeat_acks_in_msgpack_or_json_and_asks_for_full_after_a_gap(server:
     assert r.json() == {"v": 1, "generation_ack": 5, "need_full": True, "status": "up", "reason": "ok"}
     r = server.post_heartbeat(heartbeat("lon-1", "lon", generation=6, full=False, base=5, added=["t/b.mp4"]))
     assert decode_ack(r.content).generation_ack == 6
-    fleet = requests.get(server.url + "/v1/fleet", timeout=5).json()
+    fleet = requests.get(server.url + "/v1/fleet", headers=AUTH, timeout=5).json()
     lon1 = next(a for s in fleet["sites"] for a in s["appliances"] if a["id"] == "lon-1")
     assert lon1["inventory"] == {"generation": 6, "files": 2}
 
@@ -199,7 +200,7 @@ def test_draining_appliance_leaves_answers_and_metrics_explain(server: ServerThr
     assert 'steering_decisions_total{method="prefix",outcome="health-miss"} 1' in metrics
     assert 'steering_health_transitions_total{reason="draining",to="down"} 1' in metrics
     assert 'steering_appliances{status="down"} 3' in metrics
-    fleet = requests.get(server.url + "/v1/fleet", timeout=5).json()
+    fleet = requests.get(server.url + "/v1/fleet", headers=AUTH, timeout=5).json()
     ams1 = fleet["sites"][0]["appliances"][0]
     assert (ams1["id"], ams1["status"], ams1["reason"], ams1["draining"]) == ("ams-1", "down", "draining", True)
 
@@ -253,7 +254,7 @@ def test_fleet_reload_on_change_drops_no_request(server: ServerThread) -> None:
         with requests.Session() as s:
             while not stop.is_set():
                 try:
-                    r = s.get(server.url + "/v1/steer", params={"file": "t/a.mp4", "client": "192.0.2.1"}, timeout=5)
+                    r = s.get(server.url + "/v1/steer", params={"file": "t/a.mp4", "client": "192.0.2.1"}, headers=AUTH, timeout=5)
                     if r.status_code != 200:
                         errors.append(r.status_code)
                 except requests.RequestException as exc:
@@ -264,7 +265,7 @@ def test_fleet_reload_on_change_drops_no_request(server: ServerThread) -> None:
     try:
         sites = dict(SITES, par=(48.86, 2.35, ["100.64.0.0/10"]))
         (server.config_path.parent / "fleet.toml").write_text(fleet_toml(sites))
-        wait_until(lambda: len(requests.get(server.url + "/v1/fleet", timeout=5).json()["sites"]) == 4)
+        wait_until(lambda: len(requests.get(server.url + "/v1/fleet", headers=AUTH, timeout=5).json()["sites"]) == 4)
         report_all(server)
         server.post_heartbeat(heartbeat("par-1", "par"))
         body = steer(server, file="t/a.mp4", client="100.64.1.1", explain=1).json()
@@ -312,3 +313,38 @@ def test_geoip_fallback(tmp_path: Path, geo_db: Path) -> None:
         assert prefix["method"] == "prefix"  # the prefix wins over geo
         metrics = requests.get(srv.url + "/metrics", timeout=5).text
         assert 'method="geo"' in metrics and 'method="default"' in metrics
+
+
+def test_anonymous_and_unentitled_callers_are_refused(server: ServerThread) -> None:
+    """Minting URLs, reading the fleet or a manifest needs a caller: anonymous → 401, a caller
+    without the role or an appliance asking for another's manifest → 403, each before any work."""
+    anonymous = [requests.get(server.url + "/v1/steer", params={"file": "t/a.mp4", "client": "192.0.2.1"}, timeout=5),
+                 requests.post(server.url + "/v1/steer", json={"files": ["t/a.mp4"]}, timeout=5),
+                 requests.get(server.url + "/v1/fleet", timeout=5),
+                 requests.get(server.url + "/v1/fill-manifest", params={"appliance": "ams-1"}, timeout=5),
+                 requests.get(server.url + "/v1/fleet", headers={"Authorization": "Bearer guessed"}, timeout=5)]
+    for r in anonymous:
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized", r.text
+    target = "/v1/fill-manifest?appliance=ams-1"
+    ams2 = derive_keyring(server.keys, "ams-2")
+    r = requests.get(server.url + target, timeout=5,
+                     headers={"Authorization": appliance_authorization(ams2, "ams-2", "GET", target, time.time())})
+    assert r.status_code == 403 and r.json()["error"] == "forbidden"
+    ams1 = derive_keyring(server.keys, "ams-1")
+    r = requests.get(server.url + target, timeout=5,
+                     headers={"Authorization": appliance_authorization(ams1, "ams-1", "GET", target, time.time())})
+    assert r.status_code == 404  # its own: allowed (no plan in this setup)
+    assert requests.get(server.url + "/healthz", timeout=5).status_code == 200  # open: no URLs, no fleet
+
+
+def test_a_caller_gets_only_its_roles(tmp_path: Path) -> None:
+    token, digest = new_token()
+    config = write_setup(tmp_path)
+    (tmp_path / "callers.toml").write_text(f'[callers.dashboard]\ntoken_sha256 = "{digest}"\nroles = ["fleet"]\n')
+    with ServerThread(config) as srv:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert requests.get(srv.url + "/v1/fleet", headers=auth, timeout=5).status_code == 200
+        r = requests.get(srv.url + "/v1/steer", params={"file": "t/a.mp4", "client": "192.0.2.1"}, headers=auth,
+                         timeout=5)
+        assert r.status_code == 403 and r.json()["error"] == "forbidden"
+        assert requests.get(srv.url + "/v1/fleet", headers=AUTH, timeout=5).status_code == 401  # not listed

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from steer_helpers import SITES, SteeringProcess, fleet_toml, free_port, wait_until, write_setup
+from steer_helpers import AUTH, SITES, SteeringProcess, fleet_toml, free_port, wait_until, write_setup
 from tests.oca.conftest import Appliance, write_config
 
 INTERVAL_S, K = 0.5, 3
@@ -66,7 +66,7 @@ def fleet(tmp_path_factory):
 
 
 def steer(url: str, key: str, client: str) -> list[str]:
-    r = requests.get(url + "/v1/steer", params={"file": key, "client": client}, timeout=5)
+    r = requests.get(url + "/v1/steer", params={"file": key, "client": client}, headers=AUTH, timeout=5)
     r.raise_for_status()
     return r.json()["locations"]
 
@@ -127,7 +127,7 @@ def _children(pid: int) -> list[int]:
 def test_request_id_ties_the_steering_answer_to_the_appliance_log_line(fleet):
     steering, apps, ports = fleet
     r = requests.post(steering.url + "/v1/steer", json={"client": "127.0.0.1", "files": [RARE]},
-                      headers={"X-Request-Id": "play-7f3a"}, timeout=5)
+                      headers={"X-Request-Id": "play-7f3a", **AUTH}, timeout=5)
     assert r.headers["X-Request-Id"] == "play-7f3a"
     url = r.json()["files"][RARE]["locations"][0]
     assert "&rid=play-7f3a" in url and port_of(url) == ports["lon-2"]

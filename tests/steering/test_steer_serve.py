@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from steer_helpers import SITES, SteeringProcess, fleet_toml, heartbeat, wait_until, write_setup
+from steer_helpers import AUTH, SITES, SteeringProcess, fleet_toml, heartbeat, wait_until, write_setup
 
 
 def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
@@ -22,16 +22,16 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
             assert steering.post_heartbeat(heartbeat(f"{site}-1", site)).status_code == 200
         (tmp_path / "fleet.toml").write_text(fleet_toml(dict(SITES, par=(48.86, 2.35, ["100.64.0.0/10"]))))
         time.sleep(0.3)
-        assert len(requests.get(steering.url + "/v1/fleet", timeout=5).json()["sites"]) == 3  # not polled
+        assert len(requests.get(steering.url + "/v1/fleet", headers=AUTH, timeout=5).json()["sites"]) == 3  # not polled
         steering.proc.send_signal(signal.SIGHUP)
-        wait_until(lambda: len(requests.get(steering.url + "/v1/fleet", timeout=5).json()["sites"]) == 4)
+        wait_until(lambda: len(requests.get(steering.url + "/v1/fleet", headers=AUTH, timeout=5).json()["sites"]) == 4)
         assert requests.get(steering.url + "/healthz", timeout=5).json()["up"] == 3  # state kept
 
         steering.proc.send_signal(signal.SIGTERM)
         wait_until(lambda: requests.get(steering.url + "/healthz", timeout=5).status_code == 503, timeout_s=2)
         assert requests.get(steering.url + "/healthz", timeout=5).json()["status"] == "draining"
         assert requests.get(steering.url + "/v1/steer", params={"file": "t/a.mp4", "client": "192.0.2.1"},
-                            timeout=5).status_code == 200  # still answering during the grace period
+                            headers=AUTH, timeout=5).status_code == 200  # still answering during the grace period
         assert steering.proc.wait(10) == 0
     finally:
         steering.stop()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from steer_helpers import SITES, ServerThread, SteeringProcess, fleet_toml, heartbeat, wait_until, write_setup
+from steer_helpers import AUTH, SITES, ServerThread, SteeringProcess, fleet_toml, heartbeat, wait_until, write_setup
 
 STEER = {"file": "t/a.mp4", "client": "192.0.2.1"}
 
@@ -43,7 +43,7 @@ def test_a_fleet_file_the_reloader_chokes_on_degrades_until_fixed(tmp_path: Path
         assert metric(steering.url, "steering_task_failures_total", task="reload") >= 3
         assert metric(steering.url, "steering_task_restarts_total", task="reload") >= 2
         assert metric(steering.url, "steering_task_failures_total", task="tick") == 0
-        r = requests.get(steering.url + "/v1/steer", params=STEER, timeout=5)
+        r = requests.get(steering.url + "/v1/steer", params=STEER, headers=AUTH, timeout=5)
         assert r.status_code == 200 and "ams-1." in r.json()["locations"][0]
         failed = steering.events("task-failed")
         assert failed and failed[0]["task"] == "reload" and failed[0]["level"] == "error"
@@ -52,7 +52,7 @@ def test_a_fleet_file_the_reloader_chokes_on_degrades_until_fixed(tmp_path: Path
         # fixed (and grown by a site): the restarted task picks it up and the replica is healthy again
         (tmp_path / "fleet.toml").write_text(fleet_toml(dict(SITES, par=(48.86, 2.35, ["100.64.0.0/10"]))))
         wait_until(lambda: requests.get(steering.url + "/healthz", timeout=5).json()["status"] == "ok", timeout_s=40)
-        assert len(requests.get(steering.url + "/v1/fleet", timeout=5).json()["sites"]) == 4
+        assert len(requests.get(steering.url + "/v1/fleet", headers=AUTH, timeout=5).json()["sites"]) == 4
         assert requests.get(steering.url + "/healthz", timeout=5).json()["up"] == 1  # live state kept
     finally:
         assert steering.stop() == 0
@@ -70,7 +70,7 @@ def test_sighup_under_load_loses_no_request(tmp_path: Path) -> None:
                 if stop.is_set():
                     return
                 try:
-                    statuses.append(s.get(steering.url + "/v1/steer", params=STEER, timeout=5).status_code)
+                    statuses.append(s.get(steering.url + "/v1/steer", params=STEER, headers=AUTH, timeout=5).status_code)
                 except requests.RequestException as exc:
                     statuses.append(exc)
 
@@ -98,13 +98,13 @@ def test_a_bug_in_a_handler_is_a_500_not_a_400(tmp_path: Path, caplog: pytest.Lo
 
         server.replica.steer = bug  # type: ignore[method-assign]
         with caplog.at_level(logging.ERROR, logger="steering"):
-            r = requests.get(server.url + "/v1/steer", params=STEER, timeout=5)
-            post = requests.post(server.url + "/v1/steer", json={"files": ["t/a.mp4"]}, timeout=5)
+            r = requests.get(server.url + "/v1/steer", params=STEER, headers=AUTH, timeout=5)
+            post = requests.post(server.url + "/v1/steer", json={"files": ["t/a.mp4"]}, headers=AUTH, timeout=5)
         assert (r.status_code, r.json()["error"]) == (500, "internal")
         assert post.status_code == 500
         assert re.search(r'steering_errors_total\{reason="internal"\} 2\b', requests.get(server.url + "/metrics").text)
         (record, _) = [rec for rec in caplog.records if rec.getMessage() == "internal-error"]
         assert record.exc_info is not None and "a bug" in str(record.exc_info[1])
         del server.replica.steer  # the fault removed: our own refusals are still 4xx
-        bad = requests.get(server.url + "/v1/steer", params={"file": "../x", "client": "192.0.2.1"}, timeout=5)
+        bad = requests.get(server.url + "/v1/steer", params={"file": "../x", "client": "192.0.2.1"}, headers=AUTH, timeout=5)
         assert bad.status_code == 400
