@@ -90,6 +90,21 @@ def test_rare_file_is_steered_to_its_holder_and_streams(fleet):
     assert resp.content == held.read_bytes()[:100]
 
 
+def test_a_url_signed_for_one_appliance_opens_no_other(fleet):
+    """Steering signs each appliance's URL with the keys derived for it: the same path and token
+    sent to another appliance that holds the file is refused there (what a stolen appliance's keys,
+    or a URL copied to another host, are worth)."""
+    steering, apps, ports = fleet
+    urls = steer(steering.url, COMMON, "127.0.0.1")
+    assert len(urls) >= 2
+    wait_until(lambda: requests.get(urls[0], headers={"Range": "bytes=0-0"}, timeout=5).status_code == 206)
+    other = urls[1].split("/", 3)[2]  # host:port of the second-ranked appliance
+    moved = urls[0].replace(urls[0].split("/", 3)[2], other, 1)
+    r = requests.get(moved, headers={"Range": "bytes=0-0"}, timeout=5)
+    assert r.status_code == 403 and r.headers["X-Oca-Reason"] == "bad-signature"
+    assert requests.get(urls[1], headers={"Range": "bytes=0-0"}, timeout=5).status_code == 206  # its own URL works
+
+
 def test_killed_appliance_leaves_every_answer_then_returns(fleet):
     steering, apps, ports = fleet
     clients = [f"192.0.2.{i}" for i in range(1, 40)]
