@@ -193,6 +193,27 @@ def make_appliance(tmp_path):
             pass
 
 
+@pytest.fixture
+def tiny_fs(tmp_path):
+    """Mount small tmpfs filesystems as disks: the only honest way to make a disk fill up (skips the
+    test when a tmpfs cannot be mounted, i.e. not root)."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: int) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                capture_output=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
 def raw_exchange(port: int, payload: bytes, timeout: float = 5.0, read_until_close: bool = True) -> bytes:
     """Send raw bytes and read what comes back until the server closes (or the timeout)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:

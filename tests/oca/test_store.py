@@ -32,24 +32,7 @@ def make_config(tmp_path: Path, disks: dict[str, list[Path]], eviction: str = "l
     })
 
 
-@pytest.fixture
-def tiny_fs(tmp_path):
-    """Mount small tmpfs filesystems as disks: the only honest way to make a disk fill up."""
-    mounted: list[Path] = []
-
-    def mount(name: str, size: int) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                capture_output=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.decode().strip()}")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in reversed(mounted):
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+# tiny_fs (small tmpfs mounts as disks, for a disk that fills up) comes from tests/oca/conftest.py.
 
 
 @pytest.fixture

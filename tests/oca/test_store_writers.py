@@ -113,24 +113,7 @@ def mapping_of(tmp_path: Path, disks: dict[str, list[Path]]) -> dict:
     }
 
 
-@pytest.fixture
-def tiny_fs(tmp_path):
-    """Small tmpfs mounts as disks: the only honest way to make a disk fill up."""
-    mounted: list[Path] = []
-
-    def mount(name: str, size: int) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                capture_output=True)
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs (needs root): {result.stderr.decode().strip()}")
-        mounted.append(path)
-        return path
-
-    yield mount
-    for path in reversed(mounted):
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+# tiny_fs (small tmpfs mounts as disks) comes from tests/oca/conftest.py.
 
 
 @pytest.fixture
@@ -158,6 +141,18 @@ def put(store: Store, key: str, data: bytes, tier: Tier | None = None):
     with store.begin_write(key, len(data), tier) as w:
         w.write(data)
         return w.commit()
+
+
+def killed_writer(two_disks, peers, begin: str, written: int = 0) -> tuple[Store, Peer, Path]:
+    """Another process that began writing 1000 bytes of "k" to the HDD (`begin`: "begin" or
+    "resume"), wrote `written` of them and was killed; with the store and the temp (or .part) path."""
+    store, mapping = two_disks
+    peer = peers(mapping)
+    temp = Path(peer(begin, "k", 1000, "hdd")[3:])
+    if written:
+        assert peer("write", "k", written) == f"ok {written}"
+    peer.kill()
+    return store, peer, temp
 
 
 def wait_for(condition, what: str) -> None:
@@ -222,11 +217,7 @@ def test_a_move_in_another_process_makes_the_key_busy(two_disks, peers):
 # --- dead writers --------------------------------------------------------------------------------
 
 def test_a_killed_writer_is_reaped_and_its_temp_cleaned(two_disks, peers):
-    store, mapping = two_disks
-    peer = peers(mapping)
-    temp = Path(peer("begin", "k", 1000, "hdd")[3:])
-    assert peer("write", "k", 500) == "ok 500"
-    peer.kill()
+    store, peer, temp = killed_writer(two_disks, peers, "begin", written=500)
     [row] = store.index.writes()
     assert row.pid == peer.proc.pid and not owner_alive(row)
     assert store.clean_tmp(time.time()) == 1  # young, yet its owner is dead: it goes at once
@@ -235,10 +226,7 @@ def test_a_killed_writer_is_reaped_and_its_temp_cleaned(two_disks, peers):
 
 
 def test_a_killed_writer_does_not_block_the_key(two_disks, peers):
-    store, mapping = two_disks
-    peer = peers(mapping)
-    temp = Path(peer("begin", "k", 1000, "hdd")[3:])
-    peer.kill()
+    store, _, temp = killed_writer(two_disks, peers, "begin")
     with store.begin_write("k", 3, Tier.SSD) as w:  # the stale row is reaped on the way
         assert not temp.exists()  # a .tmp nobody can finish
         w.write(b"new")
@@ -247,11 +235,7 @@ def test_a_killed_writer_does_not_block_the_key(two_disks, peers):
 
 
 def test_a_killed_resumable_writer_leaves_its_part_to_resume(two_disks, peers):
-    store, mapping = two_disks
-    peer = peers(mapping)
-    part = Path(peer("resume", "k", 1000, "hdd")[3:])
-    assert peer("write", "k", 600) == "ok 600"
-    peer.kill()
+    store, _, part = killed_writer(two_disks, peers, "resume", written=600)
     assert store.clean_tmp(time.time()) == 0 and part.exists()  # a .part is worth resuming
     with store.begin_write("k", 1000, resume=True) as w:
         assert w.path == part and w.offset == 600

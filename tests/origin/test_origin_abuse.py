@@ -16,8 +16,8 @@ from origin_testkit import OriginProcess
 from contracts.keys import load_keyring, write_new_keyfile
 from contracts.token import fill_keys, fill_token
 from tests.steering.steer_helpers import wait_until
-from tests.support.flood import (FULL_HEAD, HALF_HEAD, Flood, connect, exchange, proc_stats, read_reply,
-                                 send_until_refused)
+from tests.support.flood import (FULL_HEAD, HALF_HEAD, Flood, connect, exchange, read_reply, send_until_refused,
+                                 shed_flood)
 
 FLOOD = 500
 BIG = 66 * 1000 * 1000
@@ -69,24 +69,9 @@ FLOODS = [("idle", b"", b""), ("half-head", HALF_HEAD, b"HTTP/1.1 408 "), ("keep
 
 @pytest.mark.parametrize("kind,payload,reply", FLOODS, ids=[f[0] for f in FLOODS])
 def test_a_flood_is_shed_within_its_timeout_while_fills_work(origin, kind, payload, reply):
-    pid = origin.proc.pid
-    before = proc_stats(pid)
-    flood = Flood(port_of(origin), FLOOD, payload)
-    try:
-        wait_until(lambda: proc_stats(pid).fds >= before.fds + FLOOD * 0.95, timeout_s=10)
-        during = proc_stats(pid)
-        for _ in range(5):
-            fills(origin)
-        assert proc_stats(pid).fds >= before.fds + FLOOD * 0.9  # the flood was still there meanwhile
-        shed_s = flood.wait_closed(timeout_s=3.0 + 4.0)  # timeouts 2 s (head), 3 s (idle); sweeps 0.5 s
-        assert all(r.startswith(reply) for r in flood.replies), {r[:40] for r in flood.replies}
-        wait_until(lambda: proc_stats(pid).fds <= before.fds + 2, timeout_s=5)
-        after = proc_stats(pid)
-    finally:
-        flood.close()
+    shed = shed_flood(origin.proc.pid, port_of(origin), FLOOD, payload, reply, lambda: fills(origin))
     fills(origin)
-    print(f"\norigin, {FLOOD} {kind} connections: before {before}; during {during}; "
-          f"all shed {shed_s:.2f} s after the flood began; after {after}")
+    print(f"\norigin, {FLOOD} {kind} connections: {shed}")
 
 
 def test_one_client_beyond_its_cap_is_refused_while_the_others_fill(tmp_path):

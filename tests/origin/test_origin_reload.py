@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from origin_testkit import OriginProcess
 
 from contracts.keys import load_keyring
 from contracts.token import fill_keys, fill_token
+from tests.support.reload_load import ClientLoop
 
 KEY = "files/t1/v1/video.mp4"
 
@@ -52,40 +52,25 @@ def test_sighup_under_load_loses_no_request(origin_dir, keyfile, auth, tmp_path:
     conf = tmp_path / "origin.toml"
     conf.write_text(config_text(location, keyfile, "max-age=0"))
     origin = OriginProcess(conf)
-    failures: list[object] = []
-    done = [0]
-    stop = threading.Event()
 
-    def client() -> None:  # bounded: stops when told, or after 5 000 requests
-        with requests.Session() as s:
-            for i in range(5_000):
-                if stop.is_set():
-                    return
-                start = (i * 7919) % (len(data) - 4096)
-                try:
-                    r = s.get(f"{origin.url}/{KEY}", headers={**auth, "Range": f"bytes={start}-{start + 4095}"},
-                              timeout=10)
-                    if r.status_code != 206 or r.content != data[start:start + 4096]:
-                        failures.append(r.status_code)
-                except requests.RequestException as exc:
-                    failures.append(exc)
-                done[0] += 1
+    def ranged_get(s: requests.Session, i: int) -> object:
+        """None when the range came back whole and right; else the status."""
+        start = (i * 7919) % (len(data) - 4096)
+        r = s.get(f"{origin.url}/{KEY}", headers={**auth, "Range": f"bytes={start}-{start + 4095}"}, timeout=10)
+        return None if r.status_code == 206 and r.content == data[start:start + 4096] else r.status_code
 
     try:
         with requests.get(f"{origin.url}/{KEY}", headers=auth, stream=True, timeout=10) as slow:
             first = slow.raw.read(1 << 20)  # a response in flight across every reload below
-            worker = threading.Thread(target=client)
-            worker.start()
-            try:
+            # bounded: stops when told, or after 5 000 requests
+            with ClientLoop(ranged_get, most=5_000, join_s=60) as clients:
                 for n in range(1, 6):
                     conf.write_text(config_text(location, keyfile, f"max-age={n}"))
                     origin.proc.send_signal(signal.SIGHUP)
                     wait_for(lambda: len(origin.events("reloaded")) >= n)
-            finally:
-                stop.set()
-                worker.join(60)
             assert first + slow.raw.read() == data  # finished, whole, with its own snapshot
-        assert done[0] > 10 and failures == []
+        done, failures = len(clients.outcomes), [o for o in clients.outcomes if o is not None]
+        assert done > 10 and failures == []
         r = requests.head(f"{origin.url}/{KEY}", headers=auth, timeout=10)
         assert r.headers["Cache-Control"] == "max-age=5"  # the last reload is what serves now
     finally:

@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from origin.backends.local import LocalDirBackend
+from origin.catalog import Catalog
+from origin.core.catalog import Metadata, Rendition, Segment, Span, TitleEntry
 from tests.steering.steer_helpers import OPERATOR_TOKEN, log_events, wait_for_port
 
 TITLE = "sample"
@@ -60,3 +63,17 @@ drain_grace_s = 0.1
 [origin]
 location = "{origin}"
 """
+
+
+def origin_with_title(folder: Path, title_id: str) -> Path:
+    """A local origin whose catalog holds one 4 s title (its files are never fetched here)."""
+    folder.mkdir(parents=True)
+    key = f"files/{title_id}/v1/video.mp4"
+    video = Rendition(name="video", kind="video", key=key, size=1000, xxh3="0" * 16, codec="avc1.64001f",
+                      bandwidth=1_000_000, average_bandwidth=900_000, init=Span(0, 10), index=None,
+                      segments=(Segment(0, 1000, 4.0),), playlist=f"files/{title_id}/v1/video.m3u8",
+                      width=640, height=360, frame_rate=25.0)
+    Catalog(LocalDirBackend(folder)).put(TitleEntry(
+        meta=Metadata(title_id, f"Title {title_id}"), version="v1", duration_s=4.0, renditions=(video,),
+        assets=(), master=f"files/{title_id}/v1/master.m3u8", dash=f"files/{title_id}/v1/manifest.mpd", poster=None))
+    return folder

@@ -9,18 +9,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from origin.backends.local import LocalDirBackend
-from origin.catalog import Catalog
-from origin.core.catalog import Metadata, Rendition, Segment, Span, TitleEntry
-from playback_testkit import PlaybackProcess, playback_toml
-from tests.steering.steer_helpers import wait_until
-from tests.support.flood import (FULL_HEAD, HALF_HEAD, Flood, connect, proc_stats, read_reply,
-                                 send_until_refused)
+from playback_testkit import PlaybackProcess, origin_with_title, playback_toml
+from tests.support.flood import FULL_HEAD, HALF_HEAD, connect, read_reply, send_until_refused, shed_flood
 
 FLOOD = 500
 BIG = 66 * 1000 * 1000
@@ -31,20 +25,6 @@ body_timeout_s = 2.0
 max_connections = 2000
 max_connections_per_client = 1500
 """
-
-
-def origin_with_title(folder: Path, title_id: str) -> Path:
-    """A local origin whose catalog holds one 4 s title (its files are never fetched here)."""
-    folder.mkdir(parents=True)
-    key = f"files/{title_id}/v1/video.mp4"
-    video = Rendition(name="video", kind="video", key=key, size=1000, xxh3="0" * 16, codec="avc1.64001f",
-                      bandwidth=1_000_000, average_bandwidth=900_000, init=Span(0, 10), index=None,
-                      segments=(Segment(0, 1000, 4.0),), playlist=f"files/{title_id}/v1/video.m3u8",
-                      width=640, height=360, frame_rate=25.0)
-    Catalog(LocalDirBackend(folder)).put(TitleEntry(
-        meta=Metadata(title_id, f"Title {title_id}"), version="v1", duration_s=4.0, renditions=(video,),
-        assets=(), master=f"files/{title_id}/v1/master.m3u8", dash=f"files/{title_id}/v1/manifest.mpd", poster=None))
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -73,25 +53,10 @@ FLOODS = [("idle", b"", b""), ("half-head", HALF_HEAD, b"HTTP/1.1 408 "), ("keep
 
 @pytest.mark.parametrize("kind,payload,reply", FLOODS, ids=[f[0] for f in FLOODS])
 def test_a_flood_is_shed_within_its_timeout_while_the_catalog_and_events_work(playback, kind, payload, reply):
-    pid = playback.proc.pid
     serves(playback)
-    before = proc_stats(pid)
-    flood = Flood(playback.port, FLOOD, payload)
-    try:
-        wait_until(lambda: proc_stats(pid).fds >= before.fds + FLOOD * 0.95, timeout_s=10)
-        during = proc_stats(pid)
-        for _ in range(5):
-            serves(playback)
-        assert proc_stats(pid).fds >= before.fds + FLOOD * 0.9  # the flood was still there meanwhile
-        shed_s = flood.wait_closed(timeout_s=3.0 + 4.0)  # timeouts 2 s (head), 3 s (idle); sweeps 0.5 s
-        assert all(r.startswith(reply) for r in flood.replies), {r[:40] for r in flood.replies}
-        wait_until(lambda: proc_stats(pid).fds <= before.fds + 2, timeout_s=5)
-        after = proc_stats(pid)
-    finally:
-        flood.close()
+    shed = shed_flood(playback.proc.pid, playback.port, FLOOD, payload, reply, lambda: serves(playback))
     serves(playback)
-    print(f"\nplayback, {FLOOD} {kind} connections: before {before}; during {during}; "
-          f"all shed {shed_s:.2f} s after the flood began; after {after}")
+    print(f"\nplayback, {FLOOD} {kind} connections: {shed}")
 
 
 # ---- bodies ---------------------------------------------------------------------------------------

@@ -5,32 +5,15 @@ API is used, so no steering or appliance is needed (the steering URL points nowh
 from __future__ import annotations
 
 import signal
-import threading
 from pathlib import Path
 
 import requests
 
-from origin.backends.local import LocalDirBackend
-from origin.catalog import Catalog
-from origin.core.catalog import Metadata, Rendition, Segment, Span, TitleEntry
-from playback_testkit import PlaybackProcess, playback_toml
+from playback_testkit import PlaybackProcess, origin_with_title, playback_toml
 from tests.steering.steer_helpers import wait_until
+from tests.support.reload_load import ClientLoop
 
 NOWHERE = "http://127.0.0.1:9"
-
-
-def origin_with_title(folder: Path, title_id: str) -> Path:
-    """A local origin whose catalog holds one title (its files are never fetched here)."""
-    folder.mkdir(parents=True)
-    key = f"files/{title_id}/v1/video.mp4"
-    video = Rendition(name="video", kind="video", key=key, size=1000, xxh3="0" * 16, codec="avc1.64001f",
-                      bandwidth=1_000_000, average_bandwidth=900_000, init=Span(0, 10), index=None,
-                      segments=(Segment(0, 1000, 4.0),), playlist=f"files/{title_id}/v1/video.m3u8",
-                      width=640, height=360, frame_rate=25.0)
-    Catalog(LocalDirBackend(folder)).put(TitleEntry(
-        meta=Metadata(title_id, f"Title {title_id}"), version="v1", duration_s=4.0, renditions=(video,),
-        assets=(), master=f"files/{title_id}/v1/master.m3u8", dash=f"files/{title_id}/v1/manifest.mpd", poster=None))
-    return folder
 
 
 def metric(url: str, line_start: str) -> float:
@@ -45,30 +28,17 @@ def test_sighup_under_load_loses_no_request(tmp_path: Path) -> None:
     uncached = "catalog_cache_s = 0\n"  # every request reads the catalog of the origin it finds
     config.write_text(playback_toml(origins[0], [NOWHERE], uncached))
     playback = PlaybackProcess(config)
-    statuses: list[object] = []
-    stop = threading.Event()
 
-    def client() -> None:  # bounded: stops when told, or after 20 000 requests
-        with requests.Session() as s:
-            for _ in range(20_000):
-                if stop.is_set():
-                    return
-                try:
-                    statuses.append(s.get(playback.url + "/v1/titles/t1", timeout=5).status_code)
-                except requests.RequestException as exc:
-                    statuses.append(exc)
+    def title(s: requests.Session, _: int) -> object:
+        return s.get(playback.url + "/v1/titles/t1", timeout=5).status_code
 
     try:
-        worker = threading.Thread(target=client)
-        worker.start()
-        try:
+        with ClientLoop(title, most=20_000) as clients:  # bounded: stops when told, or after 20 000 requests
             for n in range(1, 6):  # each reload switches origins: a new catalog is opened and swapped in
                 config.write_text(playback_toml(origins[n % 2], [NOWHERE], uncached))
                 playback.proc.send_signal(signal.SIGHUP)
                 wait_until(lambda: len(playback.events("reloaded")) >= n)
-        finally:
-            stop.set()
-            worker.join(30)
+        statuses = clients.outcomes
         assert len(statuses) > 10 and set(statuses) == {200}
         assert [e["origin"] for e in playback.events("reloaded")] == [str(origins[n % 2]) for n in range(1, 6)]
     finally:

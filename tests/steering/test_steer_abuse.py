@@ -24,7 +24,7 @@ from contracts.token import Keyring
 from tests.steering.steer_helpers import (AUTH, SteeringProcess, heartbeat, log_events, post_heartbeat, wait_for_port,
                                           wait_until, write_setup)
 from tests.support.flood import (FULL_HEAD, HALF_HEAD, Flood, connect, exchange, proc_stats, read_reply,
-                                 send_until_refused)
+                                 send_until_refused, shed_flood)
 
 FLOOD = 500
 BIG = 66 * 1000 * 1000  # the attacker's 66 MB
@@ -96,25 +96,13 @@ FLOODS = [("idle", b"", b""), ("half-head", HALF_HEAD, b"HTTP/1.1 408 "), ("keep
 
 @pytest.mark.parametrize("kind,payload,reply", FLOODS, ids=[f[0] for f in FLOODS])
 def test_a_flood_is_shed_within_its_timeout_while_heartbeats_and_steer_work(steering, kind, payload, reply):
-    pid = steering.proc.pid
+    def steered() -> None:
+        assert steers(steering)
+
     with Appliance(steering) as appliance:
-        before = proc_stats(pid)
-        flood = Flood(steering.port, FLOOD, payload)
-        try:
-            wait_until(lambda: proc_stats(pid).fds >= before.fds + FLOOD * 0.95, timeout_s=10)
-            during = proc_stats(pid)
-            for _ in range(5):
-                assert steers(steering)
-            assert proc_stats(pid).fds >= before.fds + FLOOD * 0.9  # the flood was still there meanwhile
-            shed_s = flood.wait_closed(timeout_s=3.0 + 4.0)  # timeouts 2 s (head), 3 s (idle); sweeps 0.5 s
-            assert all(r.startswith(reply) for r in flood.replies), {r[:40] for r in flood.replies}
-            wait_until(lambda: proc_stats(pid).fds <= before.fds + 2, timeout_s=5)
-            after = proc_stats(pid)
-        finally:
-            flood.close()
+        shed = shed_flood(steering.proc.pid, steering.port, FLOOD, payload, reply, steered)
         appliance.heard()
-    print(f"\nsteering, {FLOOD} {kind} connections: before {before}; during {during}; "
-          f"all shed {shed_s:.2f} s after the flood began; after {after}")
+    print(f"\nsteering, {FLOOD} {kind} connections: {shed}")
 
 
 # ---- connection caps ------------------------------------------------------------------------------

@@ -8,13 +8,13 @@ from __future__ import annotations
 import logging
 import re
 import signal
-import threading
 from pathlib import Path
 
 import pytest
 import requests
 
 from steer_helpers import AUTH, SITES, ServerThread, SteeringProcess, fleet_toml, heartbeat, wait_until, write_setup
+from tests.support.reload_load import ClientLoop
 
 STEER = {"file": "t/a.mp4", "client": "192.0.2.1"}
 
@@ -61,30 +61,17 @@ def test_a_fleet_file_the_reloader_chokes_on_degrades_until_fixed(tmp_path: Path
 def test_sighup_under_load_loses_no_request(tmp_path: Path) -> None:
     config = write_setup(tmp_path, health={"missed_reports": 100}, steering={"reload_check_interval_s": 3600})
     steering = SteeringProcess(config)
-    statuses: list[object] = []
-    stop = threading.Event()
 
-    def client() -> None:  # bounded: stops when told, or after 20 000 requests
-        with requests.Session() as s:
-            for _ in range(20_000):
-                if stop.is_set():
-                    return
-                try:
-                    statuses.append(s.get(steering.url + "/v1/steer", params=STEER, headers=AUTH, timeout=5).status_code)
-                except requests.RequestException as exc:
-                    statuses.append(exc)
+    def steer(s: requests.Session, _: int) -> object:
+        return s.get(steering.url + "/v1/steer", params=STEER, headers=AUTH, timeout=5).status_code
 
     try:
         assert steering.post_heartbeat(heartbeat("ams-1", "ams")).status_code == 200
-        worker = threading.Thread(target=client)
-        worker.start()
-        try:
+        with ClientLoop(steer, most=20_000) as clients:  # bounded: stops when told, or after 20 000 requests
             for n in range(1, 6):
                 steering.proc.send_signal(signal.SIGHUP)
                 wait_until(lambda: metric(steering.url, "steering_reloads_total", result="ok") >= n)
-        finally:
-            stop.set()
-            worker.join(30)
+        statuses = clients.outcomes
         assert len(statuses) > 10 and set(statuses) == {200}
         assert len(steering.events("reloaded")) == 5
     finally:

@@ -1,7 +1,7 @@
 """What the aiohttp services' abuse tests share: floods of raw connections (idle, half a request head,
 or one request then idle) from a chosen loopback source address (Linux routes all of 127/8 to lo, so
-127.0.0.2 is "another client"), raw HTTP exchanges, and a server process's descriptors and RSS read
-from /proc."""
+127.0.0.2 is "another client"), raw HTTP exchanges, a server process's descriptors and RSS read from /proc, and the
+flood-is-shed check every service runs (`shed_flood`)."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,9 @@ import selectors
 import socket
 import time
 from dataclasses import dataclass
+from typing import Callable
+
+from tests.steering.steer_helpers import wait_until
 
 HALF_HEAD = b"GET /healthz HTTP/1.1\r\nHost: flood\r\nX-Slow: "  # never finished
 FULL_HEAD = b"GET /healthz HTTP/1.1\r\nHost: flood\r\n\r\n"
@@ -134,3 +137,39 @@ def send_until_refused(s: socket.socket, total: int, chunk: bytes) -> int:
     except OSError:  # EPIPE / ECONNRESET: the server closed without reading the rest
         pass
     return sent
+
+
+@dataclass(frozen=True)
+class Shed:
+    """A shed flood, for the record: the server's descriptors and RSS before, during and after it, and
+    the seconds from its start until the server had closed every connection."""
+    before: ProcStats
+    during: ProcStats
+    shed_s: float
+    after: ProcStats
+
+    def __str__(self) -> str:
+        return (f"before {self.before}; during {self.during}; all shed {self.shed_s:.2f} s after the flood "
+                f"began; after {self.after}")
+
+
+def shed_flood(pid: int, port: int, n: int, payload: bytes, reply: bytes, serve: Callable[[], None]) -> Shed:
+    """`n` connections sent `payload` (see Flood) to the server `pid` listening on `port` (header
+    timeout 2 s, idle timeout 3 s): while they are all open `serve()` (which asserts) passes five
+    times; then the server closes every one within its timeouts, each having answered a reply that
+    starts with `reply`, and its descriptors come back to where they were."""
+    before = proc_stats(pid)
+    flood = Flood(port, n, payload)
+    try:
+        wait_until(lambda: proc_stats(pid).fds >= before.fds + n * 0.95, timeout_s=10)
+        during = proc_stats(pid)
+        for _ in range(5):
+            serve()
+        assert proc_stats(pid).fds >= before.fds + n * 0.9  # the flood was still there meanwhile
+        shed_s = flood.wait_closed(timeout_s=3.0 + 4.0)  # timeouts 2 s (head), 3 s (idle); sweeps 0.5 s
+        assert all(r.startswith(reply) for r in flood.replies), {r[:40] for r in flood.replies}
+        wait_until(lambda: proc_stats(pid).fds <= before.fds + 2, timeout_s=5)
+        after = proc_stats(pid)
+    finally:
+        flood.close()
+    return Shed(before, during, shed_s, after)
