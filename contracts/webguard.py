@@ -46,6 +46,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from contracts.logs import log_event
 from contracts.tomlconf import Section
@@ -217,6 +219,7 @@ class Guard:
         self.refused_total = 0
         self.header_timeouts_total = 0
         self.send_timeouts_total = 0
+        self._registry: CollectorRegistry | None = None  # built at the first scrape
 
     def max_connections(self) -> int:
         limit = self.config().max_connections
@@ -295,14 +298,31 @@ class Guard:
         return parse_json(await self.read_body(request, max_bytes), want)
 
     def metrics_text(self, prefix: str) -> str:
-        """Prometheus text: `<prefix>_connections_open` and the counters."""
-        rows = [("connections_open", "gauge", len(self.open)),
-                ("connections_total", "counter", self.connections_total),
-                ("connections_refused_total", "counter", self.refused_total),
-                ("header_timeouts_total", "counter", self.header_timeouts_total),
-                ("send_timeouts_total", "counter", self.send_timeouts_total),
-                ("body_bytes_in_flight", "gauge", self.body_bytes_in_flight)]
-        return "".join(f"# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {value}\n" for name, kind, value in rows)
+        """Prometheus text (prometheus-client): `<prefix>_connections_open` and the counters."""
+        if self._registry is None:
+            self._registry = CollectorRegistry()
+            self._registry.register(_GuardCollector(self, prefix))
+        return generate_latest(self._registry).decode()
+
+
+class _GuardCollector:
+    """Reads the guard's plain counters at scrape time: the per-connection path stays integer adds."""
+
+    def __init__(self, guard: Guard, prefix: str) -> None:
+        self.guard, self.prefix = guard, prefix
+
+    def collect(self) -> Any:
+        g, p = self.guard, self.prefix
+        yield GaugeMetricFamily(f"{p}_connections_open", "Client connections open now.", value=len(g.open))
+        yield CounterMetricFamily(f"{p}_connections", "Client connections accepted.", value=g.connections_total)
+        yield CounterMetricFamily(f"{p}_connections_refused", "Connections refused over a cap (503, closed).",
+                                  value=g.refused_total)
+        yield CounterMetricFamily(f"{p}_header_timeouts", "Connections closed for a request head not sent in time.",
+                                  value=g.header_timeouts_total)
+        yield CounterMetricFamily(f"{p}_send_timeouts", "Connections closed for a client not reading its response.",
+                                  value=g.send_timeouts_total)
+        yield GaugeMetricFamily(f"{p}_body_bytes_in_flight", "Request body bytes being received now.",
+                                value=g.body_bytes_in_flight)
 
 
 GUARD = web.AppKey("webguard", Guard)
