@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.ids import KeyId
-from contracts.token import MAX_KEY_ID_LEN, Keyring, derive_secret
+from contracts.token import MAX_KEY_ID_LEN, Keyring, PathSigner, derive_secret
 from contracts.tomlconf import ConfigError
 
 MIN_SECRET_BYTES = 32
@@ -62,11 +62,21 @@ def derive_keyring(master: Keyring, holder: str) -> Keyring:
 
 
 class DerivedKeys:
-    """Derived keyrings by holder, computed once per master ring (HKDF is cheap, not free)."""
+    """Derived keyrings (and URL signers) by holder, computed once per master ring (HKDF is cheap,
+    not free)."""
 
     def __init__(self, master: Keyring) -> None:
         self.master = master
         self._rings: dict[str, Keyring] = {}
+        self._signers: dict[str, PathSigner] = {}
+
+    def signer(self, holder: str) -> PathSigner:
+        signer = self._signers.get(holder)
+        if signer is None:
+            if len(self._signers) > 100_000:
+                self._signers.clear()
+            signer = self._signers[holder] = PathSigner(self.for_holder(holder))
+        return signer
 
     def for_holder(self, holder: str) -> Keyring:
         ring = self._rings.get(holder)

@@ -147,6 +147,26 @@ def sign_path(
     return f"{path}?{encode_query(grant, keys.secret(keys.signing_id))}"
 
 
+class PathSigner:
+    """`sign_path` for one key ring, made cheap for steering, which signs every URL it hands out
+    with that appliance's own keys: the keyed HMAC state is built once and copied per URL, and the
+    message is formatted in one step. Produces exactly what `sign_path` does (tested)."""
+
+    __slots__ = ("_key_id", "_mac")
+
+    def __init__(self, keys: "Keyring") -> None:
+        self._key_id = keys.signing_id
+        self._mac = hmac.new(keys.secret(keys.signing_id), digestmod=hashlib.sha256)
+
+    def sign(self, path: str, expires_at: int, prefix: str) -> str:
+        """`prefix`: str(client prefix), or "" for an unbound URL."""
+        h = self._mac.copy()
+        h.update(f"{TOKEN_VERSION}|play|{path}|{expires_at}|{self._key_id}|{prefix}".encode())
+        sig = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode("ascii")
+        bound = f"&c={prefix}" if prefix else ""
+        return f"{path}?e={expires_at}&k={self._key_id}{bound}&s={sig}"
+
+
 def fill_keys(source: "Keyring", holder: str) -> "Keyring":
     """What `holder` signs fill tokens for `source`'s owner with (the source derives the same)."""
     return Keyring({kid: derive_secret(secret, "fill:" + holder) for kid, secret in source.keys.items()},

@@ -1,6 +1,7 @@
 """Decisions per second of steering's pure core on one core: parse the client address, locate it
 (longest-prefix match over 100k prefixes, else the default site), rank 1,000 appliances for a file.
-Also reported: the same plus signing every URL (what GET /v1/steer does besides HTTP).
+Also reported: the same plus signing every URL with its appliance's derived keys (what GET /v1/steer
+does besides HTTP), beside the older one-signature-for-all-URLs, as a ratio.
 
     python loadtests/steering_core.py [--cpu 0] [--seconds 5] [--prefixes 100000] [--appliances 1000]
 
@@ -19,6 +20,7 @@ import timeit
 
 from contracts.heartbeat import InventoryUpdate
 from contracts.ids import ApplianceId, FileKey, KeyId, SiteId
+from contracts.keys import DerivedKeys
 from contracts.token import Keyring, sign_path
 from steering.core.fleet import ApplianceSpec, SiteSpec, build_fleet
 from steering.core.health import HealthPolicy
@@ -129,18 +131,30 @@ def main() -> None:
         loc = localiser.by_prefix(addr) or localiser.by_default()
         return rank(loc, fleet, view, key)
 
-    def decide_and_sign(ip: str, key: FileKey):  # as steering.service does: one signature per file
+    derived = DerivedKeys(keys)
+
+    def decide_and_sign_once(ip: str, key: FileKey):  # before per-appliance keys: one signature per file
         addr = parse_address(ip)
         loc = localiser.by_prefix(addr) or localiser.by_default()
         decision = rank(loc, fleet, view, key)
         signed = sign_path("/" + key, keys, int(time.time()) + 3600, token_prefix(addr))
         return [c.appliance.base_url + signed for c in decision.candidates]
 
+    def decide_and_sign(ip: str, key: FileKey):  # as steering.service does: each URL with its appliance's keys
+        addr = parse_address(ip)
+        loc = localiser.by_prefix(addr) or localiser.by_default()
+        decision = rank(loc, fleet, view, key)
+        expires, prefix, path = int(time.time()) + 3600, str(token_prefix(addr)), "/" + key
+        return [c.appliance.base_url + derived.signer(c.appliance.id).sign(path, expires, prefix)
+                for c in decision.candidates]
+
     for ip, key in queries[:2000]:  # warm the memos
         decide(ip, key)
     calibrate()
     bench("decide (locate + rank)", decide, queries, args.seconds)
-    bench("decide + sign URLs", decide_and_sign, queries, args.seconds)
+    once = bench("decide + one signature", decide_and_sign_once, queries, args.seconds)
+    each = bench("decide + sign per appliance", decide_and_sign, queries, args.seconds)
+    print(f"per-appliance signing / one signature: {each / once:.2f}x the decision rate")
     hits = sum(1 for ip, _ in queries if localiser.by_prefix(parse_address(ip)) is not None)
     print(f"prefix matches: {hits / len(queries):.0%} of clients")
 

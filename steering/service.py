@@ -19,7 +19,7 @@ from contracts.ids import FileKey, validate_file_key
 from contracts.callers import Caller, parse_callers
 from contracts.keys import DerivedKeys, load_keyring
 from contracts.tomlconf import read_toml
-from contracts.token import Keyring, sign_path
+from contracts.token import Keyring
 from steering import config as steering_config
 from steering.config import SteeringConfig
 from steering.core.fleet import Fleet
@@ -144,13 +144,13 @@ class Replica:
         expires_at = int(self.wall()) + ttl
         answers = []
         rid = f"&rid={request_id}" if request_id is not None else ""
-        derived = self.loaded.derived
+        derived, bound = self.loaded.derived, str(prefix)
         for key in keys:
             decision = rank(loc, self.state.fleet, self.state.view, key, self.config.ranking)
             # Each appliance's URL is signed with the keys derived for it: a URL (or a stolen
             # appliance's keys) opens that appliance's copy and no other.
-            urls = tuple(c.appliance.base_url + sign_path("/" + key, derived.for_holder(c.appliance.id), expires_at,
-                                                          client_prefix=prefix) + rid
+            path = "/" + key
+            urls = tuple(c.appliance.base_url + derived.signer(c.appliance.id).sign(path, expires_at, bound) + rid
                          for c in decision.candidates)
             self._count(decision, key, prefix, request_id)
             answers.append(SteerAnswer(key, urls, decision))

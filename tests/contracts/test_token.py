@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.ids import KeyId
-from contracts.token import (BadSignature, Grant, Keyring, Scope, TokenExpired, TokenMalformed, TokenMissing,
+from contracts.token import (BadSignature, Grant, Keyring, PathSigner, Scope, TokenExpired, TokenMalformed, TokenMissing,
                              UnknownKey, WrongClient, WrongScope, client_prefix_for, encode_query, fill_keys, fill_token,
                              parse_query, sign_path, verify)
 
@@ -138,3 +138,10 @@ def test_signed_grants_verify(exp, kid, bind):
     grant = Grant(PATH, exp, KeyId(kid), prefix)
     query = encode_query(grant, KEYS.secret(KeyId(kid)))
     assert verify(PATH, parse_query(query), KEYS, exp, "192.0.2.1") == grant
+
+
+@given(st.sampled_from(["/a/b.mp4", "/titles/x y/1080p.mp4", "/t/%41.mp4"]), st.integers(0, 2**40),
+       st.sampled_from([None, "203.0.113.0/24", "2001:db8:1::/48"]))
+def test_path_signer_signs_exactly_as_sign_path(path, expires, prefix):
+    net = ipaddress.ip_network(prefix) if prefix else None
+    assert PathSigner(KEYS).sign(path, expires, str(net) if net else "") == sign_path(path, KEYS, expires, net)
