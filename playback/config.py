@@ -3,15 +3,33 @@ the dotted key of any error. See config/playback.example.toml for every setting.
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from contracts.callers import Caller, parse_callers
+from contracts.demand import MAX_FILES
 from contracts.tomlconf import ConfigError, Section, read_toml
 from contracts.webguard import GuardConfig, parse_guard
 from origin.config import Location, S3Config, parse_location
 
-__all__ = ["ConfigError", "PlaybackConfig", "load", "parse"]
+__all__ = ["ConfigError", "DemandSettings", "PlaybackConfig", "load", "parse"]
+
+
+@dataclass(frozen=True)
+class DemandSettings:
+    """[demand]: watched bytes per (region, file) from viewing events, spooled durably (playback.demand)."""
+    state_dir: Path | None = None  # the spool (diskcache), this replica's alone; default `playback-demand`
+    #                                beside the config; None (no config file): kept in memory only
+    region: str = "all"  # the region events count in: playback does not localise clients (see playback.demand)
+    source: str = ""  # this replica's name in GET /v1/demand; default "<hostname>-<port>"
+    half_life_s: float = 86400.0
+    max_entries: int = 1_000_000  # (region, file) pairs kept, the hottest
+    compact_interval_s: float = 60.0  # the spool's log is folded into one snapshot this often
+    fsync: bool = True  # each accepted batch is synced to disk before the 2xx (power loss too), else
+    #                     only written (a crash of the process loses nothing, a crash of the host may)
 
 
 @dataclass(frozen=True)
@@ -41,6 +59,9 @@ class PlaybackConfig:
     # abuse shedding (contracts.webguard): connection timeouts and cap, body limits
     guard: GuardConfig = field(default_factory=GuardConfig)
     max_event_body_bytes: int = 64 << 10  # POST /v1/events: 100 events are ~20 KB
+    callers_file: Path | None = None  # who may read GET /v1/demand (role "demand"): contracts.callers
+    callers: Mapping[str, Caller] = field(default_factory=dict)  # read from callers_file, by token hash
+    demand: DemandSettings = field(default_factory=DemandSettings)
     source: Path | None = None
 
 
@@ -66,10 +87,12 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
             ipaddress.ip_network(p, strict=False)
         except ValueError:
             raise ConfigError(f"{s.key('trusted_proxies')}[{i}]: {p!r} is not an IP network") from None
+    callers_file = s.path("callers_file", None, base=base)
+    port = s.int("port", d.port, min=0, max=65535)
     cfg = PlaybackConfig(
         origin=origin, steering_urls=urls, trusted_proxies=proxies,
         steering_token=_token(s.path("steering_token_file", None, base=base), s.key("steering_token_file")),
-        listen=s.str("listen", d.listen), port=s.int("port", d.port, min=0, max=65535),
+        listen=s.str("listen", d.listen), port=port,
         steering_timeout_s=s.float("steering_timeout_s", d.steering_timeout_s, min=0.05, max=60),
         retry_after_s=s.int("retry_after_s", d.retry_after_s, min=1, max=3600),
         fleet_cache_s=s.float("fleet_cache_s", d.fleet_cache_s, min=0, max=60),
@@ -88,6 +111,9 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
         guard=parse_guard(s),
         max_event_body_bytes=s.int("max_event_body_bytes", d.max_event_body_bytes, min=1024, max=16 << 20),
+        callers_file=callers_file,
+        callers=parse_callers(read_toml(callers_file), where=str(callers_file)) if callers_file else {},
+        demand=_demand(top.section("demand", {}), base, port),
         source=source,
     )
     s.done()
@@ -108,6 +134,27 @@ def _token(path: Path | None, key: str) -> str:
     if not token or len(token) > 256 or not token.isascii() or any(c.isspace() for c in token):
         raise ConfigError(f"{key}: {path} must hold one token (the line `steering callers add` printed)")
     return token
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # contracts.demand's grammar for a source and a region
+
+
+def _demand(s: Section, base: Path | None, port: int) -> DemandSettings:
+    d = DemandSettings()
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:57] or "playback"
+    cfg = DemandSettings(
+        state_dir=s.path("state_dir", base / "playback-demand" if base is not None else None, base=base),
+        region=s.str("region", d.region), source=s.str("source", f"{host}-{port}"),
+        half_life_s=s.float("half_life_s", d.half_life_s, min=1),
+        max_entries=s.int("max_entries", d.max_entries, min=1000, max=MAX_FILES),
+        compact_interval_s=s.float("compact_interval_s", d.compact_interval_s, min=0.1),
+        fsync=s.bool("fsync", d.fsync),
+    )
+    s.done()
+    for name in ("region", "source"):
+        if not _NAME.fullmatch(getattr(cfg, name)):
+            raise ConfigError(f"{s.key(name)}: must be 1-64 of [A-Za-z0-9_.-]")
+    return cfg
 
 
 def s3_config() -> S3Config:

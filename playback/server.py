@@ -6,6 +6,7 @@ manifest, viewing events and popularity, the web pages; SIGTERM drains, SIGHUP r
     GET  /v1/playback/{id}/{rendition}.m3u8?loc=SIGNED-URL
     GET  /v1/playback/{id}/steering.json?pathways=a,b[&dash=1]
     POST /v1/events       GET /v1/popularity      GET /v1/fleet (steering's, with catalog totals)
+    GET  /v1/demand  (role "demand", callers_file) -> contracts.demand JSON: watched bytes per region and file
     GET  /  /play/{id}  /fleet  /static/...       GET /healthz /metrics
 
 Background work (today: the reload SIGHUP asks for) runs under a TaskSupervisor: a failure is logged
@@ -32,6 +33,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from contracts.callers import Unauthorized
 from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
@@ -44,6 +46,7 @@ from playback import config as playback_config
 from playback.core import manifests, steer
 from playback.core.clientip import client_ip
 from playback.core.events import validate_batch
+from playback.demand import PlaybackDemand, authorize, watched
 from playback.state import State, open_catalog
 from playback.steerclient import SteeringUnavailable
 
@@ -51,6 +54,7 @@ log = logging.getLogger("playback")
 STATE = web.AppKey("state", State)
 SUPERVISOR = web.AppKey("supervisor", TaskSupervisor)
 RELOAD = web.AppKey("reload", asyncio.Event)  # set by SIGHUP, consumed by the `reload` task
+DEMAND = web.AppKey("demand", PlaybackDemand)  # watched bytes per region and file, spooled (playback.demand)
 STATIC = Path(__file__).parent / "static"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -239,9 +243,24 @@ async def events(request: web.Request) -> web.Response:
         await state.entry(title_id)  # warm the cache; validation itself is pure
     now = time.time()
     accepted = validate_batch(body, state.cached_entry, now, state.config.max_events_per_request)
-    for e in accepted:
-        state.popularity.add(e, state.cached_entry(e.title), now)  # type: ignore[arg-type]
+    files = []
+    for e in accepted:  # popularity, and what it added per file: the demand
+        files += watched(state.popularity, e, state.cached_entry(e.title), now)  # type: ignore[arg-type]
+    await request.app[DEMAND].record(files, now)  # on disk before the 2xx (else SpoolUnavailable: 503)
     return _json({"accepted": len(accepted)}, status=202)
+
+
+async def demand(request: web.Request) -> web.Response:
+    """GET /v1/demand, for the fill planner: a caller of the callers file with the role "demand"."""
+    state = request.app[STATE]
+    try:
+        authorize(state.config, request.headers.get("Authorization"), request.method, request.raw_path)
+    except Unauthorized as exc:
+        state.count("playback_errors_total", f'reason="{exc.reason}"')
+        return _json({"error": exc.reason, "detail": str(exc)}, status=exc.status_hint,
+                     headers={"WWW-Authenticate": "Bearer"} if exc.status_hint == 401 else None)
+    return web.Response(body=await request.app[DEMAND].encoded(), content_type="application/json",
+                        headers={"Cache-Control": "no-store"})
 
 
 async def popularity(request: web.Request) -> web.Response:
@@ -288,10 +307,13 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     """The supervised tasks; stopped (and awaited) at cleanup, after in-flight requests finished."""
-    sup = app[SUPERVISOR]
+    sup, demand_ = app[SUPERVISOR], app[DEMAND]
+    await demand_.open()  # the spool replayed before the listener opens
     sup.spawn("reload", lambda: _reloads(app[STATE], app[RELOAD], lambda: sup.succeeded("reload")))
+    sup.every("demand-compact", lambda: app[STATE].config.demand.compact_interval_s, demand_.compact)
     yield
     await sup.shutdown()
+    await demand_.close()
 
 
 def _trusted_peer(state: State, peer: str) -> bool:
@@ -309,6 +331,7 @@ def make_app(state: State) -> web.Application:
     app[STATE] = state
     app[SUPERVISOR] = TaskSupervisor("playback", logging.getLogger("playback.tasks"))
     app[RELOAD] = asyncio.Event()
+    app[DEMAND] = PlaybackDemand(lambda: state.config)
     app.cleanup_ctx.append(_client)
     app.cleanup_ctx.append(_background)
     r = app.router
@@ -321,6 +344,7 @@ def make_app(state: State) -> web.Application:
     r.add_get("/v1/playback/{title_id}/{rendition}.m3u8", media)
     r.add_post("/v1/events", events)
     r.add_get("/v1/popularity", popularity)
+    r.add_get("/v1/demand", demand)
     r.add_get("/v1/fleet", fleet)
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)

@@ -2,10 +2,13 @@
 the dotted key of any error. Relative paths are taken against the config file's folder."""
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from contracts.demand import MAX_FILES
 from contracts.ids import SiteId
 from contracts.tomlconf import ConfigError, Section, read_toml
 from contracts.webguard import GuardConfig, parse_guard
@@ -13,7 +16,7 @@ from steering.core.health import HealthPolicy
 from steering.core.rank import RankPolicy
 from steering.fillplan import FillConfig, parse_fill
 
-__all__ = ["ConfigError", "ServerConfig", "TokenConfig", "GeoConfig", "SteeringConfig", "load", "parse"]
+__all__ = ["ConfigError", "ServerConfig", "TokenConfig", "GeoConfig", "DemandConfig", "SteeringConfig", "load", "parse"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,16 @@ class GeoConfig:
 
 
 @dataclass(frozen=True)
+class DemandConfig:
+    """[demand]: what clients asked for, per client site and file (steering.demand)."""
+    half_life_s: float = 86400.0  # counts halve this often (as the appliances' popularity does)
+    max_entries: int = 1_000_000  # (site, file) pairs kept, the hottest; ~130 B each in memory
+    state_dir: Path | None = None  # the saved counts (diskcache); default `steering-demand` beside the config
+    save_interval_s: float = 300.0  # saved this often and at SIGTERM; a crash loses at most this much
+    source: str = ""  # this replica's name in GET /v1/demand; default "<hostname>-<port>"
+
+
+@dataclass(frozen=True)
 class SteeringConfig:
     fleet_file: Path
     key_file: Path
@@ -60,6 +73,7 @@ class SteeringConfig:
     callers_file: Path | None = None  # who may call /v1/steer, /v1/fleet, …: bearer tokens by hash, with roles
     tick_interval_s: float = 0.25  # how often missed reports are looked for
     fill: FillConfig = field(default_factory=FillConfig)
+    demand: DemandConfig = field(default_factory=DemandConfig)
     source: Path | None = None
 
 
@@ -72,18 +86,20 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
     top = Section(mapping)
     main = top.section("steering")
     health = _health(top.section("health", {}))
+    server = _server(main)
     config = SteeringConfig(
         fleet_file=main.path("fleet_file", base=base),
         key_file=main.path("key_file", base=base),
         default_site=SiteId(main.str("default_site")),
         callers_file=main.path("callers_file", None, base=base),
-        server=_server(main),
+        server=server,
         tokens=_tokens(top.section("tokens", {})),
         geo=_geo(top.section("geo", {}), base),
         health=health,
         ranking=_ranking(top.section("ranking", {})),
         tick_interval_s=min(0.25, health.interval_s / 4),
         fill=parse_fill(top.section("fill", {}), base),
+        demand=_demand(top.section("demand", {}), base, server.port),
         source=source,
     )
     main.done()
@@ -155,3 +171,28 @@ def _ranking(s: Section) -> RankPolicy:
     )
     s.done()
     return cfg
+
+
+_SOURCE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # contracts.demand's grammar for a source
+
+
+def _demand(s: Section, base: Path | None, port: int) -> DemandConfig:
+    d = DemandConfig()
+    default_dir = base / "steering-demand" if base is not None else None
+    cfg = DemandConfig(
+        half_life_s=s.float("half_life_s", d.half_life_s, min=1),
+        max_entries=s.int("max_entries", d.max_entries, min=1000, max=MAX_FILES),
+        state_dir=s.path("state_dir", default_dir, base=base),
+        save_interval_s=s.float("save_interval_s", d.save_interval_s, min=0.1),
+        source=s.str("source", default_source(port)),
+    )
+    s.done()
+    if not _SOURCE.fullmatch(cfg.source):
+        raise ConfigError(f"{s.key('source')}: must be 1-64 of [A-Za-z0-9_.-]")
+    return cfg
+
+
+def default_source(port: int) -> str:
+    """The default demand source: the host name and the port, in the characters a source may use."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:57] or "steering"
+    return f"{host}-{port}"

@@ -8,6 +8,8 @@ grace period, in-flight requests finish).
                     -> {"expires_at": N, "files": {KEY: {"locations": [...]}, ...}}
     POST /v1/heartbeat  (msgpack, contracts.heartbeat)  -> ack, msgpack or JSON (Accept)
     GET  /v1/fleet, /healthz, /metrics
+    GET  /v1/demand  (role "demand") -> contracts.demand JSON: decisions per client site and file
+                     (steering.demand: the demand-trim and demand-save chores, saved again at SIGTERM)
 
 Every background chore (tick, reload, fill plan, decision log flush) runs under one TaskSupervisor:
 a failure is logged with its traceback, counted (`steering_task_failures_total{task}` in /metrics),
@@ -41,6 +43,7 @@ from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.webguard import GUARD, Guard, GuardedRunner, RequestRefused
+from steering import demand as steering_demand
 from steering.auth import AUTHENTICATE, authenticator, requires
 from steering.config import SteeringConfig
 from steering.core.prefixes import InvalidClientAddress
@@ -202,14 +205,21 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     """Every chore under the app's supervisor; at cleanup (after in-flight requests finished) they
     are cancelled and awaited, then the decision log gets its last flush."""
     replica, reloader, planner, sup = app[REPLICA], app[RELOADER], app[PLANNER], app[SUPERVISOR]
+    await steering_demand.restore(replica)  # before the listener opens: a restart keeps its counts
     sup.every("tick", lambda: replica.config.tick_interval_s, replica.tick)
     sup.spawn("reload", lambda: reloader.run(lambda: sup.succeeded("reload")))
     # first plan after a second: let the first heartbeats arrive
     sup.every("fill-plan", lambda: replica.config.fill.replan_interval_s, planner.replan, first_delay_s=1.0)
     sup.every("decision-log", 0.25, replica.decisions.flush)
+    sup.every("demand-trim", 1.0, lambda: steering_demand.trim(replica))
+    sup.every("demand-save", lambda: replica.config.demand.save_interval_s, lambda: steering_demand.save(replica))
     yield
     await sup.shutdown()
     replica.decisions.flush()
+    try:  # SIGTERM: the counts outlive this process
+        await steering_demand.save(replica)
+    except Exception:  # noqa: BLE001 - exiting anyway: say why, keep the last periodic snapshot
+        log.exception("demand-save-failed")
 
 
 @refusals
@@ -222,6 +232,15 @@ async def fill_manifest(request: web.Request) -> web.Response:
         return web.json_response({"error": "appliance: required"}, status=400)
     reply = request.app[PLANNER].reply(appliance, request.headers.get("If-None-Match"))
     return web.Response(status=reply.status, body=reply.body, headers=dict(reply.headers))
+
+
+@refusals
+@requires("demand")
+async def demand(request: web.Request) -> web.Response:
+    """GET /v1/demand: this replica's demand per client site and file, decayed to now (contracts.demand,
+    kind "steering"); for the fill planner."""
+    body = await steering_demand.encoded(request.app[REPLICA])
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 def make_app(replica: Replica, config_path: Path | None = None) -> web.Application:
@@ -240,6 +259,7 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     app.router.add_post("/v1/heartbeat", heartbeat)
     app.router.add_get("/v1/fleet", fleet)
     app.router.add_get("/v1/fill-manifest", fill_manifest)
+    app.router.add_get("/v1/demand", demand)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -22,6 +22,7 @@ from contracts.tomlconf import read_toml
 from contracts.token import Keyring
 from steering import config as steering_config
 from steering.config import SteeringConfig
+from steering.core.demand import DemandTable
 from steering.core.fleet import Fleet
 from steering.core.live import FleetState, Ingested
 from steering.core.locate import Localisation, Localiser
@@ -104,6 +105,8 @@ class Replica:
         self._mismatched: set[str] = set()
         self.sequence = ReportSequence()  # heartbeat replay protection
         self.decisions = DecisionLog()  # the server flushes it
+        # demand per (client site, file), counted by every decision; steering.demand saves and serves it
+        self.demand = DemandTable(config.demand.half_life_s, config.demand.max_entries, wall())
 
     @staticmethod
     def _localiser(config: SteeringConfig, fleet: Fleet) -> Localiser:
@@ -122,6 +125,7 @@ class Replica:
         old_geo = self.loaded.geo
         self.state.reconfigure(loaded.fleet, config.health)
         self.localiser = self._localiser(config, loaded.fleet)
+        self.demand.reconfigure(config.demand.half_life_s, config.demand.max_entries, self.wall())
         self.config, self.loaded = config, loaded
         if old_geo is not None and old_geo is not loaded.geo:
             old_geo.close()
@@ -141,7 +145,13 @@ class Replica:
         addr = parse_address(client)
         loc = self.locate(addr)
         prefix = token_prefix(addr, tokens.client_prefix_v4, tokens.client_prefix_v6)
-        expires_at = int(self.wall()) + ttl
+        now = self.wall()
+        expires_at = int(now) + ttl
+        # Demand: one play per call, counted in the client's site, hits and misses alike. A POST names
+        # one title's renditions, of which the player fetches about one: each file gets 1/len(files)
+        # of the play as its `requests`. Steering knows no sizes, so `bytes` stays 0 — the planner
+        # then reads requests as plays (fill.service.demand_popularity).
+        self.demand.add(loc.order.sites[0], keys, 1.0 / len(keys), 0.0, now)
         answers = []
         rid = f"&rid={request_id}" if request_id is not None else ""
         derived, bound = self.loaded.derived, str(prefix)
