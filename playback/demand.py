@@ -2,7 +2,7 @@
 
 What counts: exactly what popularity counts — `watched` feeds an event to playback.core.events'
 Popularity and reads what that added per file (watched seconds x the rendition's bit rate; requests:
-the steps counted), so there is one rule. Kept in a steering.core.demand.DemandTable (decayed by
+the steps counted), so there is one rule. Kept in a contracts.demandtable.DemandTable (decayed by
 contracts.demand's rule, bounded), served at GET /v1/demand as contracts.demand JSON, kind "playback".
 
 Region: playback does not localise clients and keeps nothing per play (steering's decision for the play
@@ -37,7 +37,7 @@ from contracts.logs import log_event
 from origin.core.catalog import TitleEntry
 from playback.config import PlaybackConfig
 from playback.core.events import Event, Popularity
-from steering.core.demand import DemandTable, decayed
+from contracts.demandtable import DemandTable, decayed
 
 log = logging.getLogger("playback.demand")
 Watched = tuple[FileKey, float, float]  # (file, requests, bytes) one event added

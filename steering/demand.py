@@ -1,5 +1,5 @@
 """Steering's demand, kept and served. `Replica.steer` counts every decision into `replica.demand` (a
-steering.core.demand.DemandTable: per client site and file, decayed). Here, the shell around it:
+contracts.demandtable.DemandTable: per client site and file, decayed). Here, the shell around it:
 
 - saved with diskcache in `[demand] state_dir` — a snapshot every `save_interval_s` by the supervised
   `demand-save` chore and once more at shutdown (SIGTERM), loaded at start (`restore`), so a restarted
@@ -24,7 +24,7 @@ import diskcache
 from contracts.demand import DemandError, DemandReport, decode, encode
 from contracts.logs import log_event
 from steering.config import default_source
-from steering.core.demand import decayed
+from contracts.demandtable import decayed
 
 log = logging.getLogger("steering.demand")
 SNAPSHOT_KEY = "snapshot"

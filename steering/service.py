@@ -22,7 +22,7 @@ from contracts.tomlconf import read_toml
 from contracts.token import Keyring
 from steering import config as steering_config
 from steering.config import SteeringConfig
-from steering.core.demand import DemandTable
+from contracts.demandtable import DemandTable
 from steering.core.fleet import Fleet
 from steering.core.live import FleetState, Ingested
 from steering.core.locate import Localisation, Localiser

@@ -15,7 +15,7 @@ from contracts.demand import DemandReport, decay_to, decode, encode
 from contracts.ids import FileKey
 from steer_helpers import (AUTH, SITES, ServerThread, SteeringProcess, callers_toml, heartbeat, wait_until,
                            write_setup)
-from steering.core.demand import KEEP, TRIM_ABOVE, DemandTable, decayed, growth
+from contracts.demandtable import KEEP, TRIM_ABOVE, DemandTable, decayed, growth
 from steering.demand import _read
 
 H = 86400.0
