@@ -1,87 +1,72 @@
-"""Fill's typed config (`config/fill.example.toml`): the agent's [agent], [window], [transfer], [origin]
-and [serving] tables, and the planner's [plan] table (which steering reads). `load(path)` reads TOML,
-`parse(mapping)` builds frozen dataclasses; errors name the dotted key. Every table is optional."""
+"""`fill plan`'s typed config (config/fill-plan.example.toml): where the planner gathers its inputs
+(steering and playback replicas, the origin's catalog), where it writes the manifests, its keys, the
+content regions and the placement policy. `load(path)` reads TOML, `parse(mapping)` builds frozen
+dataclasses; errors name the dotted key; relative paths are taken against the config file's folder.
+"""
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.tomlconf import ConfigError, Section, read_toml
+from contracts.wirefields import IDENT
 from fill.core.model import OriginRef, PlanPolicy
-from fill.core.window import Window, parse_hhmm
 
-__all__ = ["ConfigError", "WindowConfig", "TransferConfig", "OriginConfig", "ServingConfig", "AgentConfig",
-           "FillConfig", "load", "parse", "parse_plan", "parse_origin"]
+__all__ = ["ConfigError", "Replicas", "StoreConfig", "PlannerConfig", "PlanConfig", "load", "parse", "parse_plan"]
 
 
 @dataclass(frozen=True)
-class WindowConfig:
-    window: Window = field(default_factory=lambda: Window(120, 12 * 3600.0))
-    timezone: str = ""  # IANA name ("Europe/Amsterdam"); "" = the system's local time
+class Replicas:
+    urls: tuple[str, ...] = ()
+    token_file: Path | None = None  # a bearer token (contracts.callers) with the roles the planner needs
 
 
 @dataclass(frozen=True)
-class TransferConfig:
-    rate_limit_bps: int = 1_200_000_000  # bits per second, all downloads together; 0 = no cap
-    max_files: int = 4  # files downloading at once
-    parts_per_file: int = 4  # parallel ranged GETs per file
-    part_bytes: int = 16 << 20
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0  # between bytes
-    max_attempts: int = 8  # host failures per file before it waits for the next run
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
-
-
-@dataclass(frozen=True)
-class OriginConfig:
-    url: str | None = None  # an HTTP origin (`origin serve`): GET <url>/<key> with a fill token
-    location: str | None = None  # or s3://bucket[/prefix] (or a local directory), read directly
-    endpoint_url: str | None = None  # S3 API endpoint (MinIO, Ceph RGW, moto); None: AWS
+class StoreConfig:
+    location: str  # a local directory or s3://bucket[/prefix]
+    endpoint_url: str | None = None
     region: str | None = None
-    verify_catalog: bool = True  # refuse a manifest naming files the origin's catalog does not know
 
 
 @dataclass(frozen=True)
-class ServingConfig:
-    nice: int = 10  # CPU niceness the agent runs at, at least (0..19); never raises its priority
-    io_class: str = "best-effort"  # I/O priority: "best-effort" (lowest level), "idle" or "none"
-    busy_fraction: float = 0.5  # serving egress / capacity above which fill slows down
-    floor_fraction: float = 0.1  # share of the cap fill keeps at full serving load
-    poll_s: float = 5.0  # how often the appliance's admin /v1/health is read
-    admin_url: str | None = None  # default: from the appliance config's [admin] (if its port is fixed)
+class PlannerConfig:
+    key_file: Path  # the fleet's master keys: manifests are signed and credentials minted with keys derived from it
+    state_dir: Path | None = None  # where the run lock lives (one planner at a time on this host)
+    request_timeout_s: float = 30.0  # per replica request
+    max_response_bytes: int = 1 << 30  # a fleet state of 10^5 keys per appliance is a few MB per appliance
+    max_catalog_skip_fraction: float = 0.5  # more broken catalog entries than this: the run fails
+    keep_plans: int = 5  # plan versions kept in the store (older ones are deleted after a switch)
 
 
 @dataclass(frozen=True)
-class AgentConfig:
-    state_dir: Path | None = None  # default: <directory of store.index>/fill
-    steering: tuple[str, ...] = ()  # steering replicas' base URLs, tried in order
+class PlanConfig:
+    planner: PlannerConfig
+    steering: Replicas  # fleet state (role "fleet") and demand (role "demand")
+    playback: Replicas  # demand (role "demand")
+    origin: StoreConfig  # the catalog
+    manifests: StoreConfig  # where fill-manifests/ is written (steering's [fill] origin reads it)
+    regions: Mapping[str, str] = field(default_factory=dict)  # site -> content region; default: the site
+    policy: PlanPolicy = field(default_factory=PlanPolicy)
+    source: Path | None = None
 
 
-@dataclass(frozen=True)
-class FillConfig:
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    window: WindowConfig = field(default_factory=WindowConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    origin: OriginConfig = field(default_factory=OriginConfig)
-    serving: ServingConfig = field(default_factory=ServingConfig)
-    plan: PlanPolicy = field(default_factory=PlanPolicy)
-
-
-def load(path: Path) -> FillConfig:
+def load(path: Path) -> PlanConfig:
     path = Path(path).resolve()
-    return parse(read_toml(path), base=path.parent)
+    return parse(read_toml(path), base=path.parent, source=path)
 
 
-def parse(mapping: Mapping[str, Any], base: Path | None = None) -> FillConfig:
+def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | None = None) -> PlanConfig:
     top = Section(mapping)
-    cfg = FillConfig(
-        agent=_agent(top.section("agent", {}), base), window=_window(top.section("window", {})),
-        transfer=_transfer(top.section("transfer", {})), origin=parse_origin(top.section("origin", {})),
-        serving=_serving(top.section("serving", {})), plan=parse_plan(top.section("plan", {})),
-    )
+    origin = _store(top.section("origin"), base)
+    manifests = _store(top.section("manifests"), base, default=origin) if top.has("manifests") else origin
+    steering = _replicas(top.section("steering"), base)
+    if not steering.urls:
+        raise ConfigError("steering.replicas: at least one steering replica is required (the fleet state)")
+    playback = _replicas(top.section("playback", {}), base, default_token=steering.token_file)
+    cfg = PlanConfig(planner=_planner(top.section("planner"), base), steering=steering, playback=playback,
+                     origin=origin, manifests=manifests, regions=_regions(top.raw("regions", {})),
+                     policy=parse_plan(top.section("plan", {})), source=source)
     top.done()
     return cfg
 
@@ -93,77 +78,68 @@ def _url(s: Section, name: str) -> str | None:
     return value.rstrip("/") if value else None
 
 
-def _agent(s: Section, base: Path | None) -> AgentConfig:
-    steering = s.str_list("steering", [])
-    for i, url in enumerate(steering):
+def _replicas(s: Section, base: Path | None, default_token: Path | None = None) -> Replicas:
+    urls = s.str_list("replicas", [])
+    for i, url in enumerate(urls):
         if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{s.key('steering')}[{i}]: must be an http(s) URL")
-    cfg = AgentConfig(state_dir=s.path("state_dir", None, base=base), steering=tuple(u.rstrip("/") for u in steering))
+            raise ConfigError(f"{s.key('replicas')}[{i}]: must be an http(s) URL")
+    if len(set(urls)) != len(urls):
+        raise ConfigError(f"{s.key('replicas')}: a replica is listed twice")
+    cfg = Replicas(tuple(u.rstrip("/") for u in urls), s.path("token_file", default_token, base=base))
     s.done()
     return cfg
 
 
-def _window(s: Section) -> WindowConfig:
-    try:
-        start = parse_hhmm(s.str("start", "02:00"))
-    except ValueError as exc:
-        raise ConfigError(f"{s.key('start')}: {exc}") from None
-    hours = s.float("hours", 12.0, min=0.01, max=24.0)
-    shift = s.int("shift_minutes", 0, min=-720, max=720)
-    tz = s.str("timezone", "")
-    if tz:
-        try:
-            from zoneinfo import ZoneInfo
-            ZoneInfo(tz)
-        except Exception:
-            raise ConfigError(f"{s.key('timezone')}: unknown time zone {tz!r}") from None
+def _store(s: Section, base: Path | None, default: StoreConfig | None = None) -> StoreConfig:
+    """A location; [manifests] defaults to the origin's, and an s3:// one takes the origin's endpoint
+    and region unless it names its own."""
+    raw = s.str("location") if default is None else s.str("location", default.location)
+    if not raw:
+        raise ConfigError(f"{s.key('location')}: empty")
+    is_s3 = raw.startswith("s3://")
+    if not is_s3:
+        if "://" in raw:
+            raise ConfigError(f"{s.key('location')}: {raw!r}: only a local path or s3://bucket[/prefix]")
+        path = Path(raw).expanduser()
+        raw = str(path if path.is_absolute() or base is None else (base / path).resolve())
+    inherit = default is not None and is_s3 and default.location.startswith("s3://")
+    inherited = default if inherit and default is not None else StoreConfig(raw)
+    cfg = StoreConfig(raw, _url(s, "endpoint_url") or inherited.endpoint_url, s.str("region", inherited.region))
     s.done()
-    return WindowConfig(Window(start, hours * 3600.0, shift), tz)
+    if cfg.endpoint_url is not None and not is_s3:
+        raise ConfigError(f"{s.key('endpoint_url')}: only for an s3:// location")
+    return cfg
 
 
-def _transfer(s: Section) -> TransferConfig:
-    d = TransferConfig()
-    cfg = TransferConfig(
-        rate_limit_bps=s.int("rate_limit_bps", d.rate_limit_bps, min=0),
-        max_files=s.int("max_files", d.max_files, min=1, max=256),
-        parts_per_file=s.int("parts_per_file", d.parts_per_file, min=1, max=64),
-        part_bytes=s.int("part_bytes", d.part_bytes, min=1 << 16),
-        connect_timeout_s=s.float("connect_timeout_s", d.connect_timeout_s, min=0.1),
-        read_timeout_s=s.float("read_timeout_s", d.read_timeout_s, min=0.1),
-        max_attempts=s.int("max_attempts", d.max_attempts, min=1),
-        backoff_base_s=s.float("backoff_base_s", d.backoff_base_s, min=0.0),
-        backoff_cap_s=s.float("backoff_cap_s", d.backoff_cap_s, min=0.0),
+def _planner(s: Section, base: Path | None) -> PlannerConfig:
+    d = PlannerConfig(key_file=Path("/"))
+    cfg = PlannerConfig(
+        key_file=s.path("key_file", base=base),
+        state_dir=s.path("state_dir", None, base=base),
+        request_timeout_s=s.float("request_timeout_s", d.request_timeout_s, min=0.1),
+        max_response_bytes=s.int("max_response_bytes", d.max_response_bytes, min=1 << 16),
+        max_catalog_skip_fraction=s.float("max_catalog_skip_fraction", d.max_catalog_skip_fraction, min=0.0,
+                                          max=1.0),
+        keep_plans=s.int("keep_plans", d.keep_plans, min=2, max=1000),
     )
     s.done()
     return cfg
 
 
-def parse_origin(s: Section) -> OriginConfig:
-    cfg = OriginConfig(url=_url(s, "url"), location=s.str("location", None),
-                       endpoint_url=_url(s, "endpoint_url"), region=s.str("region", None),
-                       verify_catalog=s.bool("verify_catalog", True))
-    s.done()
-    if cfg.url and cfg.location:
-        raise ConfigError(f"{s.key('location')}: give either url or location, not both")
-    return cfg
-
-
-def _serving(s: Section) -> ServingConfig:
-    d = ServingConfig()
-    cfg = ServingConfig(
-        nice=s.int("nice", d.nice, min=0, max=19),
-        io_class=s.str("io_class", d.io_class, choices=("best-effort", "idle", "none")),
-        busy_fraction=s.float("busy_fraction", d.busy_fraction, min=0.0, max=1.0),
-        floor_fraction=s.float("floor_fraction", d.floor_fraction, min=0.0, max=1.0),
-        poll_s=s.float("poll_s", d.poll_s, min=0.1),
-        admin_url=_url(s, "admin_url"),
-    )
-    s.done()
-    return cfg
+def _regions(raw: Any) -> dict[str, str]:
+    """[regions]: site id = content region id (clusters of one region share popularity and demand)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("regions: must be a table of site = \"region\"")
+    out = {}
+    for site, region in raw.items():
+        if not isinstance(region, str) or not IDENT.fullmatch(site) or not IDENT.fullmatch(region):
+            raise ConfigError(f"regions.{site}: site and region ids are 1-64 of [A-Za-z0-9_.-]")
+        out[site] = region
+    return out
 
 
 def parse_plan(s: Section) -> PlanPolicy:
-    """The planner's policy; steering may call this on its own config's [fill] table."""
+    """The placement policy ([plan]): copies, launches, capacity, tier fill, how manifests name the origin."""
     d = PlanPolicy()
     raw = s.raw("copy_thresholds", list(d.copy_thresholds))
     if not isinstance(raw, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
@@ -181,9 +157,13 @@ def parse_plan(s: Section) -> PlanPolicy:
         copy_thresholds=tuple(float(x) for x in raw),
         min_copies=s.int("min_copies", d.min_copies, min=0, max=64),
         predicted_popularity=s.float("predicted_popularity", d.predicted_popularity, min=0.0),
+        learn_days=s.int("learn_days", d.learn_days, min=0, max=365),
+        learn_factor=s.float("learn_factor", d.learn_factor, min=0.001),
         pre_release_days=s.int("pre_release_days", d.pre_release_days, min=0, max=365),
+        pre_release_weight=s.float("pre_release_weight", d.pre_release_weight, min=0.0, max=1.0),
         post_release_days=s.int("post_release_days", d.post_release_days, min=0, max=365),
         capacity_fraction=s.float("capacity_fraction", d.capacity_fraction, min=0.01, max=1.0),
+        reactive_share=s.float("reactive_share", d.reactive_share, min=0.0, max=0.99),
         include_cold=s.bool("include_cold", d.include_cold),
         remote_peers=s.bool("remote_peers", d.remote_peers),
         origin=OriginRef(origin_url, bucket, prefix.strip("/")),
@@ -192,10 +172,3 @@ def parse_plan(s: Section) -> PlanPolicy:
     if origin_url and origin_s3:
         raise ConfigError(f"{s.key('origin_s3')}: give either origin_url or origin_s3, not both")
     return policy
-
-
-def local_zone(tz: str) -> dt.tzinfo | None:
-    if not tz:
-        return None
-    from zoneinfo import ZoneInfo
-    return ZoneInfo(tz)

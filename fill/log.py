@@ -1,7 +1,7 @@
-"""The agent's event log: one JSON line per event on stdout, in the envelope every daemon uses
-(contracts.logs: `ts`, `level`, `service` = "fill", `event`, then the fields), so journald or a file
-keeps a machine-readable record of every run. Written directly, not through `logging`: a run is a
-short command whose every line is an event."""
+"""The planner's event log: one JSON line per event on stdout, in the envelope every daemon uses
+(contracts.logs: `ts`, `level`, `service` = "fill-plan", `event`, then the fields), so journald keeps
+a machine-readable record of every run. Written directly: a run is a short command whose every line
+is an event; the last line is the run's summary (`plan-done` or `plan-failed`)."""
 from __future__ import annotations
 
 import sys
@@ -14,4 +14,4 @@ QUIET = False
 
 def log(event: str, **fields: Any) -> None:
     if not QUIET:
-        print(json_line("fill", event, **fields), file=sys.stdout, flush=True)
+        print(json_line("fill-plan", event, **fields), file=sys.stdout, flush=True)

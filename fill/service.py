@@ -1,22 +1,23 @@
-"""What steering calls to serve `GET /v1/fill-manifest?appliance=ID`: near-pure functions over plain
-data (no I/O; `now` is a parameter).
+"""The planner's service layer: near-pure functions over plain data (no I/O; `now` is a parameter)
+that `fill plan` (fill.job) calls between gathering its inputs and writing the manifests.
 
-    view = view_from_state(fleet.sites.values(), state.reports, state.inventory.view())
-    manifests = build_manifests(view, catalog.list(), popularity_of(state.reports), time.time(), policy)
-    reply = manifest_reply(manifests.get(appliance_id), request.headers.get("If-None-Match"))
-    -> web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+    check = checked_catalog(entries)                   # a bad entry is skipped and named (check.skipped)
+    view = fleetstate.view_of(states, regions)         # steering's /v1/fleet/state, merged (fill.fleetstate)
+    demand = demand_popularity(contracts.demand.merge(reports, now), {f.key: f.size for f in check.files})
+    manifests = build_manifests(view, check.files, fleetstate.reports_of(states), now, policy, demand)
 
-Plans are deterministic: every replica given the same inputs builds byte-identical manifests with the
-same version and ETag. A plan over ~10^5 files takes seconds: build it when inputs change (or every few
-minutes), keep the dict, answer requests from it.
+Plans are deterministic: the same inputs give byte-identical manifests with the same version.
+`view_from_state`, `popularity_of` and `manifest_reply` take steering's in-memory objects, as the
+planner did when it ran inside every steering replica; tests and stand-ins still use them.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any, AbstractSet, Iterable, Mapping
 
-from contracts.ids import ApplianceId, FileKey, SiteId
+from contracts.ids import ApplianceId, FileKey, SiteId, validate_file_key
 from contracts.manifest import CONTENT_TYPE, Manifest, encode_manifest, make_manifest
 from fill.core.model import ApplianceView, CatalogFile, ClusterView, FleetView, PlanPolicy
 from fill.core.plan import plan
@@ -37,6 +38,84 @@ def catalog_files(entries: Iterable[Any], include_assets: bool = False) -> list[
         if include_assets:
             items += [(a.key, a.size, a.xxh3) for a in e.assets]
         out += [CatalogFile(FileKey(k), s, h, e.title_id, release) for k, s, h in items]
+    return out
+
+
+@dataclass(frozen=True)
+class Skipped:
+    title_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CatalogCheck:
+    files: tuple[CatalogFile, ...]
+    titles: int  # entries taken
+    skipped: tuple[Skipped, ...]  # entries left out, each with why
+
+
+_HEX128 = re.compile(r"[0-9a-f]{32}")
+
+
+def checked_catalog(entries: Iterable[Any]) -> CatalogCheck:
+    """The catalog's renditions as fill's files, one entry at a time: an entry whose fill-relevant
+    fields do not hold (release date, key, size, hash), or that names a key another entry already
+    names with other content, is skipped and reported; the rest is planned (one bad entry must not
+    stop every later plan: Traffic Control's lesson)."""
+    files: list[CatalogFile] = []
+    seen: dict[FileKey, tuple[int, str, str]] = {}
+    skipped: list[Skipped] = []
+    titles = 0
+    for e in entries:
+        title_id = str(getattr(getattr(e, "meta", None), "title_id", None) or getattr(e, "title_id", "?"))
+        try:
+            mine = _entry_files(e)
+            for f in mine:
+                other = seen.get(f.key)
+                if other is not None and other[:2] != (f.size, f.xxh3):
+                    raise ValueError(f"{f.key}: also in title {other[2]!r} with another size or hash")
+        except (ValueError, TypeError, AttributeError) as exc:
+            skipped.append(Skipped(title_id, str(exc)[:300]))
+            continue
+        titles += 1
+        for f in mine:
+            if f.key not in seen:
+                seen[f.key] = (f.size, f.xxh3, title_id)
+                files.append(f)
+    return CatalogCheck(tuple(files), titles, tuple(skipped))
+
+
+def _entry_files(e: Any) -> list[CatalogFile]:
+    if isinstance(e, CatalogFile):
+        return [e]
+    out = catalog_files([e])
+    for f in out:
+        validate_file_key(f.key)  # InvalidFileKey is a ValueError
+        if isinstance(f.size, bool) or not isinstance(f.size, int) or f.size < 0:
+            raise ValueError(f"{f.key}: size {f.size!r} is not a byte count")
+        if not isinstance(f.xxh3, str) or not _HEX128.fullmatch(f.xxh3):
+            raise ValueError(f"{f.key}: xxh3 {str(f.xxh3)[:40]!r} is not 32 lowercase hex digits")
+    return out
+
+
+def demand_popularity(counts: Mapping[str, Mapping[FileKey, tuple[float, float]]],
+                      sizes: Mapping[FileKey, int]) -> dict[str, dict[FileKey, float]]:
+    """Summed demand (contracts.demand: region -> file -> (requests, bytes)) in the planner's unit,
+    plays: bytes asked for ÷ the file's size, or the request count where a replica could not say how
+    many bytes (steering sees a play asked for, not the bytes it will fetch). Files outside the
+    catalog are left out."""
+    out: dict[str, dict[FileKey, float]] = {}
+    for region, files in counts.items():
+        acc: dict[FileKey, float] = {}
+        for key, (requests, nbytes) in files.items():
+            size = sizes.get(key)
+            if size is None:
+                continue
+            value = nbytes / size if nbytes > 0 and size > 0 else requests
+            if value > 0:
+                acc[key] = value
+        if acc:
+            out[region] = acc
     return out
 
 

@@ -2,7 +2,7 @@
 
 moto's S3 server runs as its own process on 127.0.0.1 (`python -m moto.server`), so neither client
 shares its interpreter. Both sides verify: boto3 `download_file` (s3transfer: 8 MiB parts, 10 threads)
-of every object followed by its xxh3-128, against the fill agent (fill.agent.run in this process:
+of every object followed by its xxh3-128, against the fill agent (oca.fill.agent.run in this process:
 presigned ranged GETs over aiohttp, parts written with pwrite into the store's partial files, hash
 checked at commit, published atomically into a fresh appliance store). Rounds alternate (ABBA...), the
 median of each side is reported with the ratio fill/boto3 (target >= 0.9).
@@ -32,9 +32,9 @@ from boto3.s3.transfer import TransferConfig as Boto3Transfer  # noqa: E402
 
 from contracts.keys import new_secret  # noqa: E402
 from contracts.manifest import ManifestFile, Source, encode_manifest, make_manifest  # noqa: E402
-from fill import log as fill_log  # noqa: E402
-from fill.agent import EXIT_OK, RunOptions, run  # noqa: E402
-from fill.config import FillConfig, OriginConfig, TransferConfig  # noqa: E402
+from oca.fill import log as fill_log  # noqa: E402
+from oca.fill.agent import EXIT_OK, RunOptions, run  # noqa: E402
+from oca.fill.config import FillConfig, OriginConfig, TransferConfig  # noqa: E402
 from oca import config as oca_config  # noqa: E402
 from origin.hashing import hash_file  # noqa: E402
 from tests.support import free_port, stop_process, wait_for_port  # noqa: E402

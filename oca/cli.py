@@ -210,8 +210,8 @@ COMMANDS = {"serve": cmd_serve, "check-config": cmd_check_config, "put": cmd_put
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["fill"]:  # the fill agent has its own options (see fill/agent_cli.py)
-        from fill.agent_cli import main as fill_main
+    if argv[:1] == ["fill"]:  # the fill agent has its own options (see oca/fill/cli.py)
+        from oca.fill.cli import main as fill_main
 
         return fill_main(argv[1:])
     args = _parser().parse_args(argv)

@@ -5,8 +5,9 @@ Strategy. Each daemon gets its own config under the state directory, written by 
 from the endpoints known so far (ports picked free on loopback); `Lab` starts them in dependency order,
 waiting on each one's health, and records every start in lab.json (via labproc) before anything else can
 interrupt. A sample title is made with ffmpeg and ingested (a 4-rung H.264 ladder, so it takes seconds),
-then one fill runs on every appliance. In the foreground `Lab.watch` owns the daemons: one that dies is
-announced and the rest keeps running; restart requests from other shells arrive as files in `control/`.
+then `fill plan` writes the manifests and one fill runs on every appliance. In the foreground
+`Lab.watch` owns the daemons: one that dies is announced and the rest keeps running; restart requests
+from other shells arrive as files in `control/`.
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def fleet_toml(appliances: Mapping[str, int]) -> str:
     return "\n".join(fleet)
 
 
-def steering_toml(port: int, keys: Path, origin_dir: Path, origin_url: str) -> str:
+def steering_toml(port: int, keys: Path, manifests_dir: Path) -> str:
     return f"""[steering]
 listen = "127.0.0.1"
 port = {port}
@@ -110,9 +111,28 @@ report_interval_s = 1.0
 missed_reports = 3
 up_after_reports = 2
 [fill]
-origin = "{origin_dir}"
+origin = "{manifests_dir}"
+poll_interval_s = 1.0
+"""
+
+
+def fill_plan_toml(keys: Path, steering_urls: str, origin_dir: Path, manifests_dir: Path, origin_url: str,
+                   token_file: Path) -> str:
+    """The planner's config: the manifests go to their own directory, which `origin serve` does not
+    serve (a manifest carries its appliance's fill credentials)."""
+    return f"""[planner]
+key_file = "{keys}"
+state_dir = "fill-plan"
+request_timeout_s = 10.0
+[steering]
+replicas = [{steering_urls}]
+token_file = "{token_file}"
+[origin]
+location = "{origin_dir}"
+[manifests]
+location = "{manifests_dir}"
+[plan]
 origin_url = "{origin_url}"
-replan_interval_s = 2.0
 """
 
 
@@ -277,7 +297,7 @@ class Lab:
         for i in range(1, self.replicas + 1):  # independent replicas: every appliance reports to each
             name, port = f"steering-{i}", free_port()
             (self.state / f"{name}.toml").write_text(
-                steering_toml(port, keys, self.state / "origin", self.endpoints["origin"]))
+                steering_toml(port, keys, self.state / "manifests"))
             replicas[name] = f"http://127.0.0.1:{port}"
             self.endpoints["steering_replicas"] = replicas
             self.endpoints.setdefault("steering", replicas[name])  # the first: what older scripts read
@@ -303,8 +323,25 @@ class Lab:
                       lambda url=url: get_json(f"{url}/healthz").get("up") == len(ports), timeout=90)
 
     def fill(self) -> None:
-        say("nightly fill, now: each appliance fetches its manifest (peer first, then the origin)…")
-        time.sleep(3)  # a replan after the first heartbeats
+        """`fill plan` (the fleet's planner, as its timer runs it before the window), then one fill run on
+        every appliance once each steering replica serves the new plan."""
+        say("nightly fill, now: `fill plan` writes every appliance's manifest…")
+        keys = self.state / "keys.toml"
+        config = self.state / "fill-plan.toml"
+        config.write_text(fill_plan_toml(keys, self.steering_urls(), self.state / "origin", self.state / "manifests",
+                                         self.endpoints["origin"], self.state / "operator.token"))
+        with open(self.state / "logs" / "fill-plan.log", "ab") as out:
+            code = subprocess.run([str(BIN / "fill"), "plan", "-c", str(config)], stdout=out,
+                                  stderr=subprocess.STDOUT).returncode
+        say(f"fill plan: exit {code} (log: {self.state / 'logs' / 'fill-plan.log'})")
+        if code != 0:
+            return
+        token = self.state / "operator.token"
+        for url in self.endpoints["steering_replicas"].values():
+            for name in self.endpoints["appliances"]:
+                self.wait(f"{url} serving the plan for {name}", lambda url=url, name=name: get_json(
+                    f"{url}/v1/fill-manifest?appliance={name}", token_file=token).get("appliance") == name)
+        say("…and each appliance fetches its manifest (peer first, then the origin)")
         steering = [a for url in self.endpoints["steering_replicas"].values() for a in ("--steering", url)]
         runs = {name: subprocess.Popen(
             [str(BIN / "oca"), "fill", "-c", info["config"], *steering,

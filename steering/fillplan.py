@@ -1,89 +1,266 @@
-"""Steering's side of proactive fill: `GET /v1/fill-manifest?appliance=ID`.
+"""Steering's side of proactive fill: `GET /v1/fill-manifest?appliance=ID` serves what `fill plan`
+wrote; steering no longer plans.
 
-Fill's planner (fill.service, pure) turns the live fleet (capacity from reports, who holds what),
-the catalog (read from the origin) and reported popularity into one manifest per appliance. Plans
-over 10^5 files take seconds, so a task rebuilds them every `replan_interval_s` in a thread from a
-copy of the live state, and requests are answered from the last plan (ETag / 304). Every replica
-computes the same plan from the same inputs, so an agent may ask any of them.
+The planner (`fill plan`, one job on the control plane) writes each appliance's signed manifest to the
+origin store under `fill-manifests/<plan>/<appliance>.json` and then switches the pointer
+`fill-manifests/current.json` (layout: fill.manifeststore). Every `poll_interval_s` a task here reads
+the pointer; when it changed, it reads the manifests it names (in threads, off the loop), checks each
+against the pointer (size, xxh3-128), decodes it and verifies its signature with the keys derived for
+its appliance from the master, and swaps the whole set in at once. Requests are answered from memory
+with the stored bytes as they are and ETag = the manifest's version, so every replica serves the same
+bytes under the same ETag, and the agent may ask any of them.
+
+Failures keep the last good state. The store unreachable or the pointer damaged: the poll raises to
+the task supervisor (logged, counted, retried; /healthz lists it as degraded after a few) and nothing
+changes. One manifest that is missing, damaged or not signed for its appliance: that appliance keeps
+the manifest it had (or none), the rest of the plan is adopted, and it is logged and counted
+(`steering_fill_manifests_rejected_total`). These checks give the same verdict on every replica.
+
+The pointer's format is read here and written by fill.manifeststore (steering does not import the
+planner); both follow the version-1 layout documented there.
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
-from contracts.ids import ApplianceId
+import xxhash
+
+from contracts.ids import InvalidFileKey, validate_file_key
+from contracts.logs import log_event
+from contracts.manifest import CONTENT_TYPE, ManifestError, decode_manifest
 from contracts.tomlconf import ConfigError, Section
+from contracts.token import Keyring
+from contracts.wirefields import IDENT
+
+log = logging.getLogger("steering.fill")
+POINTER = "fill-manifests/current.json"
+_PLAN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}")
+_HEX128 = re.compile(r"[0-9a-f]{32}")
+READERS = 8
 
 
 @dataclass(frozen=True)
 class FillConfig:
-    origin: str | None = None  # the catalog's origin: a local path or s3://bucket/prefix (None: no fill plans)
+    origin: str | None = None  # where `fill plan` writes: a local path or s3://bucket/prefix (None: no manifests)
     endpoint_url: str | None = None
-    origin_url: str | None = None  # an HTTP origin agents may fetch from (`origin serve`), named in manifests
-    replan_interval_s: float = 60.0
+    origin_url: str | None = None  # accepted from configs older than `fill plan`; unused (the planner names the origin)
+    poll_interval_s: float = 5.0  # how often the pointer is read
+
+    @property
+    def replan_interval_s(self) -> float:
+        """The interval of the server's `fill-plan` task (the name it had when steering planned)."""
+        return self.poll_interval_s
 
 
 def parse_fill(s: Section, base: Path | None) -> FillConfig:
     origin = s.str("origin", None)
     if origin is not None and not origin.startswith("s3://") and base is not None and not Path(origin).is_absolute():
         origin = str(base / origin)
+    poll = s.float("poll_interval_s", None, min=0.5)
+    legacy = s.float("replan_interval_s", None, min=0.5)  # the old name, still read
     cfg = FillConfig(origin=origin, endpoint_url=s.str("endpoint_url", None), origin_url=s.str("origin_url", None),
-                     replan_interval_s=s.float("replan_interval_s", 60.0, min=0.5))
+                     poll_interval_s=poll if poll is not None else legacy if legacy is not None else 5.0)
     s.done()
     if cfg.origin_url is not None and not cfg.origin_url.startswith(("http://", "https://")):
         raise ConfigError(f"{s.key('origin_url')}: must be an http(s) URL")
     return cfg
 
 
-class FillPlanner:
-    def __init__(self, replica: Any, config: FillConfig) -> None:
-        self.replica = replica
-        self.config = config
-        self.manifests: dict[ApplianceId, Any] = {}
-        self.planned_at: float | None = None
-        self._catalog: Any = None
+class PointerError(ValueError):
+    """The pointer does not decode: the plan in force stays."""
 
-    def _open_catalog(self) -> Any:
-        from origin.backends import open_backend
-        from origin.catalog import Catalog
-        from origin.config import parse_location
 
-        location = parse_location(self.config.origin, endpoint_url=self.config.endpoint_url, where="fill.origin")
-        return Catalog(open_backend(location))
+@dataclass(frozen=True)
+class Entry:
+    key: str
+    version: str
+    size: int
+    xxh3: str
 
-    async def replan(self) -> None:
-        if self.config.origin is None:
+
+def decode_pointer(raw: bytes) -> tuple[str, dict[str, Entry]]:
+    """(plan id, entry per appliance) of a version-1 pointer; PointerError naming what is wrong."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise PointerError(f"{POINTER}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("v") != 1:
+        raise PointerError(f"{POINTER}: v: schema version not supported")
+    plan, manifests = data.get("plan"), data.get("manifests")
+    if not isinstance(plan, str) or not _PLAN_ID.fullmatch(plan) or not isinstance(manifests, dict):
+        raise PointerError(f"{POINTER}: plan (a plan id) and manifests (a map) are required")
+    out = {}
+    for appliance, e in manifests.items():
+        where = f"{POINTER}: manifests.{str(appliance)[:64]}"
+        if not isinstance(appliance, str) or not IDENT.fullmatch(appliance) or not isinstance(e, dict):
+            raise PointerError(f"{where}: an appliance id mapping to its entry")
+        key, version, size, digest = e.get("key"), e.get("version"), e.get("size"), e.get("xxh3")
+        try:
+            validate_file_key(key if isinstance(key, str) else "")
+        except InvalidFileKey:
+            raise PointerError(f"{where}.key: not a key") from None
+        if not all(isinstance(x, str) and _HEX128.fullmatch(x) for x in (version, digest)):
+            raise PointerError(f"{where}: version and xxh3 must be 32 hex digits")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise PointerError(f"{where}.size: must be a byte count")
+        out[appliance] = Entry(key, version, size, digest)  # type: ignore[arg-type]
+    return plan, out
+
+
+@dataclass(frozen=True)
+class Served:
+    body: bytes  # exactly as stored
+    version: str
+    xxh3: str
+    plan: str
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Loaded:
+    plan: str
+    pointer: bytes
+    served: dict[str, Served]
+    read: int  # manifests read from the store (the rest were held already, same bytes)
+    rejected: dict[str, str]  # appliance -> why its new manifest was not taken
+
+
+class ManifestReader:
+    def __init__(self, replica: Any, config: FillConfig | None = None) -> None:
+        self.replica = replica  # its .config.fill is read at every poll, so reloads take effect
+        # what is served: swapped whole, on the loop
+        self.served: dict[str, Served] = {}
+        self.plan: str | None = None
+        self.pointer: bytes | None = None
+        self.adopted_at: float | None = None
+        # the store, opened on first use and again when its location changes
+        self._backend: Any = None
+        self._where: tuple[str | None, str | None] = (None, None)
+        self._warned_origin_url = False
+
+    async def poll(self) -> None:
+        """Adopt the plan the pointer names if it changed; raise (keeping everything) when it can't."""
+        config = self.replica.config.fill
+        if config.origin is None:
             return
-        from fill.core.model import OriginRef, PlanPolicy
-        from fill.credentials import authorize_all
-        from fill.service import build_manifests, popularity_of, view_from_state
-
-        state = self.replica.state
-        holders = {k: frozenset(v) for k, v in state.inventory.view().items()}  # a copy: planning runs in a thread
-        reports = dict(state.reports)
-        sites = list(self.replica.loaded.fleet.sites.values())
-        policy = PlanPolicy(origin=OriginRef(url=self.config.origin_url))
-
+        if config.origin_url is not None and not self._warned_origin_url:
+            self._warned_origin_url = True
+            log_event(log, "fill-origin-url-ignored", logging.WARNING, origin_url=config.origin_url,
+                      hint="manifests name the origin as `fill plan` is configured ([plan] origin_url)")
         derived = self.replica.loaded.derived
+        loaded = await asyncio.to_thread(self._load, config, self.served, self.pointer, derived.for_holder)
+        if loaded is None:
+            return
+        self.served, self.plan, self.pointer, self.adopted_at = loaded.served, loaded.plan, loaded.pointer, time.time()
+        metrics = self.replica.metrics
+        metrics.inc("steering_fill_plans_adopted_total")
+        for appliance, why in loaded.rejected.items():
+            metrics.inc("steering_fill_manifests_rejected_total")
+            log_event(log, "fill-manifest-rejected", logging.WARNING, plan=loaded.plan, appliance=appliance,
+                      error=why, kept="the manifest it had" if appliance in loaded.served else "none")
+        log_event(log, "fill-plan-adopted", plan=loaded.plan, manifests=len(loaded.served), read=loaded.read,
+                  rejected=len(loaded.rejected))
 
-        def build() -> dict[ApplianceId, Any]:
-            if self._catalog is None:
-                self._catalog = self._open_catalog()
-            entries = self._catalog.list()
-            view = view_from_state(sites, reports, holders)
-            now = time.time()
-            # Each manifest leaves signed for its appliance, with a credential per source it names.
-            return authorize_all(build_manifests(view, entries, popularity_of(reports), now, policy), derived, now)
+    replan = poll  # what steering.server schedules (the `fill-plan` task)
 
-        # A failure raises to the task supervisor (logged with its traceback, counted, retried after a
-        # backoff) before anything is assigned: the last plan stays, and agents keep their current set.
-        self.manifests = await asyncio.to_thread(build)
-        self.planned_at = time.time()
+    def _open(self, config: FillConfig) -> Any:
+        where = (config.origin, config.endpoint_url)
+        if self._backend is None or where != self._where:
+            from origin.backends import open_backend
+            from origin.config import S3Config, parse_location
 
-    def reply(self, appliance: str, if_none_match: str | None) -> Any:
-        from fill.service import manifest_reply
+            location = parse_location(config.origin or "", endpoint_url=config.endpoint_url, where="fill.origin")
+            self._backend, self._where = open_backend(location, S3Config(max_attempts=3)), where
+        return self._backend
 
-        return manifest_reply(self.manifests.get(ApplianceId(appliance)), if_none_match)
+    def _load(self, config: FillConfig, held: Mapping[str, Served], pointer: bytes | None,
+              keys_for: Callable[[str], Keyring]) -> Loaded | None:
+        """In a thread. None when there is nothing new (no plan yet, or the same pointer)."""
+        from origin.core.errors import ObjectNotFound
+
+        backend = self._open(config)
+        try:
+            raw = backend.get_bytes(POINTER)
+        except ObjectNotFound:
+            return None  # no plan written yet (or the store was emptied: keep what we serve)
+        if raw == pointer:
+            return None
+        plan, entries = decode_pointer(raw)
+        fresh = {a: e for a, e in entries.items() if not (a in held and held[a].xxh3 == e.xxh3)}
+
+        def read(item: tuple[str, Entry]) -> tuple[str, bytes | Exception]:
+            try:
+                return item[0], backend.get_bytes(item[1].key)
+            except ObjectNotFound as exc:
+                return item[0], exc
+        with ThreadPoolExecutor(READERS) as pool:
+            bodies = dict(pool.map(read, fresh.items()))  # other backend errors raise: retry the whole poll
+        served, rejected = {}, {}
+        for appliance, entry in entries.items():
+            if appliance not in fresh:
+                served[appliance] = Served(held[appliance].body, entry.version, entry.xxh3, plan)
+                continue
+            verdict = _check(appliance, entry, bodies[appliance], keys_for)
+            if isinstance(verdict, str):
+                rejected[appliance] = verdict
+                if appliance in held:
+                    served[appliance] = held[appliance]
+            else:
+                served[appliance] = Served(verdict, entry.version, entry.xxh3, plan)
+        return Loaded(plan, raw, served, len(fresh), rejected)
+
+    def reply(self, appliance: str, if_none_match: str | None) -> Reply:
+        """200 with the stored manifest and its ETag, 304 when If-None-Match names it, 404 without one."""
+        served = self.served.get(appliance)
+        if served is None:
+            return Reply(404, {"Content-Type": "text/plain"}, b"no fill plan for this appliance (yet)\n")
+        headers = {"ETag": served.etag, "Cache-Control": "no-cache", "X-Fill-Plan": served.plan}
+        if if_none_match is not None and _etag_matches(if_none_match, served.etag):
+            return Reply(304, headers, b"")
+        return Reply(200, {**headers, "Content-Type": CONTENT_TYPE}, served.body)
+
+
+FillPlanner = ManifestReader  # the name steering.server knows it by
+
+
+def _check(appliance: str, entry: Entry, body: bytes | Exception,
+           keys_for: Callable[[str], Keyring]) -> bytes | str:
+    """The body when it is what the pointer says and signed for its appliance; else why not."""
+    if isinstance(body, Exception):
+        return f"{entry.key}: {body}"
+    if len(body) != entry.size or xxhash.xxh3_128_hexdigest(body) != entry.xxh3:
+        return f"{entry.key}: size or xxh3-128 differs from the pointer's"
+    try:
+        manifest = decode_manifest(body, appliance, keys_for(appliance))
+    except ManifestError as exc:
+        return f"{entry.key}: {exc}"
+    if manifest.version != entry.version:
+        return f"{entry.key}: version {manifest.version} is not the pointer's {entry.version}"
+    return body
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """RFC 9110 §13.1.2: weak comparison over a list of tags, or *."""
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
+
+
+__all__ = ["FillConfig", "parse_fill", "ManifestReader", "FillPlanner", "Reply", "decode_pointer", "PointerError"]

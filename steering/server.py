@@ -48,6 +48,7 @@ from steering.auth import AUTHENTICATE, authenticator, requires
 from steering.config import SteeringConfig
 from steering.core.prefixes import InvalidClientAddress
 from steering.fillplan import FillPlanner
+from steering.fleetstate import fleet_state_handler
 from steering.metrics import labels
 from steering.reloader import Reloader
 from steering.service import BadRequest, Loaded, Replica, SteerAnswer, dumps
@@ -258,6 +259,7 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     app.router.add_post("/v1/steer", steer_post)
     app.router.add_post("/v1/heartbeat", heartbeat)
     app.router.add_get("/v1/fleet", fleet)
+    app.router.add_get("/v1/fleet/state", fleet_state_handler(replica))
     app.router.add_get("/v1/fill-manifest", fill_manifest)
     app.router.add_get("/v1/demand", demand)
     app.router.add_get("/healthz", healthz)

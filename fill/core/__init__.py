@@ -1,3 +1,3 @@
-"""Fill's pure core: popularity, copies and rendezvous placement, capacity packing, manifest diff,
-window, source choice, backoff, token bucket and part arithmetic. No I/O, no clock, no aiohttp or
-boto3: every function takes `now` and data and returns a verdict, so each rule is a table test."""
+"""The planner's pure core: popularity, copies and rendezvous placement, capacity packing, sources per
+file. No I/O, no clock, no aiohttp or boto3: every function takes `today` and data and returns a
+verdict, so each rule is a table test. (The agent's pure rules live in oca.fill.core.)"""

@@ -66,12 +66,56 @@ class PlanPolicy:
     # copies = min_copies + how many thresholds the popularity reaches, at most the cluster's size.
     copy_thresholds: tuple[float, ...] = (50.0, 500.0, 5000.0)
     min_copies: int = 1
-    # A title released within [today - post_release_days, today + pre_release_days] counts at least
-    # `predicted_popularity` (cold start: it is local before it launches, and stays until reports catch up).
+    # A title released within [today - post_release_days, today + pre_release_days] counts at least the
+    # predicted popularity (cold start: it is in place the night before it launches): `learn_factor` × the
+    # mean popularity the region gave the files of its launches of the last `learn_days` days, so the
+    # prediction scales with the region's traffic (an absolute count is too much for a small region and
+    # too little for a big one); `predicted_popularity` until there are launches to learn from, or always
+    # with learn_days = 0. After the launch the demand signal (every request, misses too) measures the
+    # title itself, so post_release_days = 0; with the served signal only it must stay > 0.
+    # loadtests/offload_sim.py --tune chose these on its tuning traces (the old pre 2 / post 2 / a fixed
+    # 1000 lost up to 15% there).
     predicted_popularity: float = 1000.0
-    pre_release_days: int = 2  # 1 = the night before; 2 survives one failed night (offload_sim: costs ~1%)
-    post_release_days: int = 2
-    capacity_fraction: float = 0.95  # of each tier's bytes the planner fills (room for pull-through, slack)
+    learn_days: int = 7
+    learn_factor: float = 2.0  # a decayed count 1-3 days after a launch is about half a steady title's
+    pre_release_days: int = 1  # the night before; the hourly fill runs in the window catch a failed one
+    # Before its release date a launch counts this share of the prediction: until the next window it is
+    # asked for only from its release (midnight), a small part of the day the plan is for, so it takes
+    # room left by today's demand rather than displacing it; on the date itself, the whole prediction.
+    pre_release_weight: float = 0.1
+    post_release_days: int = 0
+    capacity_fraction: float = 0.95  # of each tier's bytes the planner may use; the rest is pull-through's
+    # Of that, a further share left unplanned for pull-through: the appliance fills the unplanned room on
+    # miss (from a peer or the origin, admitted by PullPolicy) and evicts only there, never a manifest
+    # file. 0: the 5% outside capacity_fraction is room enough (--tune: 0.1 and more lose).
+    reactive_share: float = 0.0
     include_cold: bool = True  # place files nobody watched lately too, as capacity allows (the long tail)
     remote_peers: bool = False  # after local peers, holders in other clusters (tier fill) before the origin
     origin: OriginRef = field(default_factory=OriginRef)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.capacity_fraction <= 1.0:
+            raise ValueError("capacity_fraction: must be in (0, 1]")
+        if not 0.0 <= self.reactive_share < 1.0:
+            raise ValueError("reactive_share: must be in [0, 1)")
+        if not 0.0 <= self.pre_release_weight <= 1.0:
+            raise ValueError("pre_release_weight: must be in [0, 1]")
+        if self.learn_days < 0 or self.learn_factor <= 0:
+            raise ValueError("learn_days: must be >= 0, learn_factor: > 0")
+
+
+@dataclass(frozen=True)
+class PullPolicy:
+    """When a site pulls a file it lacks into the unplanned room (pull-through on miss): on the
+    `misses_to_admit`-th request for it within `window_s`. 1 is plain pull-through; 8 (offload_sim
+    --tune) keeps its hit ratio for a few % more daytime upstream instead of ~90%: a file asked for once
+    or twice is not fetched whole to serve a fraction of it, nor churns the room."""
+
+    misses_to_admit: int = 8
+    window_s: float = 86400.0
+
+    def __post_init__(self) -> None:
+        if self.misses_to_admit < 1:
+            raise ValueError("misses_to_admit: must be at least 1")
+        if self.window_s <= 0:
+            raise ValueError("window_s: must be positive")

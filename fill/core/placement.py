@@ -56,6 +56,12 @@ class ClusterPlan:
     short: tuple[FileKey, ...]  # placed with fewer copies than wanted (no room for more)
 
 
+def planned_bytes(tier_bytes: int, policy: PlanPolicy) -> int:
+    """Of a tier's bytes, what the manifest may fill: `capacity_fraction` of it (the rest is slack),
+    less the `reactive_share` of that left to pull-through."""
+    return int(tier_bytes * policy.capacity_fraction * (1.0 - policy.reactive_share))
+
+
 def hottest_first(files: Sequence[CatalogFile], popularity: Mapping[FileKey, float]) -> list[CatalogFile]:
     """Popularity descending; ties: newer release first, then key (deterministic)."""
     def order(f: CatalogFile) -> tuple:
@@ -68,8 +74,8 @@ def hottest_first(files: Sequence[CatalogFile], popularity: Mapping[FileKey, flo
 def place_cluster(appliances: Sequence[ApplianceView], files: Sequence[CatalogFile],
                   popularity: Mapping[FileKey, float], policy: PlanPolicy) -> ClusterPlan:
     members = [a for a in appliances if a.known]
-    room = {a.id: [int((a.ssd_bytes or 0) * policy.capacity_fraction),
-                   int((a.hdd_bytes or 0) * policy.capacity_fraction)] for a in members}
+    room = {a.id: [planned_bytes(a.ssd_bytes or 0, policy), planned_bytes(a.hdd_bytes or 0, policy)]
+            for a in members}
     placed: list[Placed] = []
     left_out: list[FileKey] = []
     short: list[FileKey] = []

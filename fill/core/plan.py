@@ -56,7 +56,7 @@ def plan(fleet: FleetView, files: Sequence[CatalogFile], reports: Reports, today
          policy: PlanPolicy = PlanPolicy(), demand: Mapping[str, Mapping[FileKey, float]] | None = None) -> Plan:
     """`demand` (optional): popularity per region as steering saw it asked for, misses included, in the
     same unit (plays = bytes ÷ size); a file counts max(served, demand). Without it a file no appliance
-    of the region holds cannot become popular there (loadtests/offload_sim.py --signal served)."""
+    of the region holds cannot become popular there (loadtests/offload_sim.py: the "served" column)."""
     catalog = {f.key: f for f in files}
     region_of = {a.id: c.region for c in fleet.clusters for a in c.appliances}
     observed = region_popularity(reports, region_of, {k: f.size for k, f in catalog.items()})

@@ -1,14 +1,17 @@
 """Popularity as Open Connect defines it: bytes served ÷ file size, i.e. how many times over a file was
 streamed lately. Appliances report decayed bytes served per file in their heartbeats; the planner sums
-them over every appliance of a content region and divides by the size. Titles about to launch (or just
-launched) get a configured predicted popularity so they are in place before anyone asks for them."""
+them over every appliance of a content region and divides by the size. Titles about to launch get a
+predicted popularity — learned from what the region's recent launches reached — so they are in place
+before anyone asks for them. And the reactive side's admission rule: a site pulls a file it lacks on its
+n-th miss within a window (`admit_on_miss`), so one-off requests do not churn the unplanned room."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from contracts.ids import ApplianceId, FileKey
-from fill.core.model import CatalogFile, PlanPolicy
+from fill.core.model import CatalogFile, PlanPolicy, PullPolicy
 
 Reports = Mapping[ApplianceId, Mapping[FileKey, tuple[float, float]]]  # heartbeat: (requests, bytes)
 
@@ -38,13 +41,35 @@ def is_launching(release: dt.date | None, today: dt.date, policy: PlanPolicy) ->
     return -policy.post_release_days <= days <= policy.pre_release_days
 
 
+def predicted_popularity(observed: Mapping[FileKey, float], files: Iterable[CatalogFile], today: dt.date,
+                         policy: PlanPolicy) -> float:
+    """What a launch is expected to reach in this region: `learn_factor` × the mean observed popularity
+    of the files of titles released 1..`learn_days` days ago (the factor: a decayed count a day or
+    three after launch is about half the steady count of a title as busy); the configured
+    `predicted_popularity` when learning is off or there is nothing to learn from (no recent launches,
+    or no demand seen for any of them)."""
+    if policy.learn_days <= 0:
+        return policy.predicted_popularity
+    recent = [observed.get(f.key, 0.0) for f in files
+              if f.release_date is not None and 1 <= (today - f.release_date).days <= policy.learn_days]
+    if not recent or sum(recent) <= 0:  # none lately, or no demand seen for them (a new region, no feed)
+        return policy.predicted_popularity
+    return policy.learn_factor * sum(recent) / len(recent)
+
+
 def with_predictions(observed: Mapping[FileKey, float], files: Iterable[CatalogFile], today: dt.date,
                      policy: PlanPolicy) -> dict[FileKey, float]:
-    """Observed popularity, raised to the predicted one for files of titles launching around today."""
+    """Observed popularity, raised to the predicted one for files of titles launching around today
+    (`pre_release_weight` of it before the release date)."""
+    files = list(files)
     out = dict(observed)
-    for f in files:
-        if is_launching(f.release_date, today, policy):
-            out[f.key] = max(out.get(f.key, 0.0), policy.predicted_popularity)
+    launching = [f for f in files if is_launching(f.release_date, today, policy)]
+    if launching:
+        predicted = predicted_popularity(observed, files, today, policy)
+        early = predicted * policy.pre_release_weight
+        for f in launching:
+            value = early if f.release_date is not None and f.release_date > today else predicted
+            out[f.key] = max(out.get(f.key, 0.0), value)
     return out
 
 
@@ -52,3 +77,19 @@ def copies_for(popularity: float, policy: PlanPolicy, cluster_size: int) -> int:
     """How many appliances of a cluster hold a file: more for hotter files, never more than exist."""
     n = policy.min_copies + sum(1 for t in policy.copy_thresholds if popularity >= t)
     return max(0, min(n, cluster_size))
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    admit: bool
+    misses: tuple[float, ...]  # the misses to remember for the file (times, oldest first); () once admitted
+
+
+def admit_on_miss(previous: tuple[float, ...], now_s: float, policy: PullPolicy) -> Admission:
+    """A miss at `now_s` for a file the appliance lacks: pull it in if this makes `misses_to_admit`
+    misses within `window_s` (older ones are forgotten). The caller keeps `misses` for the next one."""
+    recent = tuple(t for t in previous if now_s - t < policy.window_s) + (now_s,)
+    if len(recent) >= policy.misses_to_admit:
+        return Admission(True, ())
+    return Admission(False, recent[-(policy.misses_to_admit - 1):])
+

@@ -17,10 +17,10 @@ from contracts.ids import KeyId
 from contracts.keys import load_keyring
 from contracts.manifest import ORIGIN, Manifest, ManifestFile, Source, encode_manifest, make_manifest, sign_manifest
 from contracts.token import Keyring, fill_keys, fill_token
-from fill.agent import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, RunOptions, run
-from fill.config import FillConfig, OriginConfig, TransferConfig, WindowConfig
-from fill.core.window import Window
-from fill.state import State
+from oca.fill.agent import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, RunOptions, run
+from oca.fill.config import FillConfig, OriginConfig, TransferConfig, WindowConfig
+from oca.fill.core.window import Window
+from oca.fill.state import State
 from fill_helpers import FakeSource, ThreadServer, h, title_entry, write_keyfile, write_oca_config
 from oca import config as oca_config
 from oca.store.index import Index

@@ -7,11 +7,11 @@ import pytest
 
 from contracts.ids import FileKey
 from contracts.manifest import ManifestFile, Source, make_manifest
-from fill.core.diff import Held, complete, deletions, diff, unknown_files
-from fill.core.parts import clip, content_range_ok, covered, merge, missing, plan_parts, split
-from fill.core.rate import budget_bps, new_bucket, take, with_rate
-from fill.core.retry import Fault, GiveUp, Use, Wait, backoff_s, choose, classify_status, host_of
-from fill.core.window import Window, parse_hhmm, state
+from oca.fill.core.diff import Held, complete, deletions, diff, unknown_files
+from oca.fill.core.parts import clip, content_range_ok, covered, merge, missing, plan_parts, split
+from oca.fill.core.rate import budget_bps, new_bucket, take, with_rate
+from oca.fill.core.retry import Fault, GiveUp, Use, Wait, backoff_s, choose, classify_status, host_of
+from oca.fill.core.window import Window, parse_hhmm, state
 
 H = "a" * 32
 G = "b" * 32

@@ -48,7 +48,8 @@ def test_launch_window(release, launching):
 
 def test_predictions_raise_but_never_lower():
     files = [cf("new/a", release=TODAY + dt.timedelta(days=3)), cf("hit/a", release=TODAY)]
-    out = with_predictions({"hit/a": 5000.0}, files, TODAY, PlanPolicy(predicted_popularity=800.0, pre_release_days=7))
+    policy = PlanPolicy(predicted_popularity=800.0, pre_release_days=7, pre_release_weight=1.0)
+    out = with_predictions({"hit/a": 5000.0}, files, TODAY, policy)
     assert out == {"new/a": 800.0, "hit/a": 5000.0}
 
 
@@ -140,11 +141,12 @@ def test_plan_per_region_popularity_and_new_release():
     policy = PlanPolicy(copy_thresholds=(100.0,), predicted_popularity=50.0)
     result = plan(_fleet(), files, reports, TODAY, policy)
     ams = {a: [f.key for f in result.files[a]] for a in ("ams-1", "ams-2")}
-    # a/f is hot in nl: two copies there, first in priority; the launch comes next, then b/f.
+    # a/f is hot in nl: two copies there, first in priority; the launch (tomorrow: pre_release_weight of
+    # its prediction) comes next, then b/f.
     assert all(keys[0] == "a/f" for keys in ams.values())
     fra = {a: [f.key for f in result.files[a]] for a in ("fra-1", "fra-2")}
     assert all(keys[0] == "b/f" for keys in fra.values())
-    assert result.popularity["nl"]["new/f"] == 50.0
+    assert result.popularity["nl"]["new/f"] == 50.0 * policy.pre_release_weight
     for fs in result.files.values():
         assert [f.priority for f in fs] == list(range(len(fs)))
 

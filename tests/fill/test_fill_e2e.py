@@ -1,7 +1,7 @@
 """End to end over real HTTP: the origin is moto's S3 server (catalog and files), steering is a test
 stand-in serving manifests built by fill.service.build_manifests (ETag/304), and 2 clusters x 2
 appliances are real `oca serve` processes over temporary SSD/HDD directories. Agents run as
-processes (`python -m fill.agent_cli`, what `oca fill` runs).
+processes (`python -m oca.fill.cli`, what `oca fill` runs).
 
 - after a fill every appliance holds exactly its manifest, hashes verified, tiers as planned; the
   second appliance of a cluster takes shared files from its peer;
@@ -29,7 +29,7 @@ from moto.server import ThreadedMotoServer
 from contracts.ids import FileKey
 from fill.core.model import ApplianceView, ClusterView, FleetView, OriginRef, PlanPolicy
 from fill.service import build_manifests
-from fill.state import State
+from oca.fill.state import State
 from fill_helpers import (SteeringStandIn, ThreadServer, h, title_entry, wait_until, write_derived_keyfile,
                           write_keyfile, write_oca_config)
 from oca.store.fsutil import hash_file
@@ -86,7 +86,7 @@ class World:
         return manifests
 
     def agent(self, name: str, *extra: str) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "fill.agent_cli", "-c", str(self.configs[name]), "--steering", self.steering_url,
+        cmd = [sys.executable, "-m", "oca.fill.cli", "-c", str(self.configs[name]), "--steering", self.steering_url,
                "--origin", "s3://media", "--endpoint-url", self.endpoint, "--ignore-window", "--no-progress",
                "--part-bytes", str(512 * KB), *extra]
         env = dict(os.environ, **AWS_ENV, PYTHONPATH=str(REPO))

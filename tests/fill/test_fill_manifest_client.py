@@ -13,7 +13,7 @@ from fill_helpers import SteeringStandIn, ThreadServer, write_keyfile
 
 from contracts.keys import derive_keyring, load_keyring
 from contracts.manifest import ManifestFile, Source, make_manifest
-from fill.manifest_client import ManifestRefused, NoManifest, from_steering
+from oca.fill.manifest_client import ManifestRefused, NoManifest, from_steering
 from tests.steering.steer_helpers import ServerThread, write_setup
 
 APPLIANCE = "ams-1"
@@ -57,6 +57,23 @@ def test_a_replica_without_a_plan_does_not_hide_anothers_manifest(unplanned: str
         with pytest.raises(ManifestRefused):
             fetch([other.url], derive_keyring(load_keyring(master), "ams-2"))
     assert planned.statuses == [200, 304, 200]
+
+
+def test_a_held_manifest_past_its_refresh_age_is_fetched_whole(master: Path) -> None:
+    """Same files, same version (ETag), but the credentials in the held copy age: after
+    REFRESH_AFTER_S the agent asks without If-None-Match and gets the plan's current credentials."""
+    from oca.fill.manifest_client import REFRESH_AFTER_S
+
+    planned = SteeringStandIn(master)
+    keys = derive_keyring(load_keyring(master), APPLIANCE)
+    with ThreadServer(planned.app()) as steering:
+        planned.manifests[APPLIANCE] = make_manifest(APPLIANCE, FILES, time.time() - REFRESH_AFTER_S - 60)
+        old_raw, _, _ = fetch([steering.url], keys)
+        planned.manifests[APPLIANCE] = make_manifest(APPLIANCE, FILES, time.time())
+        raw, got, changed = fetch([steering.url], keys, saved=old_raw)
+        assert changed and raw != old_raw and time.time() - got.generated_at < 60
+        assert fetch([steering.url], keys, saved=raw)[2] is False  # a recent one: 304 as before
+    assert planned.statuses == [200, 200, 304]
 
 
 def test_no_replica_with_a_manifest_is_a_clear_no_manifest(unplanned: str, master: Path) -> None:

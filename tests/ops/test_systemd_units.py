@@ -23,7 +23,7 @@ def scratch_root(tmp_path_factory) -> Path:
     (root / "bin").mkdir()
     shutil.copy2("/bin/kill", root / "bin/kill")
     scripts = Path(sys.executable).parent
-    for name in ("oca", "steering", "origin", "playback"):
+    for name in ("oca", "steering", "origin", "playback", "fill"):
         if (scripts / name).exists():
             shutil.copy2(scripts / name, root / INSTALL_BIN / name)
     for unit in UNITS:

@@ -25,16 +25,16 @@ import aiohttp
 from contracts.keys import load_keyring
 from contracts.token import Keyring
 from contracts.manifest import Manifest, ManifestFile
-from fill import manifest_client
-from fill.config import FillConfig, local_zone
-from fill.core import rate
-from fill.core.diff import Held, complete, deletions, diff
-from fill.core.window import state as window_state
-from fill.fetch import Fetcher, Limiter, Outcome
-from fill.log import log
-from fill.metrics import Metrics
-from fill.sources import Resolver
-from fill.state import State
+from oca.fill import manifest_client
+from oca.fill.config import FillConfig, local_zone
+from oca.fill.core import rate
+from oca.fill.core.diff import Held, complete, deletions, diff
+from oca.fill.core.window import state as window_state
+from oca.fill.fetch import Fetcher, Limiter, Outcome
+from oca.fill.log import log
+from oca.fill.metrics import Metrics
+from oca.fill.sources import Resolver
+from oca.fill.state import State
 from oca.config import OcaConfig
 from oca.store.store import Store
 

@@ -1,4 +1,5 @@
-"""`oca fill -c FILE`: one fill run for the appliance of FILE (its config: id, disks, index, key file).
+"""`oca fill -c FILE` (also `python -m oca.fill.cli`): one fill run for the appliance of FILE (its
+config: id, disks, index, key file).
 
 Fill settings come from `--fill-config` (default: fill.toml beside the appliance config, if any; see
 config/fill.example.toml, every table optional) and the flags below, which override it. The manifest comes from steering (`--steering URL`, repeatable, or
@@ -20,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from contracts.tomlconf import ConfigError
-from fill import config as fill_config
-from fill.agent import EXIT_USAGE, RunOptions, run
-from fill.log import log
-from fill.state import StateBusy
+from oca.fill import config as fill_config
+from oca.fill.agent import EXIT_USAGE, RunOptions, run
+from oca.fill.log import log
+from oca.fill.state import StateBusy
 from oca import config as oca_config
 
 _IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "armv7l": 314, "ppc64le": 273, "s390x": 282}

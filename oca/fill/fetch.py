@@ -22,14 +22,14 @@ from typing import Callable
 import aiohttp
 
 from contracts.manifest import ManifestFile, Source
-from fill.config import TransferConfig
-from fill.core import rate
-from fill.core.parts import Range, clip, content_range_ok, covered, merge, plan_parts
-from fill.core.retry import Fault, GiveUp, Use, Wait, backoff_s, choose, classify_status, host_of
-from fill.log import log
-from fill.metrics import Metrics
-from fill.sources import NoOrigin, Resolver
-from fill.state import State
+from oca.fill.config import TransferConfig
+from oca.fill.core import rate
+from oca.fill.core.parts import Range, clip, content_range_ok, covered, merge, plan_parts
+from oca.fill.core.retry import Fault, GiveUp, Use, Wait, backoff_s, choose, classify_status, host_of
+from oca.fill.log import log
+from oca.fill.metrics import Metrics
+from oca.fill.sources import NoOrigin, Resolver
+from oca.fill.state import State
 from oca.config import Tier
 from oca.store.errors import HashMismatch, NoSpace, SizeMismatch, StoreError, WriteInProgress, from_os_error
 from oca.store.store import Store
@@ -57,7 +57,7 @@ class Outcome:
 
 
 class Limiter:
-    """The shared token bucket (fill.core.rate) on the event loop."""
+    """The shared token bucket (oca.fill.core.rate) on the event loop."""
 
     def __init__(self, rate_bps: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock

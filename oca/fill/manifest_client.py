@@ -1,9 +1,12 @@
 """Getting tonight's manifest, and deciding whether to believe it.
 
 From steering: `GET <replica>/v1/fill-manifest?appliance=ID` with If-None-Match of the last accepted
-manifest (304: keep it), replicas tried in order. Replicas plan independently, so a 404 (this one has
-no plan for us yet: just started, or its first plan failed) moves on to the next replica like an
-error does; only when none has a manifest is it NoManifest, naming what each one answered.
+manifest (304: keep it), replicas tried in order. Every replica serves what `fill plan` wrote, but a
+replica may not have read it yet (just started), so a 404 moves on to the next replica like an error
+does; only when none has a manifest is it NoManifest, naming what each one answered. The ETag is the
+manifest's version, a hash of its files, while its credentials expire (fill.credentials: 36 h): a
+held manifest generated more than REFRESH_AFTER_S ago is asked for without If-None-Match, so an
+unchanged plan still brings fresh credentials.
 Or from a file (`--manifest FILE`). A manifest is refused — and the current set kept, pins and files
 untouched — when it does not decode (schema, field types, version hash), is for another appliance,
 or names files the origin's catalog does not know or knows with another size or hash. The catalog is
@@ -24,10 +27,13 @@ from contracts.callers import appliance_authorization
 from contracts.ids import FileKey
 from contracts.manifest import ORIGIN, Manifest, ManifestError, decode_manifest
 from contracts.token import Keyring
-from fill.config import OriginConfig
-from fill.core.diff import unknown_files
-from fill.log import log
-from fill.sources import Resolver, split_s3
+from oca.fill.config import OriginConfig
+from oca.fill.core.diff import unknown_files
+from oca.fill.log import log
+from oca.fill.sources import Resolver, split_s3
+
+
+REFRESH_AFTER_S = 12 * 3600.0
 
 
 class ManifestRefused(Exception):
@@ -61,7 +67,8 @@ async def from_steering(session: aiohttp.ClientSession, replicas: tuple[str, ...
             current = decode_manifest(saved, appliance, keys)
         except ManifestError:
             current = None
-    etag = {"If-None-Match": current.etag} if current is not None else {}
+    fresh = current is not None and time.time() - current.generated_at < REFRESH_AFTER_S
+    etag = {"If-None-Match": current.etag} if fresh else {}
     refused: list[str] = []
     problems: list[str] = []
     target = f"/v1/fill-manifest?appliance={appliance}"  # signed as sent: ids need no escaping

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from contracts.ids import FileKey
-from fill.core.parts import Range, merge
+from oca.fill.core.parts import Range, merge
 from oca.store.fsutil import key_hash
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from fill.state import write_atomic
+from oca.fill.state import write_atomic
 
 _HELP = {
     "fill_bytes_downloaded_total": ("counter", "Bytes received, by source kind."),

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from contracts.manifest import ORIGIN, Source
 from contracts.token import AUTH_SCHEME
-from fill.config import ConfigError, OriginConfig
+from oca.fill.config import ConfigError, OriginConfig
 
 PRESIGN_TTL_S = 6 * 3600
 

@@ -1,0 +1,17 @@
+"""The agent's event log: one JSON line per event on stdout, in the envelope every daemon uses
+(contracts.logs: `ts`, `level`, `service` = "fill", `event`, then the fields), so journald or a file
+keeps a machine-readable record of every run. Written directly, not through `logging`: a run is a
+short command whose every line is an event."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from contracts.logs import json_line
+
+QUIET = False
+
+
+def log(event: str, **fields: Any) -> None:
+    if not QUIET:
+        print(json_line("fill", event, **fields), file=sys.stdout, flush=True)
