@@ -270,8 +270,6 @@ def test_no_steering_replica_means_nothing_written_and_nothing_deleted(world):
 
 def test_a_content_miss_at_site_b_becomes_a_hit_after_the_next_plan(world):
     w = world
-    if w.replicas[0].get("/v1/demand").status_code == 404:
-        pytest.skip("steering has no GET /v1/demand yet (demand counting): run again once it is merged")
     (key,) = w.add_title("solo", {"720p.mp4": 250 * KB})
     w.apps["sa-1"].put(w.objects[key], key, tier="hdd")  # only site A holds it (pre-positioned, not filled)
     wait_for(lambda: w.holds("sa-1", key), 20, what="steering seeing sa-1 hold it")
