@@ -36,6 +36,9 @@ def check_config(path: Path) -> int:
     print(f"ok: {path}")
     print(f"  origin: {config.origin}")
     print(f"  steering: {', '.join(config.steering_urls)}")
+    if not config.steering_token:
+        print("warning: playback.steering_token_file: not set — steering answers no anonymous caller, so every "
+              "play would get a 503 (steering callers add playback --roles steer,fleet)", file=sys.stderr)
     print(f"  trusted proxies: {', '.join(config.trusted_proxies) or 'none (the connection is the client)'}")
     return 0
 
