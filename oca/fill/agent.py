@@ -36,6 +36,7 @@ from oca.fill.metrics import Metrics
 from oca.fill.sources import Resolver
 from oca.fill.state import State
 from oca.config import OcaConfig
+from oca.store.errors import WriteInProgress
 from oca.store.store import Store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE, EXIT_REFUSED, EXIT_NO_MANIFEST = 0, 1, 2, 3, 4, 5
@@ -222,12 +223,18 @@ class Run:
 
     async def _finish(self, store: Store, manifest: Manifest, managed: set, outcomes: list[Outcome]) -> int:
         held = await asyncio.to_thread(_held, store)
-        gone = deletions(manifest, held, managed)
-        for key in gone:
-            await asyncio.to_thread(store.remove, key)
+        gone, waiting = [], []
+        for key in deletions(manifest, held, managed):
+            try:
+                await asyncio.to_thread(store.remove, key)
+                gone.append(key)
+            except WriteInProgress:  # the mover (or a pull) has it now: deleted on the next run
+                waiting.append(key)
         if gone:
             self.metrics.inc("fill_files_deleted_total", len(gone))
             log("deleted", files=len(gone))
+        if waiting:
+            log("delete-deferred", files=len(waiting), why="being written or moved")
         done = complete(manifest, held)
         if done:
             await asyncio.to_thread(self.state.save_managed, manifest.keys())

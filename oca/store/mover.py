@@ -53,7 +53,10 @@ def _perform(store: Store, move: Move, rate_bps: float | None) -> bool:
     except HashMismatch as exc:
         # The original no longer matches its indexed hash: corrupt bytes must not be served.
         log.error("removing %s: %s", move.key, exc)
-        store.remove(move.key)
+        try:
+            store.remove(move.key)
+        except WriteInProgress:
+            pass  # someone is writing a fresh copy right now: that one replaces the corrupt bytes
         return False
     except StoreError as exc:
         log.warning("moving %s to %s failed: %s", move.key, move.dst_tier.value, exc)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 
 import xxhash
 
-from oca.store.errors import StoreError
+from oca.store.errors import StoreError, WriteInProgress
 
 if TYPE_CHECKING:
     from oca.store.store import Store
@@ -56,7 +56,10 @@ def check_file(store: "Store", key: str, rate_bps: float, stop: Callable[[], boo
         return True
     if store.index.get(key) != entry:  # replaced or moved while we read: not evidence of rot
         return None
-    store.remove(key)
+    try:
+        store.remove(key)
+    except WriteInProgress:  # being rewritten or moved right now: check it again next pass
+        return None
     return False
 
 

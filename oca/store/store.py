@@ -306,8 +306,8 @@ class Store:
             if not any(d.healthy for d in spaces):
                 raise DiskFailed(f"no healthy disk to write {size} bytes ({where})")
             raise NoSpace(f"no disk can take {size} bytes ({where})")
-        for victim in plan.evict:
-            self.remove(victim)
+        for victim in plan.evict:  # under the placement lock already; victims are never busy
+            self._remove(victim)
         return self.disks[plan.disk.path]
 
     def _open_temp(self, key: FileKey, disk: DiskConfig, name: str, size: int, resume: bool,
@@ -381,7 +381,15 @@ class Store:
                 return pending.commit()
 
     def remove(self, key: str) -> bool:
-        """Unlink the key's file and drop its entry; False if it wasn't indexed."""
+        """Unlink the key's file and drop its entry; False if it wasn't indexed. A key some process is
+        writing or moving is not removed (WriteInProgress): its writer would publish it again, so the
+        caller (fill's deletions, the scrub) tries on its next round."""
+        with self._placing():
+            if any(w.key == key for w in self.live_writes()):
+                raise WriteInProgress(f"{key}: being written or moved; removal waits for the next round")
+            return self._remove(key)
+
+    def _remove(self, key: str) -> bool:
         entry = self.index.get(FileKey(key))
         if entry is None:
             return False

@@ -210,8 +210,11 @@ def test_a_move_in_another_process_makes_the_key_busy(two_disks, peers):
         store.begin_write("m", 5)
     with pytest.raises(WriteInProgress):
         store.move("m", Tier.SSD)
+    with pytest.raises(WriteInProgress):  # removed now, the move would publish it again
+        store.remove("m")
     assert mover.reply() == f"ok {mapping['tiers']['ssd'][0]['path']}"
     assert not store.is_busy("m") and store.path_of(store.index.get("m")).read_bytes() == data
+    assert store.remove("m") and store.index.get("m") is None  # once the move is done, it goes
 
 
 # --- dead writers --------------------------------------------------------------------------------
