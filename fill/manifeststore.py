@@ -12,53 +12,28 @@ never a mix. Steering replicas read the pointer and the objects it names (steeri
 serve the stored bytes as they are, so every replica serves the same bytes with the same ETag.
 After a switch, plans beyond the newest `keep` are deleted (never the current one).
 
-Pointer, version 1 (JSON):
-
-    {"v": 1, "plan": "<plan id>", "generated_at": 1767225600.0,
-     "manifests": {"ams-1": {"key": "fill-manifests/<plan>/ams-1.json", "version": "<32 hex>",
-                             "size": 1234, "xxh3": "<32 hex: xxh3-128 of the stored bytes>"}}}
+The pointer's format is contracts.planpointer (steering reads it with the same decoder).
 """
 from __future__ import annotations
 
 import json
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 import xxhash
 
-from contracts.ids import InvalidFileKey, validate_file_key
-from contracts.wirefields import IDENT
+from contracts.ids import validate_file_key
+from contracts.planpointer import (PLAN_ID, POINTER, PREFIX, Entry, Pointer, PointerError, decode_pointer,
+                                   encode_pointer)
 from origin.core.errors import ObjectNotFound
 
-SCHEMA_VERSION = 1
-PREFIX = "fill-manifests/"
-POINTER = PREFIX + "current.json"
 SUMMARY = "summary.json"
-PLAN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}")
-_HEX128 = re.compile(r"[0-9a-f]{32}")
 WRITERS = 8
 
 
 class StoreError(Exception):
     """The manifest store is not what a plan wrote (a damaged pointer or object)."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    key: str
-    version: str
-    size: int
-    xxh3: str
-
-
-@dataclass(frozen=True)
-class Pointer:
-    plan: str
-    generated_at: float
-    manifests: Mapping[str, Entry]
 
 
 def plan_id(now: float, versions: Mapping[str, str]) -> str:
@@ -74,45 +49,6 @@ def manifest_key(plan: str, appliance: str) -> str:
 
 def entry_for(key: str, version: str, body: bytes) -> Entry:
     return Entry(key, version, len(body), xxhash.xxh3_128_hexdigest(body))
-
-
-def encode_pointer(p: Pointer) -> bytes:
-    return json.dumps({"v": SCHEMA_VERSION, "plan": p.plan, "generated_at": p.generated_at,
-                       "manifests": {a: {"key": e.key, "version": e.version, "size": e.size, "xxh3": e.xxh3}
-                                     for a, e in sorted(p.manifests.items())}},
-                      separators=(",", ":")).encode()
-
-
-def decode_pointer(raw: bytes) -> Pointer:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise StoreError(f"{POINTER}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
-        raise StoreError(f"{POINTER}: v: schema version not supported")
-    plan, at, manifests = data.get("plan"), data.get("generated_at"), data.get("manifests")
-    if not isinstance(plan, str) or not PLAN_ID.fullmatch(plan):
-        raise StoreError(f"{POINTER}: plan: not a plan id")
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or not isinstance(manifests, dict):
-        raise StoreError(f"{POINTER}: generated_at and manifests are required")
-    return Pointer(plan, float(at), {a: _entry(a, e) for a, e in manifests.items()})
-
-
-def _entry(appliance: Any, e: Any) -> Entry:
-    where = f"{POINTER}: manifests.{str(appliance)[:64]}"
-    if not isinstance(appliance, str) or not IDENT.fullmatch(appliance) or not isinstance(e, dict):
-        raise StoreError(f"{where}: an appliance id mapping to its entry")
-    key, version, size, digest = e.get("key"), e.get("version"), e.get("size"), e.get("xxh3")
-    try:
-        validate_file_key(key if isinstance(key, str) else "")
-    except InvalidFileKey:
-        raise StoreError(f"{where}.key: not a key") from None
-    hexes = all(isinstance(x, str) and _HEX128.fullmatch(x) for x in (version, digest))
-    if not str(key).startswith(PREFIX) or not hexes:
-        raise StoreError(f"{where}: key under {PREFIX}, version and xxh3 of 32 hex digits")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise StoreError(f"{where}.size: must be a byte count")
-    return Entry(key, version, size, digest)  # type: ignore[arg-type]
 
 
 class ManifestStore:
@@ -131,7 +67,10 @@ class ManifestStore:
             raw = self.backend.get_bytes(POINTER)
         except ObjectNotFound:
             return None
-        return decode_pointer(raw)
+        try:
+            return decode_pointer(raw)
+        except PointerError as exc:
+            raise StoreError(str(exc)) from None
 
     def read(self, entry: Entry) -> bytes:
         body = self.backend.get_bytes(entry.key)

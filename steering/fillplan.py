@@ -16,15 +16,12 @@ changes. One manifest that is missing, damaged or not signed for its appliance: 
 the manifest it had (or none), the rest of the plan is adopted, and it is logged and counted
 (`steering_fill_manifests_rejected_total`). These checks give the same verdict on every replica.
 
-The pointer's format is read here and written by fill.manifeststore (steering does not import the
-planner); both follow the version-1 layout documented there.
+The pointer's format and its decoder are contracts.planpointer, shared with the planner.
 """
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,17 +30,13 @@ from typing import Any, Callable, Mapping
 
 import xxhash
 
-from contracts.ids import InvalidFileKey, validate_file_key
 from contracts.logs import log_event
 from contracts.manifest import CONTENT_TYPE, ManifestError, decode_manifest
+from contracts.planpointer import POINTER, Entry, PointerError, decode_pointer
 from contracts.tomlconf import ConfigError, Section
 from contracts.token import Keyring
-from contracts.wirefields import IDENT
 
 log = logging.getLogger("steering.fill")
-POINTER = "fill-manifests/current.json"
-_PLAN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{16}")
-_HEX128 = re.compile(r"[0-9a-f]{32}")
 READERS = 8
 
 
@@ -72,47 +65,6 @@ def parse_fill(s: Section, base: Path | None) -> FillConfig:
     if cfg.origin_url is not None and not cfg.origin_url.startswith(("http://", "https://")):
         raise ConfigError(f"{s.key('origin_url')}: must be an http(s) URL")
     return cfg
-
-
-class PointerError(ValueError):
-    """The pointer does not decode: the plan in force stays."""
-
-
-@dataclass(frozen=True)
-class Entry:
-    key: str
-    version: str
-    size: int
-    xxh3: str
-
-
-def decode_pointer(raw: bytes) -> tuple[str, dict[str, Entry]]:
-    """(plan id, entry per appliance) of a version-1 pointer; PointerError naming what is wrong."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise PointerError(f"{POINTER}: not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("v") != 1:
-        raise PointerError(f"{POINTER}: v: schema version not supported")
-    plan, manifests = data.get("plan"), data.get("manifests")
-    if not isinstance(plan, str) or not _PLAN_ID.fullmatch(plan) or not isinstance(manifests, dict):
-        raise PointerError(f"{POINTER}: plan (a plan id) and manifests (a map) are required")
-    out = {}
-    for appliance, e in manifests.items():
-        where = f"{POINTER}: manifests.{str(appliance)[:64]}"
-        if not isinstance(appliance, str) or not IDENT.fullmatch(appliance) or not isinstance(e, dict):
-            raise PointerError(f"{where}: an appliance id mapping to its entry")
-        key, version, size, digest = e.get("key"), e.get("version"), e.get("size"), e.get("xxh3")
-        try:
-            validate_file_key(key if isinstance(key, str) else "")
-        except InvalidFileKey:
-            raise PointerError(f"{where}.key: not a key") from None
-        if not all(isinstance(x, str) and _HEX128.fullmatch(x) for x in (version, digest)):
-            raise PointerError(f"{where}: version and xxh3 must be 32 hex digits")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise PointerError(f"{where}.size: must be a byte count")
-        out[appliance] = Entry(key, version, size, digest)  # type: ignore[arg-type]
-    return plan, out
 
 
 @dataclass(frozen=True)
@@ -203,7 +155,8 @@ class ManifestReader:
             return None  # no plan written yet (or the store was emptied: keep what we serve)
         if raw == pointer:
             return None
-        plan, entries = decode_pointer(raw)
+        pointer = decode_pointer(raw)
+        plan, entries = pointer.plan, dict(pointer.manifests)
         fresh = {a: e for a, e in entries.items() if not (a in held and held[a].xxh3 == e.xxh3)}
 
         def read(item: tuple[str, Entry]) -> tuple[str, bytes | Exception]:
@@ -263,4 +216,4 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
 
 
-__all__ = ["FillConfig", "parse_fill", "ManifestReader", "FillPlanner", "Reply", "decode_pointer", "PointerError"]
+__all__ = ["FillConfig", "parse_fill", "ManifestReader", "FillPlanner", "Reply", "PointerError"]

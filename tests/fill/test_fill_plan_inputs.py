@@ -12,7 +12,9 @@ from contracts.ids import FileKey
 from fill import fleetstate
 from fill.core.model import CatalogFile
 from fill.fleetstate import FleetStateError
-from fill.manifeststore import Entry, Pointer, StoreError, decode_pointer, encode_pointer, plan_id
+from contracts.planpointer import POINTER, Entry, Pointer, PointerError, decode_pointer, encode_pointer
+from fill.manifeststore import ManifestStore, StoreError, plan_id
+from origin.backends.local import LocalDirBackend
 from fill.service import checked_catalog, demand_popularity
 from fill_helpers import title_entry
 from steering import fillplan
@@ -113,18 +115,19 @@ def test_the_pointer_fill_writes_is_the_one_steering_reads():
     assert pid.startswith("20260101T000000Z-")
     entry = Entry(f"fill-manifests/{pid}/ams-1.json", H, 12, H)
     raw = encode_pointer(Pointer(pid, 1767225600.0, {"ams-1": entry}))
-    assert decode_pointer(raw).manifests == {"ams-1": entry}
-    plan, entries = fillplan.decode_pointer(raw)
-    assert plan == pid and entries["ams-1"] == fillplan.Entry(entry.key, H, 12, H)
+    assert decode_pointer(raw).manifests == {"ams-1": entry}  # one decoder (contracts.planpointer) on both sides
+    assert fillplan.Entry is Entry and fillplan.PointerError is PointerError
 
 
 @pytest.mark.parametrize("raw", [
     b"{", b"[]", b'{"v": 2}', b'{"v": 1, "plan": "x", "generated_at": 1, "manifests": {}}',
     b'{"v": 1, "plan": "20260101T000000Z-0123456789abcdef", "generated_at": 1, "manifests": {"a": {"key": "../x"}}}',
 ], ids=["json", "array", "version", "plan-id", "entry"])
-def test_a_damaged_pointer_is_refused_on_both_sides(raw):
-    with pytest.raises(StoreError):
+def test_a_damaged_pointer_is_refused_on_both_sides(raw, tmp_path):
+    with pytest.raises(PointerError):
         decode_pointer(raw)
-    with pytest.raises(fillplan.PointerError):
-        fillplan.decode_pointer(raw)
+    backend = LocalDirBackend(tmp_path)  # the planner's side: a damaged pointer in its store
+    backend.put_bytes(POINTER, raw, "application/json")
+    with pytest.raises(StoreError):
+        ManifestStore(backend).current()
 
