@@ -46,6 +46,13 @@ class Section:
             raise ConfigError(f"{self.key(name)}: required")
         return default
 
+    def http_url(self, name: str) -> str | None:
+        """An optional http(s) URL, without its trailing slash."""
+        value = self.str(name, None)
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ConfigError(f"{self.key(name)}: must be an http(s) URL")
+        return value.rstrip("/") if value else None
+
     def str(self, name: str, default: Any = _MISSING, choices: tuple[str, ...] | None = None) -> Any:
         value = self._get(name, default)
         if value is default and default is not _MISSING:

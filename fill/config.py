@@ -71,13 +71,6 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
     return cfg
 
 
-def _url(s: Section, name: str) -> str | None:
-    value = s.str(name, None)
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{s.key(name)}: must be an http(s) URL")
-    return value.rstrip("/") if value else None
-
-
 def _replicas(s: Section, base: Path | None, default_token: Path | None = None) -> Replicas:
     urls = s.str_list("replicas", [])
     for i, url in enumerate(urls):
@@ -104,7 +97,7 @@ def _store(s: Section, base: Path | None, default: StoreConfig | None = None) ->
         raw = str(path if path.is_absolute() or base is None else (base / path).resolve())
     inherit = default is not None and is_s3 and default.location.startswith("s3://")
     inherited = default if inherit and default is not None else StoreConfig(raw)
-    cfg = StoreConfig(raw, _url(s, "endpoint_url") or inherited.endpoint_url, s.str("region", inherited.region))
+    cfg = StoreConfig(raw, s.http_url("endpoint_url") or inherited.endpoint_url, s.str("region", inherited.region))
     s.done()
     if cfg.endpoint_url is not None and not is_s3:
         raise ConfigError(f"{s.key('endpoint_url')}: only for an s3:// location")
@@ -147,7 +140,7 @@ def parse_plan(s: Section) -> PlanPolicy:
         raise ConfigError(f"{s.key('copy_thresholds')}: must be a list of positive numbers")
     if list(raw) != sorted(raw):
         raise ConfigError(f"{s.key('copy_thresholds')}: must be ascending")
-    origin_url, origin_s3 = _url(s, "origin_url"), s.str("origin_s3", None)
+    origin_url, origin_s3 = s.http_url("origin_url"), s.str("origin_s3", None)
     bucket, prefix = None, ""
     if origin_s3 is not None:
         if not origin_s3.startswith("s3://") or not origin_s3[5:].split("/", 1)[0]:

@@ -89,13 +89,6 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None) -> FillConfig:
     return cfg
 
 
-def _url(s: Section, name: str) -> str | None:
-    value = s.str(name, None)
-    if value is not None and not value.startswith(("http://", "https://")):
-        raise ConfigError(f"{s.key(name)}: must be an http(s) URL")
-    return value.rstrip("/") if value else None
-
-
 def _agent(s: Section, base: Path | None) -> AgentConfig:
     steering = s.str_list("steering", [])
     for i, url in enumerate(steering):
@@ -142,8 +135,8 @@ def _transfer(s: Section) -> TransferConfig:
 
 
 def parse_origin(s: Section) -> OriginConfig:
-    cfg = OriginConfig(url=_url(s, "url"), location=s.str("location", None),
-                       endpoint_url=_url(s, "endpoint_url"), region=s.str("region", None),
+    cfg = OriginConfig(url=s.http_url("url"), location=s.str("location", None),
+                       endpoint_url=s.http_url("endpoint_url"), region=s.str("region", None),
                        verify_catalog=s.bool("verify_catalog", True))
     s.done()
     if cfg.url and cfg.location:
@@ -159,7 +152,7 @@ def _serving(s: Section) -> ServingConfig:
         busy_fraction=s.float("busy_fraction", d.busy_fraction, min=0.0, max=1.0),
         floor_fraction=s.float("floor_fraction", d.floor_fraction, min=0.0, max=1.0),
         poll_s=s.float("poll_s", d.poll_s, min=0.1),
-        admin_url=_url(s, "admin_url"),
+        admin_url=s.http_url("admin_url"),
     )
     s.done()
     return cfg
