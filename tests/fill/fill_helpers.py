@@ -4,6 +4,8 @@ for steering's manifest endpoint, and catalog entries for an origin."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -236,3 +238,44 @@ def title_entry(title_id: str, files: dict[str, bytes], release_date: str | None
                        master=file_key(title_id, version, "master.m3u8"),
                        dash=file_key(title_id, version, "manifest.mpd"), poster=None)
     return entry, objects
+
+
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@contextlib.contextmanager
+def moto_s3(*buckets: str):
+    """moto's S3 server on 127.0.0.1 (real S3 over HTTP to an unpatched boto3) with `buckets` made and
+    the fake AWS credentials in the environment; yields its endpoint URL; restores everything after."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.support import free_port
+
+    saved = {k: os.environ.get(k) for k in AWS_ENV}
+    os.environ.update(AWS_ENV)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    moto.start()
+    try:
+        host, port = moto.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        for bucket in buckets:
+            s3.create_bucket(Bucket=bucket)
+        yield endpoint
+    finally:
+        moto.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def stop_appliances(apps) -> None:
+    for app in apps:
+        try:
+            app.stop(timeout=15)
+        except Exception:  # noqa: BLE001 - teardown: stop the others regardless
+            pass

@@ -15,11 +15,10 @@ from typing import Any
 import requests
 from aiohttp import web
 
+from fill_helpers import AWS_ENV
 from tests.steering.steer_helpers import AUTH, OPERATOR_TOKEN, log_events, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
 
 
 def proc_env() -> dict[str, str]:

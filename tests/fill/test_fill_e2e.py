@@ -22,15 +22,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from contracts.ids import FileKey
 from fill.core.model import ApplianceView, ClusterView, FleetView, OriginRef, PlanPolicy
 from fill.service import build_manifests
 from oca.fill.state import State
-from fill_helpers import (SteeringStandIn, ThreadServer, h, title_entry, wait_until, write_derived_keyfile,
+from fill_helpers import (AWS_ENV, SteeringStandIn, ThreadServer, moto_s3, stop_appliances, h, title_entry, wait_until, write_derived_keyfile,
                           write_keyfile, write_oca_config)
 from oca.store.fsutil import hash_file
 from oca.store.index import Index
@@ -38,10 +36,7 @@ from origin.backends.s3 import S3Backend
 from origin.catalog import Catalog
 from origin.config import Location, S3Config
 from tests.oca.conftest import Appliance
-from tests.support import free_port
 
-AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_EC2_METADATA_DISABLED": "true"}
 KB, MB = 1024, 1 << 20
 REPO = Path(__file__).resolve().parents[2]
 CLUSTERS = {"ams": ("nl", ["ams-1", "ams-2"]), "fra": ("de", ["fra-1", "fra-2"])}
@@ -128,17 +123,10 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in AWS_ENV}
-    os.environ.update(AWS_ENV)
     root = tmp_path_factory.mktemp("fill-e2e")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="media")
     keyfile = write_keyfile(root / "keys.toml")  # the master: steering's (here the stand-in's) alone
     stand_in = SteeringStandIn(keyfile)
-    with ThreadServer(stand_in.app()) as steering:
+    with moto_s3("media") as endpoint, ThreadServer(stand_in.app()) as steering:
         w = World(root, endpoint, stand_in, steering.url)
         try:
             for site, (_, names) in CLUSTERS.items():
@@ -150,17 +138,7 @@ def world(tmp_path_factory):
                     app.start()
             yield w
         finally:
-            for app in w.apps.values():
-                try:
-                    app.stop(timeout=15)
-                except Exception:
-                    pass
-            moto.stop()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            stop_appliances(w.apps.values())
 
 
 def _check_holds_manifest(w: World, name: str, manifest) -> None:

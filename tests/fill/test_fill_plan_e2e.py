@@ -21,19 +21,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
 from contracts.demand import DemandReport, encode as encode_demand
 from contracts.manifest import decode_manifest
-from fill_helpers import ThreadServer, h, title_entry, write_derived_keyfile, write_keyfile, write_oca_config
+from fill_helpers import (ThreadServer, h, moto_s3, stop_appliances, title_entry, write_derived_keyfile, write_keyfile,
+                          write_oca_config)
 from oca.store.index import Index
 from origin.backends.s3 import S3Backend
 from origin.catalog import Catalog
 from origin.config import Location, S3Config
-from plan_helpers import (AWS_ENV, REPO, DemandStandIn, SteeringReplica, fill_plan_toml, proc_env, run_plan,
+from plan_helpers import (REPO, DemandStandIn, SteeringReplica, fill_plan_toml, proc_env, run_plan,
                           wait_for)
 from tests.oca.conftest import Appliance
 from tests.steering.steer_helpers import AUTH, callers_toml, free_port
@@ -161,44 +160,26 @@ def _appliance(root: Path, name: str, site: str, port: int, master: Path, steeri
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    saved = {k: os.environ.get(k) for k in AWS_ENV}
-    os.environ.update(AWS_ENV)
     root = tmp_path_factory.mktemp("fill-plan-e2e")
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    for bucket in ("fp-media", "fp-plans"):
-        s3.create_bucket(Bucket=bucket)
     master = write_keyfile(root / "keys.toml")  # steering's and the planner's; appliances get derived keys
-    w = World(root, endpoint, master)
-    try:
-        ports = {a: free_port() for _, _, _, names in SITES.values() for a in names}
-        (root / "fleet.toml").write_text(_fleet_toml(ports))
-        w.replicas = [SteeringReplica(_steering_toml(root / f"steering-{i}", endpoint)) for i in (1, 2)]
-        for site, (_, _, _, names) in SITES.items():
-            for name in names:
-                w.configs[name] = _appliance(root, name, site, ports[name], master, [r.url for r in w.replicas])
-                w.apps[name] = app = Appliance(root / name, w.configs[name])
-                app.start()
-        for r in w.replicas:
-            wait_for(lambda r=r: r.get("/healthz").json().get("up") == len(w.apps), 30, what=f"{r.url}: all up")
-        yield w
-    finally:
-        for app in w.apps.values():
-            try:
-                app.stop(timeout=15)
-            except Exception:
-                pass
-        for r in w.replicas:
-            r.stop()
-        moto.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with moto_s3("fp-media", "fp-plans") as endpoint:
+        w = World(root, endpoint, master)
+        try:
+            ports = {a: free_port() for _, _, _, names in SITES.values() for a in names}
+            (root / "fleet.toml").write_text(_fleet_toml(ports))
+            w.replicas = [SteeringReplica(_steering_toml(root / f"steering-{i}", endpoint)) for i in (1, 2)]
+            for site, (_, _, _, names) in SITES.items():
+                for name in names:
+                    w.configs[name] = _appliance(root, name, site, ports[name], master, [r.url for r in w.replicas])
+                    w.apps[name] = app = Appliance(root / name, w.configs[name])
+                    app.start()
+            for r in w.replicas:
+                wait_for(lambda r=r: r.get("/healthz").json().get("up") == len(w.apps), 30, what=f"{r.url}: all up")
+            yield w
+        finally:
+            stop_appliances(w.apps.values())
+            for r in w.replicas:
+                r.stop()
 
 
 def test_one_plan_every_replica_serves_the_same_bytes(world):
