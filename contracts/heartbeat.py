@@ -115,6 +115,7 @@ class HealthSnapshot:
     disks: tuple[DiskReport, ...] = ()
     popularity: Mapping[FileKey, tuple[float, float]] = field(default_factory=dict)  # (requests, bytes)
     degraded: tuple[str, ...] = ()  # background tasks that keep failing (still serving; an operator should look)
+    pull_through: bool = False  # a miss sent here is fetched from the appliance's parent (steering.core.admission)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         "disks": [{"path": d.path, "tier": d.tier, "state": d.state.value, "total_bytes": d.total_bytes,
                    "free_bytes": d.free_bytes, "files": d.files} for d in h.disks],
         "popularity": {k: [float(r), float(b)] for k, (r, b) in h.popularity.items()},
-        "degraded": list(h.degraded),
+        "degraded": list(h.degraded), "pull_through": h.pull_through,
         "inventory": {"generation": inv.generation, "full": inv.full, "base": inv.base,
                       "added": list(inv.added), "removed": list(inv.removed)},
     })
@@ -270,6 +271,7 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
         disks=tuple(_disk(d, f"disks[{i}]") for i, d in enumerate(f.list("disks"))),
         popularity=_popularity(f.raw("popularity", {})),
         degraded=_degraded(f.raw("degraded", [])),
+        pull_through=f.bool("pull_through", False),
     )
     return Heartbeat(
         appliance_id=ApplianceId(f.ident("appliance_id")), site=SiteId(f.ident("site")),

@@ -38,8 +38,8 @@ class WireFields:
             raise self._fail(name, "required")
         return default
 
-    def bool(self, name: str) -> bool:
-        value = self.raw(name)
+    def bool(self, name: str, default: Any = MISSING) -> bool:
+        value = self.raw(name, default)
         if not isinstance(value, bool):
             raise self._fail(name, "must be true or false")
         return value

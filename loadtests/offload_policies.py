@@ -30,9 +30,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from contracts.ids import ApplianceId, FileKey
-from fill.core.model import ApplianceView, CatalogFile, ClusterView, FleetView, PlanPolicy, PullPolicy
+from fill.core.model import ApplianceView, CatalogFile, ClusterView, FleetView, PlanPolicy
 from fill.core.plan import plan
-from fill.core.popularity import admit_on_miss
+from steering.core.admission import PullPolicy, admit_on_miss
 from loadtests.offload_trace import NEVER, Trace
 
 DAY0 = dt.date(2026, 3, 1)

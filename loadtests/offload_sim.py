@@ -6,10 +6,10 @@ ships by default; the others are the references it is judged against:
            `PlanPolicy()`, fed the demand signal (steering's decayed count of every request of the region,
            hits and misses, beside heartbeats' bytes served), filling at 02:00 and every hour of the
            window (systemd/oca-fill.timer; the planner runs at half past, fill-plan.timer), and the
-           appliance pulling on miss into the room the plan leaves (`PullPolicy()`, the store's
-           default eviction; `PULL_THROUGH` below)
-  pull8    the same plus pull-through on a site's 8th miss of a file in a day (PullPolicy), into the room
-           the planner leaves: the tuned target, not wired in the product yet
+           appliance pulling a file on the site's 8th miss of it in a day (steering's [pull_through]
+           admission, `PullPolicy()`; the appliance's pull-through as config/oca.example.toml turns it
+           on) into the room the plan leaves, with the store's default eviction (`PULL_THROUGH` below)
+  nopull   the same without pull-through (an appliance configured without a parent): nightly fill alone
   served   the old product, for the record: the old launch window (2 days either side, a fixed
            prediction) and heartbeats' bytes served as the only signal
   lru      pull-through alone: every miss fetches the whole file, least recently used files go
@@ -38,10 +38,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fill.core.model import PlanPolicy, PullPolicy  # noqa: E402
+from fill.core.model import PlanPolicy  # noqa: E402
+from steering.core.admission import PullPolicy  # noqa: E402
 from loadtests.offload_policies import FillSim, Result, refill_points, run_belady, run_fill, run_lru  # noqa: E402
 from loadtests.offload_trace import TB, TraceSpec, catalog_bytes, make_trace, next_uses  # noqa: E402
-from oca.config import PullThroughConfig, StoreConfig  # noqa: E402
+from oca.config import StoreConfig, load as load_oca_config  # noqa: E402
+from steering.config import PullThroughConfig as SteeringPull  # noqa: E402
 
 SIZES = (0.05, 0.1, 0.2)
 TUNING = (TraceSpec(seed=1), TraceSpec(alpha=0.9, churn=0.75, releases=40, per_day=30_000, seed=1),
@@ -60,16 +62,16 @@ def store_eviction() -> str:
     return next(f.default for f in dataclasses.fields(StoreConfig) if f.name == "eviction")
 
 
-# The first column is what ships: pull-through on miss (PullPolicy's admission, into the room the planner
-# leaves) only when oca's own default turns it on. Until the product is wired for it (pull-through on,
-# steering routing a site's repeated misses to its own appliance), the `pull8` column shows it.
-PULL_THROUGH = PullThroughConfig().enabled
+# The first column is what ships: pull-through admitted by steering (its [pull_through] default) and
+# done by the appliance as the example config an operator installs turns it on.
+EXAMPLE_OCA = Path(__file__).resolve().parents[1] / "config" / "oca.example.toml"
+PULL_THROUGH = SteeringPull().enabled and load_oca_config(EXAMPLE_OCA).pull_through.enabled
 
 
 def shipped() -> FillSim:
     """The product's defaults: PlanPolicy(), the demand signal, the fill runs of systemd/oca-fill.timer,
-    and pull-through with PullPolicy() and the store's default eviction."""
-    return FillSim(PlanPolicy(), "demand", PullPolicy() if PULL_THROUGH else None, store_eviction())
+    and pull-through with steering's admission policy and the store's default eviction."""
+    return FillSim(PlanPolicy(), "demand", SteeringPull().policy if PULL_THROUGH else None, store_eviction())
 
 
 # The planner as it shipped before the demand signal, for the record (--tune: the launch window lost).
@@ -78,7 +80,7 @@ OLD_POLICY = PlanPolicy(pre_release_days=2, post_release_days=2, pre_release_wei
 
 def columns() -> dict[str, FillSim | None]:
     """The policy columns, shipped first; None: computed by run_lru / run_belady."""
-    return {"shipped": shipped(), "pull8": FillSim(PlanPolicy(), "demand", PullPolicy(), store_eviction()),
+    return {"shipped": shipped(), "nopull": FillSim(PlanPolicy(), "demand", None, store_eviction()),
             "served": FillSim(OLD_POLICY, "served"), "lru": None, "belady": None}
 
 
@@ -126,17 +128,17 @@ def describe_shipped() -> str:
             if sim.pull else "no pull-through")
     hours = f"{sim.fill_hours[0] + 2:02d}..{sim.fill_hours[-1] + 2:02d}h"
     return (f"shipped = PlanPolicy({knobs}) + demand signal + fill runs at {hours} + {pull}"
-            f"\npull8 = shipped + pull-through on the {PullPolicy().misses_to_admit}th miss in a day (not wired yet)")
+            f"\nnopull = shipped without pull-through (nightly and hourly fill alone)")
 
 
-HEAD = (f"{'cache':>14} {'shipped':>8} {'pull8':>8} {'served':>8} {'lru':>8} {'belady':>8} "
+HEAD = (f"{'cache':>14} {'shipped':>8} {'nopull':>8} {'served':>8} {'lru':>8} {'belady':>8} "
         f"{'ship/lru':>9} {'ship/bel':>9} {'up ship':>8} {'up lru':>7}")
 
 
 def print_rows(rows: list[Row]) -> None:
     for r in rows:
         print(f"{r.capacity / TB:6.2f} TB {r.fraction:4.0%} " + " ".join(f"{r.ratio(n):8.3f}" for n in
-              ("shipped", "pull8", "served", "lru", "belady")) +
+              ("shipped", "nopull", "served", "lru", "belady")) +
               f" {r.ratio('shipped') / r.ratio('lru'):9.3f} {r.ratio('shipped') / r.ratio('belady'):9.3f}"
               f" {r.upstream('shipped'):8.3f} {r.upstream('lru'):7.3f}")
 
@@ -170,7 +172,7 @@ def report(quick: bool, procs: int) -> None:
     jobs = [(spec, SIZES) for _, specs in groups for spec in specs]
     results = dict(_map(_job, jobs, procs))
     print(describe_shipped())
-    print(f"{'trace':<52} {'cache':>5} {'shipped':>8} {'pull8':>8} {'served':>8} {'lru':>8} {'belady':>8} "
+    print(f"{'trace':<52} {'cache':>5} {'shipped':>8} {'nopull':>8} {'served':>8} {'lru':>8} {'belady':>8} "
           f"{'ship/lru':>9} {'(worst)':>8} {'ship/bel':>9} {'up ship':>8} {'up lru':>7}")
     for kind, specs in groups:
         name = f"{kind}: {specs[0].label} s{','.join(str(s.seed) for s in specs)}"
@@ -180,7 +182,7 @@ def report(quick: bool, procs: int) -> None:
             up = {n: statistics.fmean(r.upstream(n) for r in rows) for n in ("shipped", "lru")}
             worst = min(r.ratio("shipped") / r.ratio("lru") for r in rows)
             print(f"{name if i == 0 else '':<52} {frac:5.0%} " +
-                  " ".join(f"{mean[n]:8.3f}" for n in ("shipped", "pull8", "served", "lru", "belady")) +
+                  " ".join(f"{mean[n]:8.3f}" for n in ("shipped", "nopull", "served", "lru", "belady")) +
                   f" {mean['shipped'] / mean['lru']:9.3f} {worst:8.3f} {mean['shipped'] / mean['belady']:9.3f}"
                   f" {up['shipped']:8.3f} {up['lru']:7.3f}")
     print(f"({time.monotonic() - started:.0f} s; byte hit ratios are means over the seeds, ratios of those means; "

@@ -46,7 +46,8 @@ class HeartbeatSource:
             accepting=report["accepting"], draining=report["draining"],
             load=Load(loadavg=report["load"]["loadavg"][0], open_connections=int(report["load"]["open_connections"])),
             egress_bps=int(report["egress_bps"]), capacity_bps=int(report["capacity_bps"]),
-            disks=disks, popularity=self._popularity, degraded=tuple(report["degraded"]))
+            disks=disks, popularity=self._popularity, degraded=tuple(report["degraded"]),
+            pull_through=self.sup.config.pull_through.enabled)
 
     def inventory(self) -> InventoryState:
         return self._inventory

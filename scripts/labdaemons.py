@@ -136,7 +136,8 @@ origin_url = "{origin_url}"
 """
 
 
-def appliance_toml(name: str, port: int, admin: int, keys: Path, steering_urls: str) -> str:
+def appliance_toml(name: str, port: int, admin: int, keys: Path, steering_urls: str, origin_url: str,
+                   pull_keys: Path) -> str:
     return f"""[appliance]
 id = "{name}"
 site = "{name[:5]}"
@@ -159,6 +160,10 @@ path = "hdd0"
 [steering]
 urls = [{steering_urls}]
 report_interval_s = 1.0
+[pull_through]
+enabled = true
+parent = "{origin_url}"
+key_file = "{pull_keys}"
 """
 
 
@@ -262,13 +267,20 @@ class Lab:
         (self.state / "callers.toml").write_text("\n".join(lines))
         self.endpoints["operator_token_file"] = str(self.state / "operator.token")
 
-    def derived(self, master: Path, holder: str) -> Path:
-        """The key file `holder` (an appliance, "origin") is provisioned with: derived for it alone."""
+    def derived(self, master: Path, holder: str, pull_from: str | None = None) -> Path:
+        """The key file `holder` (an appliance, "origin") is provisioned with: derived for it alone;
+        with `pull_from`, its fill keys for pulling from that parent (`steering keys derive --pull-from`)."""
         from contracts.keys import derive_keyring, keyfile_text, load_keyring
+        from contracts.token import fill_keys
 
-        path = self.state / "keys" / f"{holder}.toml"
+        master_ring = load_keyring(master)
+        if pull_from is None:
+            path, text = self.state / "keys" / f"{holder}.toml", keyfile_text(derive_keyring(master_ring, holder), holder)
+        else:
+            path = self.state / "keys" / f"{holder}-pull-{pull_from}.toml"
+            text = keyfile_text(fill_keys(derive_keyring(master_ring, pull_from), holder), f"fill:{holder}@{pull_from}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(keyfile_text(derive_keyring(load_keyring(master), holder), holder))
+        path.write_text(text)
         path.chmod(0o600)
         return path
 
@@ -313,7 +325,9 @@ class Lab:
                 (root / disk).mkdir(parents=True, exist_ok=True)
             admin = free_port()
             own = self.derived(keys, name)
-            (root / "oca.toml").write_text(appliance_toml(name, port, admin, own, self.steering_urls()))
+            pull = self.derived(keys, name, pull_from="origin")
+            (root / "oca.toml").write_text(appliance_toml(name, port, admin, own, self.steering_urls(),
+                                                          self.endpoints["origin"], pull))
             self.endpoints.setdefault("appliances", {})[name] = {
                 "url": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin}",
                 "config": str(root / "oca.toml")}

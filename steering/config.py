@@ -13,6 +13,7 @@ from contracts.ids import SiteId
 from contracts.tomlconf import ConfigError, Section, read_toml
 from contracts.webguard import GuardConfig, parse_guard
 from steering.core.health import HealthPolicy
+from steering.core.admission import PullPolicy
 from steering.core.rank import RankPolicy
 from steering.fillplan import FillConfig, parse_fill
 
@@ -61,6 +62,16 @@ class DemandConfig:
 
 
 @dataclass(frozen=True)
+class PullThroughConfig:
+    """[pull_through]: when a site's clients go to their own appliance for a file the site lacks, so it
+    pulls the file in (steering.core.admission). Only sites with an appliance reporting pull-through."""
+    enabled: bool = True
+    policy: PullPolicy = field(default_factory=PullPolicy)  # misses_to_admit, window_s
+    hold_s: float = 120.0  # after admitting, keep sending the site's clients there until its inventory shows it
+    max_entries: int = 200_000  # (site, file) pairs remembered, least recently missed forgotten first
+
+
+@dataclass(frozen=True)
 class SteeringConfig:
     fleet_file: Path
     key_file: Path
@@ -74,6 +85,7 @@ class SteeringConfig:
     tick_interval_s: float = 0.25  # how often missed reports are looked for
     fill: FillConfig = field(default_factory=FillConfig)
     demand: DemandConfig = field(default_factory=DemandConfig)
+    pull_through: PullThroughConfig = field(default_factory=PullThroughConfig)
     source: Path | None = None
 
 
@@ -100,6 +112,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         tick_interval_s=min(0.25, health.interval_s / 4),
         fill=parse_fill(top.section("fill", {}), base),
         demand=_demand(top.section("demand", {}), base, server.port),
+        pull_through=_pull_through(top.section("pull_through", {})),
         source=source,
     )
     main.done()
@@ -168,6 +181,19 @@ def _ranking(s: Section) -> RankPolicy:
     cfg = RankPolicy(
         max_locations=s.int("max_locations", d.max_locations, min=1, max=16),
         min_sites=s.int("min_sites", d.min_sites, min=1, max=16),
+    )
+    s.done()
+    return cfg
+
+
+def _pull_through(s: Section) -> PullThroughConfig:
+    d, p = PullThroughConfig(), PullPolicy()
+    cfg = PullThroughConfig(
+        enabled=s.bool("enabled", d.enabled),
+        policy=PullPolicy(misses_to_admit=s.int("misses_to_admit", p.misses_to_admit, min=1, max=1000),
+                          window_s=s.float("window_s", p.window_s, min=1)),
+        hold_s=s.float("hold_s", d.hold_s, min=0),
+        max_entries=s.int("max_entries", d.max_entries, min=1, max=10_000_000),
     )
     s.done()
     return cfg

@@ -27,7 +27,8 @@ from steering.core.fleet import Fleet
 from steering.core.live import FleetState, Ingested
 from steering.core.locate import Localisation, Localiser
 from steering.core.prefixes import ClientAddress, parse_address, token_prefix
-from steering.core.rank import Decision, rank
+from steering.core.admission import MissLedger
+from steering.core.rank import Decision, Outcome, can_pull, rank
 from steering.decisionlog import DecisionLog
 from steering.fleetconf import load_fleet
 from steering.geoip import GeoDatabase
@@ -107,6 +108,12 @@ class Replica:
         self.decisions = DecisionLog()  # the server flushes it
         # demand per (client site, file), counted by every decision; steering.demand saves and serves it
         self.demand = DemandTable(config.demand.half_life_s, config.demand.max_entries, wall())
+        self.misses = self._ledger(config)
+
+    @staticmethod
+    def _ledger(config: SteeringConfig) -> MissLedger:
+        p = config.pull_through
+        return MissLedger(p.policy, p.hold_s, p.max_entries)
 
     @staticmethod
     def _localiser(config: SteeringConfig, fleet: Fleet) -> Localiser:
@@ -126,6 +133,8 @@ class Replica:
         self.state.reconfigure(loaded.fleet, config.health)
         self.localiser = self._localiser(config, loaded.fleet)
         self.demand.reconfigure(config.demand.half_life_s, config.demand.max_entries, self.wall())
+        if config.pull_through != self.config.pull_through:
+            self.misses = self._ledger(config)
         self.config, self.loaded = config, loaded
         if old_geo is not None and old_geo is not loaded.geo:
             old_geo.close()
@@ -155,8 +164,13 @@ class Replica:
         answers = []
         rid = f"&rid={request_id}" if request_id is not None else ""
         derived, bound = self.loaded.derived, str(prefix)
+        pull = self.config.pull_through.enabled
         for key in keys:
             decision = rank(loc, self.state.fleet, self.state.view, key, self.config.ranking)
+            if (pull and decision.outcome is Outcome.CONTENT_MISS
+                    and can_pull(self.state.fleet, self.state.view, decision.site)
+                    and self.misses.miss(decision.site, key, now)):
+                decision = rank(loc, self.state.fleet, self.state.view, key, self.config.ranking, pull=True)
             # Each appliance's URL is signed with the keys derived for it: a URL (or a stolen
             # appliance's keys) opens that appliance's copy and no other.
             path = "/" + key
@@ -254,7 +268,7 @@ class Replica:
             h = report.health
             out.update(last_report_age_s=round(now - report.received_at, 3), seq=report.seq,
                        reported_site=report.site, accepting=h.accepting, draining=h.draining,
-                       degraded=list(h.degraded),
+                       degraded=list(h.degraded), pull_through=h.pull_through,
                        egress_bps=h.egress_bps, load={"loadavg": h.load.loadavg,
                                                       "open_connections": h.load.open_connections},
                        disks=[{"path": d.path, "tier": d.tier, "state": d.state.value,

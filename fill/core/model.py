@@ -86,11 +86,17 @@ class PlanPolicy:
     post_release_days: int = 0
     capacity_fraction: float = 0.95  # of each tier's bytes the planner may use; the rest is pull-through's
     # Of that, a further share left unplanned for pull-through: the appliance fills the unplanned room on
-    # miss (from a peer or the origin, admitted by PullPolicy) and evicts only there, never a manifest
+    # miss (from a peer or the origin, admitted by steering.core.admission's PullPolicy) and evicts only there, never a manifest
     # file. 0: the 5% outside capacity_fraction is room enough (--tune: 0.1 and more lose).
     reactive_share: float = 0.0
     include_cold: bool = True  # place files nobody watched lately too, as capacity allows (the long tail)
-    remote_peers: bool = False  # after local peers, holders in other clusters (tier fill) before the origin
+    # Fill escalation (fill.core.plan): own cluster's holders, its leader filling the file, then (tier fill)
+    # holders in other clusters and the fleet's root leader, then the origin. Tier fill spends the
+    # operator's backbone instead of the origin's egress, so it is on; off, every cluster's leader goes
+    # to the origin.
+    remote_peers: bool = True
+    hop_limit: int = 2  # appliances a fill may pass through from a complete copy (1: nobody waits for a peer)
+    escalate_after_s: float = 900.0  # a peer still filling the file is waited for this long, then the next source
     origin: OriginRef = field(default_factory=OriginRef)
 
     def __post_init__(self) -> None:
@@ -100,22 +106,9 @@ class PlanPolicy:
             raise ValueError("reactive_share: must be in [0, 1)")
         if not 0.0 <= self.pre_release_weight <= 1.0:
             raise ValueError("pre_release_weight: must be in [0, 1]")
+        if not 1 <= self.hop_limit <= 8:
+            raise ValueError("hop_limit: must be 1..8")
+        if not 0 < self.escalate_after_s <= 86400:
+            raise ValueError("escalate_after_s: must be in (0, 86400]")
         if self.learn_days < 0 or self.learn_factor <= 0:
             raise ValueError("learn_days: must be >= 0, learn_factor: > 0")
-
-
-@dataclass(frozen=True)
-class PullPolicy:
-    """When a site pulls a file it lacks into the unplanned room (pull-through on miss): on the
-    `misses_to_admit`-th request for it within `window_s`. 1 is plain pull-through; 8 (offload_sim
-    --tune) keeps its hit ratio for a few % more daytime upstream instead of ~90%: a file asked for once
-    or twice is not fetched whole to serve a fraction of it, nor churns the room."""
-
-    misses_to_admit: int = 8
-    window_s: float = 86400.0
-
-    def __post_init__(self) -> None:
-        if self.misses_to_admit < 1:
-            raise ValueError("misses_to_admit: must be at least 1")
-        if self.window_s <= 0:
-            raise ValueError("window_s: must be positive")

@@ -2,16 +2,14 @@
 streamed lately. Appliances report decayed bytes served per file in their heartbeats; the planner sums
 them over every appliance of a content region and divides by the size. Titles about to launch get a
 predicted popularity — learned from what the region's recent launches reached — so they are in place
-before anyone asks for them. And the reactive side's admission rule: a site pulls a file it lacks on its
-n-th miss within a window (`admit_on_miss`), so one-off requests do not churn the unplanned room."""
+before anyone asks for them."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from contracts.ids import ApplianceId, FileKey
-from fill.core.model import CatalogFile, PlanPolicy, PullPolicy
+from fill.core.model import CatalogFile, PlanPolicy
 
 Reports = Mapping[ApplianceId, Mapping[FileKey, tuple[float, float]]]  # heartbeat: (requests, bytes)
 
@@ -77,19 +75,3 @@ def copies_for(popularity: float, policy: PlanPolicy, cluster_size: int) -> int:
     """How many appliances of a cluster hold a file: more for hotter files, never more than exist."""
     n = policy.min_copies + sum(1 for t in policy.copy_thresholds if popularity >= t)
     return max(0, min(n, cluster_size))
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    admit: bool
-    misses: tuple[float, ...]  # the misses to remember for the file (times, oldest first); () once admitted
-
-
-def admit_on_miss(previous: tuple[float, ...], now_s: float, policy: PullPolicy) -> Admission:
-    """A miss at `now_s` for a file the appliance lacks: pull it in if this makes `misses_to_admit`
-    misses within `window_s` (older ones are forgotten). The caller keeps `misses` for the next one."""
-    recent = tuple(t for t in previous if now_s - t < policy.window_s) + (now_s,)
-    if len(recent) >= policy.misses_to_admit:
-        return Admission(True, ())
-    return Admission(False, recent[-(policy.misses_to_admit - 1):])
-

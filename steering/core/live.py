@@ -53,7 +53,8 @@ class FleetState:
         self.reports: dict[ApplianceId, LastReport] = {}
         self.inventory = InventoryIndex()
         self._up: set[ApplianceId] = set()
-        self.view = LiveView(up=self._up, holders=self.inventory.holders)
+        self._pullers: set[ApplianceId] = set()
+        self.view = LiveView(up=self._up, holders=self.inventory.holders, pullers=self._pullers)
 
     def ingest(self, hb: Heartbeat, now: float) -> Ingested:
         spec = self.fleet.appliances.get(hb.appliance_id)
@@ -61,6 +62,10 @@ class FleetState:
             raise UnknownAppliance(f"appliance {hb.appliance_id!r} is not in the fleet config")
         inv = self.inventory.apply(hb.appliance_id, hb.inventory)
         self.reports[hb.appliance_id] = LastReport(now, hb.sent_at, hb.seq, hb.site, hb.health)
+        if hb.health.pull_through:
+            self._pullers.add(hb.appliance_id)
+        else:
+            self._pullers.discard(hb.appliance_id)
         transition = self._observe(hb.appliance_id, observe(
             self.health[hb.appliance_id], vitals_of(hb, spec.capacity_bps), now, self.policy))
         state = self.health[hb.appliance_id]
@@ -96,6 +101,7 @@ class FleetState:
             self.reports.pop(gone, None)
             self.inventory.drop(gone)
             self._up.discard(gone)
+            self._pullers.discard(gone)
         for new in set(fleet.appliances) - set(self.health):
             self.health[new] = Health()
         self.fleet = fleet

@@ -11,6 +11,10 @@ least two appliances and, when the fleet has another healthy site, two sites.
 Every decision carries why: how the client was located and the outcome (hit, content miss — the
 client's site is up but lacks the file —, health miss — its site holds the file or could serve but
 is down or overloaded —, not held anywhere, or nothing healthy at all).
+
+With `pull` (steering.core.admission decided the client's site should pull this file), the site's
+rendezvous-first live appliance that reports pull-through comes first, the holders after it: it
+fetches the file from its parent while the player's request waits, and the next plays are hits.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ class Outcome(str, Enum):
     CONTENT_MISS = "content-miss"
     HEALTH_MISS = "health-miss"
     NOT_HELD = "not-held"
+    PULL = "pull"  # a content miss sent to the client's own site, which pulls the file in
     UNAVAILABLE = "unavailable"
 
 
@@ -48,6 +53,7 @@ class LiveView:
 
     up: AbstractSet[ApplianceId]
     holders: Mapping[FileKey, AbstractSet[ApplianceId]]
+    pullers: AbstractSet[ApplianceId] = frozenset()  # appliances that report pull-through on
 
 
 class Decision(NamedTuple):
@@ -64,14 +70,30 @@ DEFAULT_POLICY = RankPolicy()
 
 
 def rank(loc: Localisation, fleet: Fleet, live: LiveView, key: FileKey,
-         policy: RankPolicy = DEFAULT_POLICY) -> Decision:
+         policy: RankPolicy = DEFAULT_POLICY, pull: bool = False) -> Decision:
     holders = live.holders.get(key, _EMPTY)
     take = _Take(policy)
     kb = key.encode()
+    nearest = loc.order.sites[0]
+    pulling = pull and _offer_puller(take, fleet, live, nearest, kb)
     if not (holders and _offer_holders(take, loc.order, fleet, live.up, holders, kb, policy)):
         _offer_blind(take, loc.order, fleet, live.up, holders, kb)
-    nearest = loc.order.sites[0]
-    return Decision(tuple(take.picked), loc.method, _outcome(take.picked, nearest, fleet, live.up, holders), nearest)
+    outcome = Outcome.PULL if pulling else _outcome(take.picked, nearest, fleet, live.up, holders)
+    return Decision(tuple(take.picked), loc.method, outcome, nearest)
+
+
+def can_pull(fleet: Fleet, live: LiveView, site: SiteId) -> bool:
+    """Whether a live appliance of `site` reports pull-through (admission is worth counting)."""
+    return any(a.id in live.pullers and a.id in live.up for a in fleet.sites[site].appliances)
+
+
+def _offer_puller(take: "_Take", fleet: Fleet, live: LiveView, site: SiteId, kb: bytes) -> bool:
+    """Offer `site`'s best live pull-through appliance for this file; False if it has none."""
+    group = [a for a in fleet.sites[site].appliances if a.id in live.pullers and a.id in live.up]
+    if not group:
+        return False
+    take.offer(fleet.candidates[(rendezvous_best(group, kb).id, False)])
+    return True
 
 
 class _Take:

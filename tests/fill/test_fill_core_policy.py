@@ -3,16 +3,15 @@ the planner leaves unplanned for pull-through, admission on the n-th miss, launc
 release date, and the prediction learned from the region's own recent launches."""
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 
 import pytest
 
 from contracts.ids import FileKey
-from fill.core.model import ApplianceView, CatalogFile, ClusterView, FleetView, PlanPolicy, PullPolicy
+from fill.core.model import ApplianceView, CatalogFile, ClusterView, FleetView, PlanPolicy
 from fill.core.placement import place_cluster, planned_bytes
 from fill.core.plan import plan
-from fill.core.popularity import Admission, admit_on_miss, predicted_popularity, with_predictions
+from fill.core.popularity import predicted_popularity, with_predictions
 
 TODAY = dt.date(2026, 3, 10)
 MB = 1 << 20
@@ -58,34 +57,6 @@ def test_plan_manifest_respects_the_share_on_both_tiers():
     assert by_tier == {"ssd": 40 * MB, "hdd": 160 * MB}
 
 
-@pytest.mark.parametrize("n, previous, now, admit, kept", [
-    (1, (), 100.0, True, ()),
-    (2, (), 100.0, False, (100.0,)),
-    (2, (50.0,), 100.0, True, ()),
-    (2, (100.0 - DAY,), 100.0, False, (100.0,)),  # the first miss is a day old: forgotten
-    (3, (10.0,), 100.0, False, (10.0, 100.0)),
-    (3, (10.0, 20.0), 100.0, True, ()),
-    (3, (10.0 - DAY, 20.0), 100.0, False, (20.0, 100.0)),
-    (8, tuple(float(i) for i in range(6)), 100.0, False, tuple(float(i) for i in range(6)) + (100.0,)),
-    (8, tuple(float(i) for i in range(7)), 100.0, True, ()),
-], ids=["every-miss", "first-of-two", "second-of-two", "second-too-late", "second-of-three", "third-of-three",
-        "oldest-expired", "seventh-of-eight", "eighth-of-eight"])
-def test_admit_on_the_nth_miss_within_the_window(n, previous, now, admit, kept):
-    assert admit_on_miss(previous, now, PullPolicy(misses_to_admit=n, window_s=DAY)) == Admission(admit, kept)
-
-
-def test_admission_remembers_at_most_what_it_needs():
-    policy = PullPolicy(misses_to_admit=3, window_s=1000.0)
-    state: tuple[float, ...] = ()
-    verdicts = []
-    for t in (0.0, 2000.0, 2500.0, 2600.0, 2700.0):
-        v = admit_on_miss(state, t, policy)
-        state = v.misses
-        verdicts.append(v.admit)
-        assert len(state) <= policy.misses_to_admit - 1
-    assert verdicts == [False, False, False, True, False]  # the third miss within 1000 s is at 2600
-
-
 @pytest.mark.parametrize("kwargs", [
     {"reactive_share": 1.0}, {"reactive_share": -0.1}, {"capacity_fraction": 0.0}, {"pre_release_weight": 1.5},
     {"learn_days": -1}, {"learn_factor": 0.0},
@@ -93,12 +64,6 @@ def test_admission_remembers_at_most_what_it_needs():
 def test_plan_policy_refuses_nonsense(kwargs):
     with pytest.raises(ValueError):
         PlanPolicy(**kwargs)
-
-
-@pytest.mark.parametrize("kwargs", [{"misses_to_admit": 0}, {"window_s": 0.0}], ids=["zero-misses", "no-window"])
-def test_pull_policy_refuses_nonsense(kwargs):
-    with pytest.raises(ValueError):
-        PullPolicy(**kwargs)
 
 
 @pytest.mark.parametrize("observed, learn_days, expected", [
@@ -139,4 +104,3 @@ def test_shipped_defaults():
     p = PlanPolicy()
     assert (p.pre_release_days, p.post_release_days, p.pre_release_weight, p.learn_days, p.learn_factor,
             p.capacity_fraction, p.reactive_share) == (1, 0, 0.1, 7, 2.0, 0.95, 0.0)
-    assert dataclasses.astuple(PullPolicy()) == (8, 86400.0)

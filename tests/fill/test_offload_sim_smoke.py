@@ -9,11 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from fill.core.model import PlanPolicy, PullPolicy
+from fill.core.model import PlanPolicy
+from steering.core.admission import PullPolicy
 from loadtests import offload_sim
 from loadtests.offload_policies import FillSim, refill_points, run_belady, run_fill
 from loadtests.offload_trace import TraceSpec, catalog_bytes, make_trace, next_uses
-from oca.config import PullThroughConfig
+from oca.config import load as load_oca_config
+from steering.config import PullThroughConfig as SteeringPull
 
 TINY = TraceSpec(titles=60, days=3, per_day=1500, releases=2, announce=2, churn=0.5, seed=7, equal_sizes=True,
                  whole_reads=True)
@@ -21,13 +23,16 @@ TINY = TraceSpec(titles=60, days=3, per_day=1500, releases=2, announce=2, churn=
 
 def test_columns_shipped_first_from_product_defaults():
     cols = offload_sim.columns()
-    assert list(cols) == ["shipped", "pull8", "served", "lru", "belady"]
+    assert list(cols) == ["shipped", "nopull", "served", "lru", "belady"]
     ship = cols["shipped"]
     assert ship.policy == PlanPolicy() and ship.signal == "demand"
-    assert ship.pull == (PullPolicy() if offload_sim.PULL_THROUGH else None)
     assert ship.eviction == offload_sim.store_eviction() == "lowest-popularity"
-    assert (cols["shipped"].pull is not None) == PullThroughConfig().enabled  # the first column is what ships
-    assert cols["pull8"].pull is not None and cols["served"].signal == "served"
+    # the first column is what ships: steering's admission default, and the appliance's pull-through as
+    # the example config an operator installs has it
+    shipped_on = SteeringPull().enabled and load_oca_config(offload_sim.EXAMPLE_OCA).pull_through.enabled
+    assert shipped_on and offload_sim.PULL_THROUGH
+    assert ship.pull == SteeringPull().policy == PullPolicy()
+    assert cols["nopull"].pull is None and cols["served"].signal == "served"
 
 
 @pytest.mark.parametrize("seed", [7, 8])
@@ -35,7 +40,7 @@ def test_belady_bounds_every_policy_on_equal_sizes(seed):
     spec = replace(TINY, seed=seed)
     rows = offload_sim.evaluate(spec, (0.1, 0.3), offload_sim.columns())
     for row in rows:
-        assert set(row.results) == {"shipped", "pull8", "served", "lru", "belady"}
+        assert set(row.results) == {"shipped", "nopull", "served", "lru", "belady"}
         best = row.ratio("belady")
         for name, result in row.results.items():
             assert 0.0 <= result.ratio <= 1.0 and result.total > 0

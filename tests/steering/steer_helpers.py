@@ -104,12 +104,12 @@ BOOT = "00c0ffee00c0ffee"  # one reporter "run" for the whole test session: seq 
 def heartbeat(appliance: str, site: str, *, seq: int | None = None, egress: int = 1_000, capacity: int = 10 * 10**9,
               accepting: bool = True, draining: bool = False, failed_disks: int = 0, disks: int = 2,
               generation: int = 1, full: bool = True, added: Iterable[str] = (), removed: Iterable[str] = (),
-              base: int | None = None) -> Heartbeat:
+              base: int | None = None, pull_through: bool = False) -> Heartbeat:
     health = HealthSnapshot(
         accepting=accepting, draining=draining, load=Load(0.5, 10), egress_bps=egress, capacity_bps=capacity,
         disks=tuple(DiskReport(f"/d{i}", "hdd", DiskState.FAILED if i < failed_disks else DiskState.OK,
                                10**12, 10**11, 3) for i in range(disks)),
-        popularity={FileKey("t/a.mp4"): (3.0, 3000.0)})
+        popularity={FileKey("t/a.mp4"): (3.0, 3000.0)}, pull_through=pull_through)
     inv = InventoryUpdate(generation=generation, full=full, added=tuple(FileKey(k) for k in added),
                           removed=tuple(FileKey(k) for k in removed), base=None if full else base)
     return Heartbeat(ApplianceId(appliance), SiteId(site), next(_SEQ) if seq is None else seq, time.time(), health,

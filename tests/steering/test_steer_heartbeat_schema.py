@@ -47,7 +47,7 @@ def test_the_wire_map_is_flat_and_versioned() -> None:
     data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4"])))
     assert data["v"] == 1
     assert set(data) == {"v", "appliance_id", "site", "boot", "seq", "sent_at", "accepting", "draining", "load",
-                         "egress_bps", "capacity_bps", "disks", "popularity", "degraded", "inventory"}
+                         "egress_bps", "capacity_bps", "disks", "popularity", "degraded", "pull_through", "inventory"}
     assert data["inventory"] == {"generation": 1, "full": True, "base": None, "added": ["t/a.mp4"], "removed": []}
     assert data["disks"][0] == {"path": "/d0", "tier": "hdd", "state": "ok", "total_bytes": 10**12,
                                 "free_bytes": 10**11, "files": 3}
@@ -77,16 +77,22 @@ def test_the_wire_map_is_flat_and_versioned() -> None:
     (wire(inventory__full=False), "inventory.base: required"),
     (wire(inventory__full=False, inventory__base=5), "inventory.base: must not be above"),
     (wire(inventory__removed=["t/a.mp4"]), "inventory.removed"),
+    (wire(pull_through="yes"), "pull_through:"),
 ], ids=["not-msgpack", "not-a-map", "version-2", "no-version", "no-appliance", "bad-appliance-id",
         "negative-seq", "bool-seq", "string-time", "string-bool", "nan-load", "float-bps", "disks-not-list",
         "disk-state", "negative-free", "bad-popularity-key", "short-popularity", "inventory-not-map",
         "bad-inventory-key", "int-inventory-key", "delta-without-base", "base-above-generation",
-        "removed-in-full"])
+        "removed-in-full", "string-pull-through"])
 def test_malformed_reports_name_the_field(raw: bytes, field: str) -> None:
     with pytest.raises(HeartbeatError) as err:
         decode_heartbeat(raw)
     assert field in str(err.value)
     assert err.value.status_hint == 400
+
+
+def test_pull_through_round_trips_and_an_older_reporter_means_off() -> None:
+    assert decode_heartbeat(encode_heartbeat(heartbeat("ams-1", "ams", pull_through=True))).health.pull_through
+    assert decode_heartbeat(wire(pull_through=DELETE)).health.pull_through is False
 
 
 def test_version_errors_are_their_own_kind() -> None:

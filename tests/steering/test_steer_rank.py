@@ -104,3 +104,28 @@ def test_capacity_weights_rendezvous() -> None:
 def test_max_locations_policy() -> None:
     d = decide(holders={"t/f.mp4": {"ams-1", "ams-2", "fra-1", "fra-2", "lon-1"}}, policy=RankPolicy(max_locations=5))
     assert len(d.candidates) == 5 and all(c.holds for c in d.candidates)
+
+
+@pytest.mark.parametrize("pullers, up, first, outcome", [
+    ({"ams-1", "ams-2", "ams-3"}, ALL, "best", Outcome.PULL),
+    ({"ams-2"}, ALL, "ams-2", Outcome.PULL),
+    ({"ams-2"}, ALL - {"ams-2"}, "lon-3", Outcome.CONTENT_MISS),  # the only puller is down
+    ({"fra-1"}, ALL, "lon-3", Outcome.CONTENT_MISS),  # another site's puller is no use to ams's clients
+    (set(), ALL, "lon-3", Outcome.CONTENT_MISS),
+], ids=["any-of-the-site", "the-one-puller", "puller-down", "puller-elsewhere", "no-puller"])
+def test_pull_puts_the_sites_puller_first_and_the_holder_after(pullers, up, first, outcome) -> None:
+    live = LiveView(set(up), {"t/f.mp4": {"lon-3"}}, set(pullers))
+    d = rank(LOC, FLEET, live, "t/f.mp4", pull=True)
+    assert d.outcome is outcome
+    if first == "best":  # the rendezvous-first of the site: the one ordinary ranking tries first there
+        first = ids(decide(holders={}, key="t/f.mp4"))[0]
+    assert ids(d)[0] == first and "lon-3" in ids(d)
+    assert len(d.candidates) == 3 and len({c.appliance.site for c in d.candidates}) >= 2
+    if outcome is Outcome.PULL:
+        assert not d.candidates[0].holds and d.candidates[1].appliance.id == "lon-3"
+
+
+def test_without_pull_a_puller_changes_nothing() -> None:
+    plain = decide(holders={"t/f.mp4": {"lon-3"}})
+    live = LiveView(set(ALL), {"t/f.mp4": {"lon-3"}}, {"ams-1", "ams-2", "ams-3"})
+    assert rank(LOC, FLEET, live, "t/f.mp4") == plain
