@@ -6,11 +6,14 @@ agent reads it. Version 1 on the wire is JSON:
      "files": [{"key": "files/t1/v0123456789abcdef/1080p.mp4", "size": 123456789,
                 "xxh3": "<32 hex, xxh3-128 of the content>", "tier": "ssd", "priority": 0,
                 "sources": [{"kind": "peer", "appliance": "ams-2", "url": "http://ams-2:8080/files/..."},
+                            {"kind": "peer", "appliance": "ams-3", "url": "...", "wait_s": 600.0},
                             {"kind": "origin", "url": "http://origin:8070/files/..."}]}]}
 
 `priority` is a rank: 0 is fetched first (the hottest file), larger numbers later; when the disk is full
 the higher numbers wait. `tier` is where the planner wants the file ("ssd" for the hottest). Sources
-are in the order to try them: peers of the appliance's own cluster that hold the file, then the origin.
+are in the order to try them (escalation): peers of the appliance's own cluster that hold the file, a
+peer of its cluster that is filling it this window (`wait_s`: a 404 there means "not yet", asked again
+until that long after the first 404), holders in other clusters (tier), then the origin.
 An origin source carries a `url` (an HTTP origin such as `origin serve`), an `s3` location
 (`s3://bucket/key`, reached with the agent's own endpoint and credentials), or neither (the agent's
 configured origin). Peer and HTTP-origin fetches carry a fill token (`Authorization: CDN-Token ...`).
@@ -49,6 +52,7 @@ TIERS = ("ssd", "hdd")
 SOURCE_KINDS = ("peer", "origin")
 MAX_FILES = 2_000_000
 MAX_SOURCES = 32
+MAX_WAIT_S = 86400
 _HEX128 = re.compile(r"[0-9a-f]{32}")
 _URL = re.compile(r"https?://[^/\s?#]+(/[^\s#]*)?")
 _S3 = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+")
@@ -91,6 +95,8 @@ class Source:
     url: str | None = None  # peer: required; origin: an HTTP origin's URL of this file
     s3: str | None = None  # origin only: s3://bucket/key
     appliance: ApplianceId | None = None  # peer: who it is (for logs and metrics)
+    wait_s: float = 0.0  # peer only: it is filling the file this window; a 404 there means "not yet",
+    # asked again until this many seconds after the first 404, then the next source (escalation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +139,8 @@ def _source_dict(s: Source) -> dict[str, Any]:
         out["url"] = s.url
     if s.s3 is not None:
         out["s3"] = s.s3
+    if s.wait_s:
+        out["wait_s"] = s.wait_s
     return out
 
 
@@ -287,7 +295,11 @@ def _source(raw: Any, where: str) -> Source:
         raise MalformedManifest(f"{where}.url: required for a peer source")
     if url is not None and s3 is not None:
         raise MalformedManifest(f"{where}: either url or s3, not both")
-    return Source(kind, url, s3, ApplianceId(who) if who is not None else None)
+    wait_s = f.raw("wait_s", 0)
+    if (isinstance(wait_s, bool) or not isinstance(wait_s, (int, float)) or not 0 <= wait_s <= MAX_WAIT_S
+            or (wait_s and kind != "peer")):
+        raise MalformedManifest(f"{where}.wait_s: must be 0..{MAX_WAIT_S} seconds, on a peer source only")
+    return Source(kind, url, s3, ApplianceId(who) if who is not None else None, float(wait_s))
 
 
 class _Fields(WireFields):

@@ -159,6 +159,8 @@ def parse_plan(s: Section) -> PlanPolicy:
         reactive_share=s.float("reactive_share", d.reactive_share, min=0.0, max=0.99),
         include_cold=s.bool("include_cold", d.include_cold),
         remote_peers=s.bool("remote_peers", d.remote_peers),
+        hop_limit=s.int("hop_limit", d.hop_limit, min=1, max=8),
+        escalate_after_s=s.float("escalate_after_s", d.escalate_after_s, min=1, max=86400),
         origin=OriginRef(origin_url, bucket, prefix.strip("/")),
     )
     s.done()

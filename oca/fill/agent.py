@@ -2,8 +2,10 @@
 
     window? ─► manifest (steering / file) ─► refuse? keep the current set, stop
           └─► pin its keys ─► diff against the index ─► download the missing, hottest first
-              (max_files at once, each in parallel ranged parts; peer first, origin second; paced by a
-              token bucket that slows down while serving is busy) ─► complete? delete what left it
+              (max_files at once, each in parallel ranged parts; the manifest's sources in order —
+              peers holding it, a peer still filling it (waited for, without a slot, up to its
+              wait_s), other sites, the origin; paced by a token bucket that slows down while
+              serving is busy) ─► complete? delete what left it
 
 It stops cleanly when the window ends or on SIGTERM/SIGINT: downloads in flight stop after their
 current chunk, their partial files and journals stay, and the next run continues from there. Disk full:
@@ -188,10 +190,19 @@ class Run:
         tasks = []
 
         async def one(f: ManifestFile) -> None:
-            try:
-                out = await fetcher.fetch(f)
-            finally:
-                slots.release()
+            while True:
+                try:
+                    out = await fetcher.fetch(f)
+                finally:
+                    slots.release()
+                if out.status != "waiting":
+                    break
+                # a peer is still filling it: ask again later, leaving the slot to other files meanwhile
+                await fetcher._sleep(pending_poll_s(f))
+                if self.stop.is_set():
+                    out = Outcome(f.key, "stopped")
+                    break
+                await slots.acquire()
             outcomes.append(out)
             self._count(f, out)
             if out.status == "no-room":
@@ -268,6 +279,13 @@ class Run:
                 limiter.set_rate(want)
                 self.metrics.set("fill_rate_limit_bits_per_second", round(want))
             await asyncio.sleep(s.poll_s)
+
+
+def pending_poll_s(f: ManifestFile) -> float:
+    """How long to wait before asking a peer that is still filling `f` again: a tenth of the longest
+    wait its sources allow, between 0.5 s and 30 s."""
+    longest = max((s.wait_s for s in f.sources), default=0.0)
+    return min(30.0, max(0.5, longest / 10))
 
 
 def _held(store: Store) -> dict:

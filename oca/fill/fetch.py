@@ -10,13 +10,18 @@ file is ever visible. A fault ends the attempt; the partial and journal stay, so
 the next night) continues where this one stopped. A hash mismatch deletes the partial, records the
 download in the quarantine ledger and excludes that source for the file (if the attempt began from
 resumed bytes, whose source is unknown, it starts over from zero instead, once).
+
+Escalation: a source with `wait_s` is a peer filling the file this window. Its 404 means "not yet":
+the fetch returns "waiting" (the agent asks again later, without holding a download slot) until
+`wait_s` after that source's first 404, then moves on to the next source. What a file has tried
+(sources excluded, first "not yet") is kept across those returns, so nothing is asked twice in vain.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import aiohttp
@@ -48,10 +53,17 @@ class Stopped(Exception):
     """The window ended or SIGTERM arrived: the attempt stops, its partial stays for the next run."""
 
 
+@dataclass
+class Tried:
+    """One file's failover so far, kept while it waits for a pending peer."""
+    excluded: set[int] = field(default_factory=set)
+    not_yet_since: dict[int, float] = field(default_factory=dict)  # pending source -> its first 404
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     key: str
-    status: str  # "published" | "no-room" | "failed" | "stopped" | "busy"
+    status: str  # "published" | "no-room" | "failed" | "stopped" | "busy" | "waiting"
     source: str = ""  # kind of the source that delivered it
     reason: str = ""
 
@@ -106,11 +118,13 @@ class Fetcher:
         self.metrics, self.settings, self.limiter, self.stop = metrics, settings, limiter, stop
         self.retry_at: dict[str, float] = {}  # host -> monotonic time it may be tried again
         self.failures: dict[str, int] = {}  # host -> consecutive failures
+        self.tried: dict[str, Tried] = {}  # files waiting for a pending peer
 
     # --- failover ------------------------------------------------------------------------------
 
     async def fetch(self, f: ManifestFile) -> Outcome:
-        excluded: set[int] = set()
+        tried = self.tried.pop(f.key, None) or Tried()
+        excluded = tried.excluded
         host_faults, restarted = 0, False
         while True:
             if self.stop.is_set():
@@ -140,9 +154,20 @@ class Fetcher:
                 self.metrics.inc("fill_source_errors_total", kind=source.kind, fault="no-origin")
                 log("source-fault", key=f.key, source="origin", fault="no-origin", error=str(exc))
             except SourceFault as exc:
-                self.metrics.inc("fill_source_errors_total", kind=source.kind, fault=exc.fault.value)
-                log("source-fault", key=f.key, source=_describe(source), fault=exc.fault.value, error=str(exc))
-                if exc.fault is Fault.HOST:
+                if not (exc.fault is Fault.NOT_HERE and source.wait_s > 0):  # a pending peer's "not yet" is no fault
+                    self.metrics.inc("fill_source_errors_total", kind=source.kind, fault=exc.fault.value)
+                    log("source-fault", key=f.key, source=_describe(source), fault=exc.fault.value, error=str(exc))
+                if exc.fault is Fault.NOT_HERE and source.wait_s > 0:
+                    now = time.monotonic()
+                    since = tried.not_yet_since.setdefault(choice.index, now)
+                    if now - since < source.wait_s:  # still filling it: ask again later
+                        self.metrics.inc("fill_source_waits_total", kind=source.kind)
+                        self.tried[f.key] = tried
+                        return Outcome(f.key, "waiting", source.kind, f"{_describe(source)} is still filling it")
+                    self.metrics.inc("fill_escalations_total", kind=source.kind)
+                    log("escalate", key=f.key, source=_describe(source), waited_s=round(now - since, 1))
+                    excluded.add(choice.index)
+                elif exc.fault is Fault.HOST:
                     self._host_failed(source)
                     host_faults += 1
                     if host_faults >= self.settings.max_attempts:

@@ -18,6 +18,8 @@ _HELP = {
     "fill_hash_mismatches_total": ("counter", "Downloads refused by the xxh3-128 check (quarantined), by source kind."),
     "fill_source_errors_total": ("counter", "Fetch failures, by source kind and fault."),
     "fill_files_deferred_total": ("counter", "Files left for the next run, by reason."),
+    "fill_source_waits_total": ("counter", "Times a peer still filling a file said 'not yet' and was waited for."),
+    "fill_escalations_total": ("counter", "Files that gave up waiting for a peer filling them and moved on."),
     "fill_files_deleted_total": ("counter", "Files deleted because they left the manifest."),
     "fill_resumed_bytes_total": ("counter", "Bytes of partial downloads reused instead of fetched again."),
     "fill_manifest_refused": ("gauge", "1 when this run refused the manifest (the current set is kept)."),

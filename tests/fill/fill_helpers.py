@@ -126,6 +126,7 @@ class FakeSource:
     titles: dict[str, dict] = field(default_factory=dict)  # /v1/titles for a catalog check
     slow_s: float = 0.02
     health: dict = field(default_factory=dict)  # /v1/health, as an appliance's admin port answers
+    not_yet: dict[str, int] = field(default_factory=dict)  # key -> 404s left before it has the file (filling it)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -150,6 +151,9 @@ class FakeSource:
         if not request.headers.get("Authorization", "").startswith("CDN-Token "):
             return web.Response(status=403)
         mode = self.modes.get(key, "ok")
+        if self.not_yet.get(key, 0) > 0:
+            self.not_yet[key] -= 1
+            return web.Response(status=404)
         if mode in ("500", "404") or key not in self.files:
             return web.Response(status=int(mode) if mode in ("500", "404") else 404)
         data = self.files[key]

@@ -100,6 +100,39 @@ def test_peer_first_then_origin_on_errors(lab):
     assert 'fill_files_published_total{kind="origin"} 1' in text and "fill_complete 1" in text
 
 
+def _pending(lab, key: str, data: bytes, wait_s: float, priority: int = 0) -> ManifestFile:
+    """A file whose first source is a peer still filling it (the planner's wait_s source), then the origin."""
+    return ManifestFile(key, len(data), h(data), "hdd", priority,
+                        (Source("peer", url=f"{lab.peer.url}/{key}", appliance="a2", wait_s=wait_s),
+                         Source("origin", url=f"{lab.origin.url}/{key}")))
+
+
+def test_a_peer_still_filling_the_file_is_waited_for_without_holding_a_slot(lab):
+    a, b = os.urandom(30 * KB), os.urandom(20 * KB)  # one part each: one request per attempt
+    lab.add("t/a.mp4", a)
+    lab.add("t/b.mp4", b, peer=False)
+    lab.psrc.not_yet["t/a.mp4"] = 2  # the peer gets it after two "not yet"
+    one_slot = FillConfig(transfer=replace(FAST, max_files=1), origin=OriginConfig(verify_catalog=False))
+    assert lab.fill([_pending(lab, "t/a.mp4", a, 5.0), lab.file("t/b.mp4", b, 1, peer=False)], one_slot) == EXIT_OK
+    idx = lab.index()
+    assert idx["t/a.mp4"].xxh3 == h(a) and idx["t/b.mp4"].xxh3 == h(b)
+    assert "t/a.mp4" not in lab.osrc.sent and lab.psrc.sent["t/a.mp4"] == len(a)  # from the peer, not the origin
+    assert lab.osrc.sent["t/b.mp4"] == len(b)  # fetched while a waited: the one slot was free
+    text = lab.metrics()
+    assert 'fill_source_waits_total{kind="peer"} 2' in text and "fill_escalations_total" not in text
+    assert "fill_source_errors_total" not in text  # "not yet" from a filling peer is no fault
+
+
+def test_a_peer_that_never_gets_the_file_is_given_up_after_its_wait(lab):
+    a = os.urandom(50 * KB)
+    lab.add("t/a.mp4", a, peer=False)
+    assert lab.fill([_pending(lab, "t/a.mp4", a, 1.0)]) == EXIT_OK
+    assert lab.index()["t/a.mp4"].xxh3 == h(a) and lab.osrc.sent["t/a.mp4"] == len(a)  # escalated to the origin
+    asked = [k for k, _ in lab.psrc.requests if k == "t/a.mp4"]
+    assert len(asked) >= 2  # asked again at least once before giving up
+    assert 'fill_escalations_total{kind="peer"} 1' in lab.metrics()
+
+
 def test_corrupt_peer_is_quarantined_and_origin_used(lab):
     data = os.urandom(200 * KB)
     lab.add("t/c.mp4", data)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
 from contracts.ids import ApplianceId, FileKey
-from contracts.manifest import decode_manifest, encode_manifest
+from contracts.manifest import decode_manifest, encode_manifest, make_manifest
 from fill.core.model import ApplianceView, CatalogFile, ClusterView, FleetView, OriginRef, PlanPolicy
 from fill.core.placement import place_cluster, rendezvous_order, seed_of
 from fill.core.plan import plan, sources_for
@@ -118,7 +119,7 @@ def test_unknown_capacity_gets_no_plan():
 def test_sources_local_holders_then_origin():
     cluster = ClusterView("s", "r", (app("a1"), app("a2"), app("a3")))
     remote = [app("b1")]
-    policy = PlanPolicy(origin=OriginRef(s3_bucket="media", s3_prefix="p"))
+    policy = PlanPolicy(remote_peers=False, origin=OriginRef(s3_bucket="media", s3_prefix="p"))
     srcs = sources_for(FileKey("t/f"), ApplianceId("a1"), cluster, remote, {"a1", "a3", "b1"}, policy)
     assert [(s.kind, s.appliance) for s in srcs] == [("peer", "a3"), ("origin", None)]
     assert srcs[0].url == "http://a3:8080/t/f" and srcs[1].s3 == "s3://media/p/t/f"
@@ -126,6 +127,88 @@ def test_sources_local_holders_then_origin():
     srcs = sources_for(FileKey("t/f"), ApplianceId("a1"), cluster, remote, {"b1"}, tier)
     assert [(s.kind, s.appliance, s.url) for s in srcs] == [("peer", "b1", "http://b1:8080/t/f"),
                                                             ("origin", None, "http://o:8070/t/f")]
+
+
+def _escalation_fleet(holders: dict) -> FleetView:
+    return FleetView((
+        ClusterView("sa", "ra", (app("a1"), app("a2"))),
+        ClusterView("sb", "rb", (app("b1"), app("b2"))),
+    ), {FileKey(k): frozenset(v) for k, v in holders.items()})
+
+
+def _chains(fleet: FleetView, policy: PlanPolicy) -> dict[str, list[str]]:
+    """Each appliance's sources for the one file, as 'peer:ID' / 'wait:ID' / 'origin'."""
+    result = plan(fleet, [cf("t/f")], {}, TODAY, replace(policy, copy_thresholds=(), min_copies=2))
+    out = {}
+    for a, files in result.files.items():
+        for f in files:
+            out[a] = [("wait:" if s.wait_s else "peer:") + s.appliance if s.kind == "peer" else "origin"
+                      for s in f.sources]
+            assert all(s.wait_s in (0.0, policy.escalate_after_s) for s in f.sources)
+    return out
+
+
+def _leader(site: str, fleet: FleetView) -> tuple[str, str]:
+    """The site's leader for t/f (its rendezvous-first appliance) and the other one."""
+    cluster = next(c for c in fleet.clusters if c.site == site)
+    first, second = rendezvous_order("t/f", cluster.appliances)
+    return first.id, second.id
+
+
+def test_escalation_nobody_holds_it_one_origin_fetch_for_the_fleet():
+    fleet = _escalation_fleet({})
+    chains = _chains(fleet, PlanPolicy())
+    la, fa = _leader("sa", fleet)
+    lb, fb = _leader("sb", fleet)
+    root = rendezvous_order("t/f", [app(la), app(lb)])[0].id
+    other_leader = lb if root == la else la
+    root_peer = fa if root == la else fb
+    other_peer = fb if root == la else fa
+    assert chains[root] == ["origin"]  # the one fetch from outside
+    assert chains[root_peer] == [f"wait:{root}", "origin"]
+    assert chains[other_leader] == [f"wait:{root}", "origin"]  # tier: 2 hops
+    assert chains[other_peer] == [f"wait:{root}", "origin"]  # its leader is 2 hops: a 3rd is over the limit
+
+
+def test_escalation_a_longer_hop_limit_chains_through_the_site_leader():
+    fleet = _escalation_fleet({})
+    chains = _chains(fleet, PlanPolicy(hop_limit=3))
+    la, fa = _leader("sa", fleet)
+    lb, fb = _leader("sb", fleet)
+    root = rendezvous_order("t/f", [app(la), app(lb)])[0].id
+    other_leader, other_peer = (lb, fb) if root == la else (la, fa)
+    assert chains[other_peer] == [f"wait:{other_leader}", f"wait:{root}", "origin"]
+
+
+@pytest.mark.parametrize("policy, expect_peer", [
+    (PlanPolicy(), ["wait:LEADER", "peer:a1", "origin"]),
+    (PlanPolicy(hop_limit=1), ["peer:a1", "origin"]),
+    (PlanPolicy(remote_peers=False), ["wait:LEADER", "origin"]),
+], ids=["default", "no-waiting", "no-tier"])
+def test_escalation_held_in_another_site(policy, expect_peer):
+    fleet = _escalation_fleet({"t/f": {"a1"}})
+    chains = _chains(fleet, policy)
+    lb, fb = _leader("sb", fleet)
+    assert chains[lb] == (["peer:a1", "origin"] if policy.remote_peers else ["origin"])
+    assert chains[fb] == [s.replace("LEADER", lb) for s in expect_peer]
+    assert chains["a2"] == ["peer:a1", "origin"]  # a local holder: no waiting
+
+
+def test_escalation_sources_round_trip_the_manifest():
+    fleet = _escalation_fleet({})
+    result = plan(fleet, [cf("t/f")], {}, TODAY, PlanPolicy(copy_thresholds=(), min_copies=2))
+    manifests = [make_manifest(a, files, 1_773_100_800.0) for a, files in result.files.items()]
+    for m in manifests:
+        again = decode_manifest(encode_manifest(m))
+        assert again.files == m.files and again.version == m.version
+    assert any(s.wait_s for m in manifests for f in m.files for s in f.sources)
+
+
+@pytest.mark.parametrize("kwargs", [{"hop_limit": 0}, {"hop_limit": 9}, {"escalate_after_s": 0.0}],
+                         ids=["no-hops", "too-many-hops", "no-wait"])
+def test_escalation_policy_refuses_nonsense(kwargs):
+    with pytest.raises(ValueError):
+        PlanPolicy(**kwargs)
 
 
 def _fleet(holders=None) -> FleetView:

@@ -62,6 +62,9 @@ class World:
         return sorted(objects)
 
     def config(self, name: str, steering: list[str] | None = None, **kw) -> Path:
+        # The appliances fill one at a time here, not side by side in one window as in production: a
+        # peer the plan says is filling a file would be waited for in vain, so the wait is short.
+        kw["plan"] = kw.get("plan", "") + "\nescalate_after_s = 1"
         return fill_plan_toml(self.root / "planner" / f"{name}.toml", self.master,
                               steering if steering is not None else [r.url for r in self.replicas],
                               "s3://fp-media", "s3://fp-plans", self.endpoint, **kw)
