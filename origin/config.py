@@ -72,7 +72,8 @@ class ServeConfig:
     key_file: Path | None = None  # fill-token keys (contracts.keys); required to serve
     catalog_public: bool = False  # /v1/titles without a token (the catalog is not secret; files are)
     drain_timeout_s: float = 10.0
-    chunk_bytes: int = 1 << 20
+    sendfile: bool = True  # file bodies by sendfile (no copy through Python); false: pread + write
+    chunk_bytes: int = 1 << 20  # a body is sent in steps of this many bytes (a sendfile call, or one read)
     cache_control: str = "public, max-age=31536000, immutable"  # keys are versioned by content
     # abuse shedding (contracts.webguard): connection timeouts and cap (no route reads a body)
     guard: GuardConfig = field(default_factory=GuardConfig)
@@ -202,6 +203,7 @@ def _serve(s: Section, base: Path | None) -> ServeConfig:
         key_file=s.path("key_file", None, base=base),
         catalog_public=s.bool("catalog_public", d.catalog_public),
         drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
+        sendfile=s.bool("sendfile", d.sendfile),
         chunk_bytes=s.int("chunk_bytes", d.chunk_bytes, min=4096, max=64 << 20),
         cache_control=s.str("cache_control", d.cache_control),
         guard=parse_guard(s),

@@ -3,8 +3,10 @@
 Appliances fill from it with ranged GETs, exactly as they would from S3: `GET /<file key>` with a
 Range header, authenticated by a fill token (contracts.token, scope "fill") in
 `Authorization: CDN-Token <query>` or the query string. The catalog is served as JSON for playback:
-`/v1/titles[?q=&genre=]`, `/v1/titles/{id}`. `/healthz` and `/metrics` (Prometheus text) need no
-token. Range decisions come from origin.core.ranges; bodies are read off the event loop in chunks.
+`/v1/titles[?q=&genre=]`, `/v1/titles/{id}`. `/healthz` and `/metrics` (prometheus-client, one
+registry for the service) need no token. Range decisions are the appliance's (contracts.ranges: one
+range, several as multipart/byteranges, If-Range, answers as nginx gives them); bodies go from the file
+to the socket with sendfile (origin.filebody; `serve.sendfile = false` copies them off the loop).
 SIGTERM stops accepting, lets in-flight responses finish (up to drain_timeout_s), then exits;
 under systemd (Type=notify) it reports READY and STOPPING. Connections are guarded (contracts.webguard):
 header and idle timeouts and a connection cap; a request body is never read (a response to a request
@@ -21,19 +23,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 import time
-from collections import Counter
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, BinaryIO, Callable
 
 from aiohttp import web
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from contracts.keys import load_keyring
 from contracts.logs import log_event
+from contracts.ranges import decide
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.token import Keyring, Scope, TokenError, parse_query, verify
@@ -44,28 +48,28 @@ from origin.config import OriginConfig
 from origin.core import catalog as core_catalog
 from origin.core.assemble import content_type
 from origin.core.errors import OriginError
-from origin.core.ranges import Ignore, Satisfiable, Unsatisfiable, if_range_allows, parse_range
+from origin.filebody import Sending, body_for, send
 
 AUTH_SCHEME = "CDN-Token"
 log = logging.getLogger("origin")
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.responses: Counter[tuple[str, int]] = Counter()  # (route, status)
-        self.refusals: Counter[str] = Counter()  # token refusal reason
-        self.bytes_sent = 0
-        self.in_flight = 0
+class OriginMetrics:
+    """The origin's series, in the service's one registry (the task supervisor's join it)."""
 
-    def render(self) -> str:
-        lines = ["# TYPE origin_responses_total counter"]
-        lines += [f'origin_responses_total{{route="{r}",status="{s}"}} {n}'
-                  for (r, s), n in sorted(self.responses.items())]
-        lines += ["# TYPE origin_token_refusals_total counter"]
-        lines += [f'origin_token_refusals_total{{reason="{r}"}} {n}' for r, n in sorted(self.refusals.items())]
-        lines += ["# TYPE origin_bytes_sent_total counter", f"origin_bytes_sent_total {self.bytes_sent}",
-                  "# TYPE origin_requests_in_flight gauge", f"origin_requests_in_flight {self.in_flight}"]
-        return "\n".join(lines) + "\n"
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.responses = Counter("origin_responses", "Responses by route (file, catalog) and status.",
+                                 ["route", "status"], registry=self.registry)
+        self.refusals = Counter("origin_token_refusals", "Requests refused for their token, by reason.",
+                                ["reason"], registry=self.registry)
+        self.bytes_sent = Counter("origin_bytes_sent", "File body bytes sent.", registry=self.registry)
+        self.in_flight = Gauge("origin_requests_in_flight", "File bodies being sent now.", registry=self.registry)
+        self.aborted = Counter("origin_bodies_aborted", "File bodies cut short (connection aborted), by reason.",
+                               ["reason"], registry=self.registry)
+
+    def responded(self, route: str, status: int) -> None:
+        self.responses.labels(route, str(status)).inc()
 
 
 @dataclass(frozen=True)
@@ -103,9 +107,9 @@ class OriginState:
     def __init__(self, serving: Serving, read_config: ReadConfig, clock: Callable[[], float]) -> None:
         self.current = serving
         self.read_config = read_config
-        self.metrics = Metrics()
+        self.metrics = OriginMetrics()
         self.clock = clock
-        self.tasks = TaskSupervisor("origin", logging.getLogger("origin.tasks"))
+        self.tasks = TaskSupervisor("origin", logging.getLogger("origin.tasks"), registry=self.metrics.registry)
         self.reload_requested = asyncio.Event()  # set by SIGHUP, consumed by the `reload` task
 
 
@@ -121,8 +125,8 @@ def _deny(request: web.Request, route: str, keyring: Keyring) -> web.Response | 
     try:
         verify("*", parse_query(query), keyring, state.clock(), request.remote, Scope.FILL)
     except TokenError as exc:
-        state.metrics.refusals[exc.reason] += 1
-        state.metrics.responses[(route, exc.status_hint)] += 1
+        state.metrics.refusals.labels(exc.reason).inc()
+        state.metrics.responded(route, exc.status_hint)
         return web.Response(status=exc.status_hint, text=f"{exc.reason}\n", headers={"X-Deny-Reason": exc.reason})
     return None
 
@@ -134,10 +138,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    text = (state.metrics.render() + generate_latest(state.tasks.registry).decode()
-            + request.app[GUARD].metrics_text("origin"))
-    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+    text = generate_latest(request.app[STATE].metrics.registry).decode() + request.app[GUARD].metrics_text("origin")
+    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 def _catalog_denied(request: web.Request, serving: Serving) -> web.Response | None:
@@ -152,7 +154,7 @@ async def titles(request: web.Request) -> web.Response:
         return denied
     entries = await asyncio.to_thread(serving.catalog.search, request.query.get("q") or None,
                                       request.query.get("genre") or None)
-    request.app[STATE].metrics.responses[("catalog", 200)] += 1
+    request.app[STATE].metrics.responded("catalog", 200)
     return web.json_response({"titles": [core_catalog.summary(e) for e in entries]})
 
 
@@ -163,9 +165,9 @@ async def title(request: web.Request) -> web.Response:
     try:
         entry = await asyncio.to_thread(serving.catalog.get, request.match_info["title_id"])
     except OriginError as exc:
-        m.responses[("catalog", exc.status_hint)] += 1
+        m.responded("catalog", exc.status_hint)
         return web.json_response({"error": str(exc)}, status=exc.status_hint)
-    m.responses[("catalog", 200)] += 1
+    m.responded("catalog", 200)
     return web.json_response(core_catalog.to_dict(entry))
 
 
@@ -177,7 +179,7 @@ async def fetch(request: web.Request) -> web.StreamResponse:
         path = serving.backend.path_of(request.match_info["key"])
         fh = await asyncio.to_thread(open, path, "rb")
     except (OriginError, FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        m.responses[("file", 404)] += 1
+        m.responded("file", 404)
         return web.Response(status=404, text="not found\n")
     try:
         return await _send(request, serving.config, m, fh, path)
@@ -185,49 +187,33 @@ async def fetch(request: web.Request) -> web.StreamResponse:
         await asyncio.to_thread(fh.close)
 
 
-async def _send(request: web.Request, cfg: OriginConfig, m: Metrics, fh, path: Path) -> web.StreamResponse:
+async def _send(request: web.Request, cfg: OriginConfig, m: OriginMetrics, fh: BinaryIO,
+                path: Path) -> web.StreamResponse:
     st = os.fstat(fh.fileno())
     size, mtime = st.st_size, int(st.st_mtime)
     etag = f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
-    headers = {"Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": formatdate(mtime, usegmt=True),
-               "Cache-Control": cfg.serve.cache_control, "Content-Type": content_type(path.name)}
-    verdict = parse_range(request.headers.get("Range"), size)
-    if not isinstance(verdict, Ignore) and not if_range_allows(request.headers.get("If-Range"), etag, mtime):
-        verdict = Ignore("If-Range validator changed")
-    if isinstance(verdict, Unsatisfiable):
-        m.responses[("file", 416)] += 1
-        return web.Response(status=416, headers={**headers, "Content-Range": verdict.content_range()})
-    start, length, status = 0, size, 200
-    if isinstance(verdict, Satisfiable):
-        start, length, status = verdict.start, verdict.length, 206
-        headers["Content-Range"] = verdict.content_range(size)
-    response = web.StreamResponse(status=status, headers=headers)
-    response.content_length = length
-    m.responses[("file", status)] += 1
+    verdict = decide(request.headers.get("Range"), request.headers.get("If-Range"), size, etag, mtime)
+    body = body_for(verdict, size, content_type(path.name), secrets.token_hex(8))
+    response = web.StreamResponse(status=body.status, headers={
+        "Accept-Ranges": "bytes", "ETag": etag, "Last-Modified": formatdate(mtime, usegmt=True),
+        "Cache-Control": cfg.serve.cache_control, **body.headers})
+    response.content_length = body.length
+    m.responded("file", body.status)
     await response.prepare(request)
-    if request.method == "HEAD":
+    if request.method == "HEAD" or not body.pieces:
         return response
-    await _copy(fh, start, length, response, cfg.serve.chunk_bytes, m)
-    await response.write_eof()
-    return response
-
-
-async def _copy(fh, start: int, length: int, response: web.StreamResponse, chunk: int, m: Metrics) -> None:
-    def read(offset: int, n: int) -> bytes:
-        return os.pread(fh.fileno(), n, offset)
-
-    offset, end = start, start + length
-    m.in_flight += 1
-    try:
-        while offset < end:
-            data = await asyncio.to_thread(read, offset, min(chunk, end - offset))
-            if not data:
-                raise ConnectionResetError("file shrank while being sent")  # drop: the length is promised
-            await response.write(data)
-            offset += len(data)
-            m.bytes_sent += len(data)
-    finally:
-        m.in_flight -= 1
+    how = Sending(cfg.serve.sendfile, cfg.serve.chunk_bytes, cfg.serve.guard.send_timeout_s)
+    with m.in_flight.track_inprogress():
+        aborted = await send(request, response, fh, body.pieces, how, m.bytes_sent.inc)
+    if aborted is None:
+        await response.write_eof()
+        return response
+    m.aborted.labels(aborted).inc()
+    if aborted == "stalled":
+        request.app[GUARD].send_timeouts_total += 1  # the guard's own count: a client not reading its response
+    if aborted == "file-shrank":
+        log_event(log, "file-shrank", logging.WARNING, key=request.match_info["key"], size=size)
+    return response  # the connection is aborted: aiohttp's write_eof fails quietly (a ConnectionError)
 
 
 def make_app(serving: Serving, read_config: ReadConfig | None = None,

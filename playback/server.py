@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from contracts.callers import Unauthorized
 from contracts.logs import log_event
@@ -76,7 +76,7 @@ def refusals(handler: Handler) -> Handler:
             state = request.app[STATE]
             status = getattr(exc, "status_hint", 400)
             reason = getattr(exc, "reason", "bad-request")
-            state.count("playback_errors_total", f'reason="{reason}"')
+            state.metrics.errors.labels(reason).inc()
             headers = {"Retry-After": str(state.config.retry_after_s)} if status == 503 else {}
             if status == 503:
                 log.warning("refused", extra={"fields": {"reason": reason, "detail": str(exc)}})
@@ -162,10 +162,10 @@ async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathw
     pathways = manifests.build_pathways(entry, locations, lambda base: names.get(base, base.split("//", 1)[-1]),
                                         cfg.max_pathways, holds, refused.append)
     if refused:
-        state.count("playback_steering_urls_refused_total")
+        state.metrics.urls_refused.inc()
         log_event(log, "steering-url-refused", logging.WARNING, title=entry.title_id, request_id=request_id,
                   refused=refused[:8])
-    state.count("playback_plays_total")
+    state.metrics.plays.inc()
     log_event(log, "play", title=entry.title_id, client=client, request_id=request_id,
               pathways=[p.id for p in pathways])
     return entry, pathways, request_id
@@ -256,7 +256,7 @@ async def demand(request: web.Request) -> web.Response:
     try:
         authorize(state.config, request.headers.get("Authorization"), request.method, request.raw_path)
     except Unauthorized as exc:
-        state.count("playback_errors_total", f'reason="{exc.reason}"')
+        state.metrics.errors.labels(exc.reason).inc()
         return _json({"error": exc.reason, "detail": str(exc)}, status=exc.status_hint,
                      headers={"WWW-Authenticate": "Bearer"} if exc.status_hint == 401 else None)
     return web.Response(body=await request.app[DEMAND].encoded(), content_type="application/json",
@@ -286,9 +286,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = (request.app[STATE].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
-            + request.app[GUARD].metrics_text("playback"))
-    return web.Response(text=text, content_type="text/plain")
+    """The service's registry (its own series and the supervisor's), then the guard's."""
+    text = request.app[STATE].metrics.text() + request.app[GUARD].metrics_text("playback")
+    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 def page(name: str) -> Handler:
@@ -329,7 +329,7 @@ def make_app(state: State) -> web.Application:
     app = web.Application(client_max_size=state.config.max_event_body_bytes)  # a backstop: the guard reads bodies
     Guard(lambda: state.config.guard, exempt=lambda peer: _trusted_peer(state, peer)).install(app)
     app[STATE] = state
-    app[SUPERVISOR] = TaskSupervisor("playback", logging.getLogger("playback.tasks"))
+    app[SUPERVISOR] = TaskSupervisor("playback", logging.getLogger("playback.tasks"), registry=state.metrics.registry)
     app[RELOAD] = asyncio.Event()
     app[DEMAND] = PlaybackDemand(lambda: state.config)
     app.cleanup_ctx.append(_client)

@@ -1,14 +1,19 @@
 """Playback's state behind the handlers: config, the catalog (with a short TTL cache; reads run in a
-thread), the steering client, popularity and counters. `adopt` swaps in a reloaded config (SIGHUP);
-supervised tasks' counters live in the server's TaskSupervisor registry, not here."""
+thread), the steering client, popularity and metrics. `adopt` swaps in a reloaded config (SIGHUP).
+
+Metrics (prometheus-client): one registry for the service, `PlaybackMetrics.registry`; the server's
+TaskSupervisor registers its task series there too. Counters the handlers bump are prometheus
+Counters; what other objects already count (steering calls, accepted events) is read at scrape time
+by a collector, so those paths stay plain integer adds."""
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from origin.backends import open_backend
 from origin.catalog import Catalog
@@ -25,6 +30,40 @@ def open_catalog(config: PlaybackConfig) -> Catalog:
     return Catalog(open_backend(config.origin, s3_config()))
 
 
+class PlaybackMetrics:
+    """Playback's series in the service's registry."""
+
+    def __init__(self, state: "State") -> None:
+        self.registry = CollectorRegistry()
+        self.plays = Counter("playback_plays", "Plays started (a manifest answered with steered URLs).",
+                             registry=self.registry)
+        self.urls_refused = Counter("playback_steering_urls_refused", "Plays where steering returned a URL "
+                                    "playback refused to put in a manifest.", registry=self.registry)
+        self.errors = Counter("playback_errors", "Requests refused, by reason.", ["reason"], registry=self.registry)
+        self.registry.register(_StateCollector(state))
+
+    def text(self) -> str:
+        return generate_latest(self.registry).decode()
+
+
+class _StateCollector:
+    """Reads the steering client's and popularity's plain counters, draining and uptime, at scrape time."""
+
+    def __init__(self, state: "State") -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.state
+        yield CounterMetricFamily("playback_steering_calls", "Calls to steering (each tries every replica).",
+                                  value=s.steering.calls)
+        yield CounterMetricFamily("playback_steering_failures", "Calls for which no steering replica answered.",
+                                  value=s.steering.failures)
+        yield CounterMetricFamily("playback_events_accepted", "Viewing events accepted.", value=s.popularity.accepted)
+        yield GaugeMetricFamily("playback_draining", "1 while draining after SIGTERM.", value=int(s.draining))
+        yield GaugeMetricFamily("playback_uptime_seconds", "Seconds since this process started.",
+                                value=round(time.time() - s.started_at, 3))
+
+
 class State:
     def __init__(self, config: PlaybackConfig) -> None:
         self.config = config
@@ -33,10 +72,10 @@ class State:
         self.steering = SteeringClient(config.steering_urls, config.steering_timeout_s, config.fleet_cache_s,
                                        config.steering_token)
         self.popularity = Popularity(config.popularity_half_life_s)
-        self.counters: Counter[tuple[str, str]] = Counter()
         self.draining = False
         self.started_at = time.time()
         self._entries: dict[str, tuple[float, TitleEntry | None]] = {}
+        self.metrics = PlaybackMetrics(self)
 
     def adopt(self, config: PlaybackConfig, catalog: Catalog | None = None) -> None:
         """Swap in a reloaded config; `catalog` is the new origin's, opened already (None: same origin)."""
@@ -74,20 +113,6 @@ class State:
 
     async def poster(self, key: str) -> bytes:
         return await asyncio.to_thread(self.catalog.backend.get_bytes, key)
-
-    def count(self, name: str, label: str = "") -> None:
-        self.counters[(name, label)] += 1
-
-    def metrics_text(self) -> str:
-        lines = []
-        for (name, label), value in sorted(self.counters.items()):
-            lines.append(f"{name}{{{label}}} {value}" if label else f"{name} {value}")
-        lines += [f"playback_steering_calls_total {self.steering.calls}",
-                  f"playback_steering_failures_total {self.steering.failures}",
-                  f"playback_events_accepted_total {self.popularity.accepted}",
-                  f"playback_draining {int(self.draining)}",
-                  f"playback_uptime_seconds {round(time.time() - self.started_at, 3)}"]
-        return "\n".join(lines) + "\n"
 
     def health(self) -> dict[str, Any]:
         return {"status": "draining" if self.draining else "ok", "origin": str(self.config.origin),

@@ -15,9 +15,9 @@ from __future__ import annotations
 from typing import Callable, Generic, NamedTuple, TypeVar
 
 from contracts.ids import FileKey, InvalidFileKey, validate_file_key
+from contracts.ranges import RangeVerdict, decide
 from contracts.token import (Grant, Keyring, Scope, TokenError, authorization_params, check_grant, parse_query,
                              verify_signature)
-from oca.core.ranges import RangeVerdict, decide
 
 E = TypeVar("E")
 MEMO_SIZE = 8192

@@ -26,7 +26,7 @@ from typing import Any
 import httptools
 
 from contracts.token import TokenError, check_grant
-from oca.core.ranges import Partial, Unsatisfiable, multipart_layout, parse_range
+from contracts.ranges import Partial, Unsatisfiable, multipart_layout, parse_range
 from oca.core.request import Health, Refuse, Serve, plan
 from oca.http.files import FileOpenError, OpenFile
 from oca.http.state import ServerState

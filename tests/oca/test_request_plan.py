@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.ids import KeyId
+from contracts.ranges import ByteRange, Partial, Unsatisfiable, Whole
 from contracts.token import Keyring, client_prefix_for, sign_path
-from oca.core.ranges import ByteRange, Partial, Unsatisfiable, Whole
 from oca.core.request import FileFacts, Health, Refuse, Serve, TargetMemo, plan
 
 KEYS = Keyring({KeyId("k1"): b"k" * 32}, KeyId("k1"))

@@ -134,16 +134,34 @@ def keyfile(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def served(world, keyfile, tmp_path_factory):
-    """`origin serve` (a real subprocess) over the local origin holding the ingested sample."""
+def _serve(world, keyfile, tmp_path_factory, sendfile: bool):
     world.ingested("local")
     conf = tmp_path_factory.mktemp("serve") / "origin.toml"
     conf.write_text(f'[origin]\nlocation = "{world.location("local").path}"\n\n'
-                    f'[serve]\nport = 0\nkey_file = "{keyfile}"\nchunk_bytes = 65536\n')
+                    f'[serve]\nport = 0\nkey_file = "{keyfile}"\nchunk_bytes = 65536\n'
+                    f'sendfile = {str(sendfile).lower()}\n')
     origin = OriginProcess(conf)
     yield Served(origin.url, origin.proc, conf)
     origin.stop()
+
+
+@pytest.fixture(scope="session")
+def served(world, keyfile, tmp_path_factory):
+    """`origin serve` (a real subprocess) over the local origin holding the ingested sample; bodies by
+    sendfile (the default)."""
+    yield from _serve(world, keyfile, tmp_path_factory, sendfile=True)
+
+
+@pytest.fixture(scope="session")
+def served_copying(world, keyfile, tmp_path_factory):
+    """The same with `sendfile = false`: bodies read and written through Python."""
+    yield from _serve(world, keyfile, tmp_path_factory, sendfile=False)
+
+
+@pytest.fixture(params=["sendfile", "copy"])
+def either(request):
+    """Each range test runs against both ways of sending a body."""
+    return request.getfixturevalue("served" if request.param == "sendfile" else "served_copying")
 
 
 @dataclass

@@ -2,10 +2,12 @@
 contracts.webguard): floods of idle, half-headed and keep-alive connections are closed within the
 header/idle timeout while fills (token-authorized ranged GETs) keep working; one client beyond its
 connection cap is refused at once while the others are served; a request body is never read (the
-origin has no route that wants one). The descriptor count and RSS of the server under each flood
-are printed (pytest -s) for the record."""
+origin has no route that wants one); a client that stops reading its body is dropped after
+send_timeout_s, whether the body goes by sendfile or is copied. The descriptor count and RSS of the
+server under each flood are printed (pytest -s) for the record."""
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -36,11 +38,11 @@ max_connections_per_client = {per_client}
 """
 
 
-def start(folder: Path, per_client: int) -> OriginProcess:
+def start(folder: Path, per_client: int, extra: str = "") -> OriginProcess:
     (folder / "origin" / "t1").mkdir(parents=True)
     (folder / "origin" / "t1" / "v.mp4").write_bytes(DATA)
     write_new_keyfile(folder / "keys.toml")
-    (folder / "origin.toml").write_text(CONFIG.format(per_client=per_client))
+    (folder / "origin.toml").write_text(CONFIG.format(per_client=per_client) + extra)
     return OriginProcess(folder / "origin.toml")
 
 
@@ -55,12 +57,15 @@ def port_of(origin: OriginProcess) -> int:
     return int(origin.url.rsplit(":", 1)[1])
 
 
+def token_of(origin: OriginProcess) -> str:
+    keys = fill_keys(load_keyring(Path(origin.log).parent / "keys.toml"), "ams-1")
+    return fill_token(keys, int(time.time()) + 600, "ams-1")
+
+
 def fills(origin: OriginProcess) -> None:
     """A fill's ranged GET (with a fill token) is answered."""
-    keys = fill_keys(load_keyring(Path(origin.log).parent / "keys.toml"), "ams-1")
-    token = fill_token(keys, int(time.time()) + 600, "ams-1")
-    r = requests.get(origin.url + "/t1/v.mp4", headers={"Authorization": f"CDN-Token {token}", "Range": "bytes=10-19"},
-                     timeout=5)
+    r = requests.get(origin.url + "/t1/v.mp4", headers={"Authorization": f"CDN-Token {token_of(origin)}",
+                                                        "Range": "bytes=10-19"}, timeout=5)
     assert (r.status_code, r.content) == (206, DATA[10:20])
 
 
@@ -104,3 +109,41 @@ def test_a_request_body_is_never_read(origin, request_line):
         assert b"connection: close" in reply.partition(b"\r\n\r\n")[0].lower().split(b"\r\n")
         assert send_until_refused(s, BIG, b"x" * 65536) < BIG  # the server hung up: the body was never read
     fills(origin)
+
+
+def metric(origin: OriginProcess, sample: str) -> float:
+    text = requests.get(origin.url + "/metrics", timeout=5).text
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " ")), 0.0)
+
+
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "copy"])
+def test_a_client_that_stops_reading_is_dropped(tmp_path, sendfile):
+    """The guard times a copied body by its paused writes; a sendfile step is timed by origin.filebody.
+    Either way the connection is aborted after send_timeout_s, counted once as a send timeout, and the
+    origin goes on serving."""
+    origin = start(tmp_path, per_client=10, extra=f"send_timeout_s = 1.0\nsendfile = {str(sendfile).lower()}\n")
+    try:
+        size = 256 << 20
+        with open(tmp_path / "origin" / "t1" / "big.mp4", "wb") as fh:
+            fh.truncate(size)  # sparse: far more than the socket buffers hold, no disk used
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no autotuning
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port_of(origin)))
+        s.sendall(f"GET /t1/big.mp4 HTTP/1.1\r\nHost: t\r\nAuthorization: CDN-Token {token_of(origin)}\r\n\r\n"
+                  .encode())
+        wait_until(lambda: metric(origin, "origin_send_timeouts_total") == 1, timeout_s=10)
+        assert metric(origin, "origin_requests_in_flight") == 0
+        received = 0
+        try:
+            while chunk := s.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            pass  # aborted: the bytes still buffered may be lost
+        s.close()
+        assert received < size  # never the whole body: the client was dropped
+        if sendfile:
+            assert metric(origin, 'origin_bodies_aborted_total{reason="stalled"}') == 1
+        fills(origin)
+    finally:
+        assert origin.stop() == 0

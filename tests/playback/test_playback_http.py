@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from playback_testkit import TITLE, PlaybackProcess, playback_toml
 from tests.steering.steer_helpers import free_port
@@ -125,8 +126,16 @@ def test_fleet_health_and_metrics(stack):
     assert {a["id"] for s in fleet["sites"] for a in s["appliances"]} == {"ams-1", "fra-1"}
     assert fleet["catalog"] == {"titles": 1, "files": 3}
     assert get(stack, "/healthz").json()["status"] == "ok"
-    text = get(stack, "/metrics").text
+    scraped = get(stack, "/metrics")
+    assert scraped.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = scraped.text
     assert "playback_steering_calls_total" in text and "playback_plays_total" in text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}  # the whole exposition parses
+    assert samples[("playback_plays_total", ())] >= 1 and samples[("playback_steering_calls_total", ())] >= 1
+    assert samples[("playback_errors_total", (("reason", "not-found"),))] >= 1  # the 404s above
+    assert samples[("playback_draining", ())] == 0 and samples[("playback_uptime_seconds", ())] > 0
+    assert ("playback_connections_open", ()) in samples  # the guard's, after the registry's
     assert "hls.js" in get(stack, "/static/vendor/README.md").text
     assert get(stack, "/static/vendor/hls.min.js").status_code == 200
     for page in ("/", f"/play/{TITLE}", "/fleet"):

@@ -1,5 +1,10 @@
 """Byte ranges (RFC 9110 §14), decided purely: header text and file facts in, a verdict out.
 
+The one Range parser: the appliance (oca.core.request, oca.http) and `origin serve` both answer with
+it, so an appliance filling from the origin and a player reading from an appliance meet the same
+semantics. `decide(range, if_range, size, etag, last_modified)` is the whole decision; `parse_range`
+the Range header alone; `multipart_layout` the framing of a several-range 206.
+
 Where the RFC leaves a choice we answer as nginx 1.22 does (its ngx_http_range_parse, checked by
 tests/oca/test_nginx_differential.py), so the appliance is a drop-in for it:
 - a Range header shorter than `bytes=N` or of another unit is ignored (200); a malformed `bytes=`

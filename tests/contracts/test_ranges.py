@@ -1,10 +1,16 @@
-"""RFC 9110 §14 range decisions, table-tested against what nginx answers (see the differential test)."""
+"""contracts.ranges, the one Range parser (the appliance's and `origin serve`'s): RFC 9110 §14 decisions,
+table-tested against what nginx answers (tests/oca/test_nginx_differential.py puts the appliance
+beside a real nginx), and properties: whatever the header, a verdict is sound.
+
+The cases marked "origin:" came from the origin's own parser (origin/core/ranges.py, removed): the
+comment gives what the origin used to answer where it differed; it now answers as the appliance and
+nginx do."""
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oca.core.ranges import (ByteRange, Partial, Unsatisfiable, Whole, decide, if_range_matches,
-                             multipart_layout, parse_range)
+from contracts.ranges import (ByteRange, Partial, Unsatisfiable, Whole, decide, if_range_matches,
+                              multipart_layout, parse_range)
 
 SIZE = 1000
 R = ByteRange
@@ -43,6 +49,16 @@ CASES = [
     ("bytes=2000-3000,0-10", Partial((R(0, 11),))),
     ("bytes=0-999,0-999", Whole("ranges overlap beyond the representation")),
     ("bytes=2000-,3000-", Unsatisfiable(SIZE)),
+    # from the origin's former table
+    ("bytes=500-999", Partial((R(500, 1000),))),  # last-pos exactly the last byte
+    ("bytes=999-", Partial((R(999, 1000),))),
+    ("bytes 0-1", Whole("not a bytes range")),
+    ("BYTES = 0-9", Whole("not a bytes range")),  # origin: 206 (no OWS around "=" in §14.1.1's grammar)
+    ("bytes=5-4", Unsatisfiable(SIZE)),  # origin: 200, ignored as invalid
+    ("bytes=a-b", Unsatisfiable(SIZE)),  # origin: 200 (nginx refuses a malformed set; §14.2 allows either)
+    ("bytes=1-2-3", Unsatisfiable(SIZE)),  # origin: 200
+    ("bytes=+1-2", Unsatisfiable(SIZE)),  # origin: 200
+    ("bytes=0-1,3-4", Partial((R(0, 2), R(3, 5)))),  # origin: 200, the whole file; now multipart/byteranges
 ]
 
 
@@ -60,6 +76,11 @@ def test_parse_range(header, expected):
 ], ids=["0-0", "suffix", "0-", "1-", "garbage"])
 def test_empty_file_as_nginx(header, expected):
     assert parse_range(header, 0) == expected
+
+
+def test_byte_range_headers():
+    assert R(0, 100).content_range(1000) == "bytes 0-99/1000"
+    assert R(0, 100).length == 100
 
 
 def test_too_many_ranges_send_whole():
@@ -90,6 +111,20 @@ def test_multipart_layout_lengths_add_up():
     assert len(body) == layout.length
     assert layout.heads[1].endswith(b"Content-Range: bytes 500-519/1000\r\n\r\n")
     assert layout.content_type == "multipart/byteranges; boundary=B0001"
+
+
+@given(st.integers(0, 10**6), st.integers(0, 2 * 10**6), st.integers(0, 2 * 10**6), st.booleans(), st.booleans())
+def test_a_numeric_range_lies_inside_the_file(size, a, b, open_end, suffix):
+    header = f"bytes=-{a}" if suffix else f"bytes={a}-" if open_end else f"bytes={a}-{b}"
+    verdict = parse_range(header, size)
+    if isinstance(verdict, Partial):
+        ((start, end),) = verdict.ranges
+        assert 0 <= start < end <= size
+        assert end == size or (not suffix and not open_end and end == b + 1)
+    elif isinstance(verdict, Whole):  # only an empty file, asked from offset 0 (or for a suffix)
+        assert size == 0 and verdict == Whole("empty range at offset 0")
+    else:
+        assert verdict == Unsatisfiable(size)
 
 
 @settings(max_examples=500, deadline=None)
