@@ -41,7 +41,7 @@ from fill.credentials import authorize_all
 from fill.gather import Gathered, gather, read_token
 from fill.log import log
 from fill.manifeststore import Entry, ManifestStore, Pointer, StoreError, entry_for, manifest_key, plan_id
-from fill.service import Skipped, build_manifests, checked_catalog, demand_popularity
+from fill.service import Skipped, build_manifests, by_region, checked_catalog, demand_popularity
 from origin.core.errors import BackendError, CatalogError, ObjectNotFound
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
@@ -144,7 +144,7 @@ class Planner:
             origin=cfg.origin.location, manifests=cfg.manifests.location, dry_run=dry_run)
         gathered = self._gather()
         states = self._fleet(gathered)
-        counts = self._demand(gathered)
+        counts = by_region(self._demand(gathered), cfg.regions)
         check = self._catalog()
         view = fleetstate.view_of(states, cfg.regions)
         sizes = {f.key: f.size for f in check.files}

@@ -98,6 +98,20 @@ def _entry_files(e: Any) -> list[CatalogFile]:
     return out
 
 
+def by_region(counts: Mapping[str, Mapping[FileKey, tuple[float, float]]],
+              regions: Mapping[str, str]) -> dict[str, dict[FileKey, tuple[float, float]]]:
+    """Demand as replicas report it — keyed by the client's site (steering's localisation; playback
+    remembers it per play) — summed into the planner's content regions (`regions`: site -> region;
+    a site not named is its own region)."""
+    out: dict[str, dict[FileKey, tuple[float, float]]] = {}
+    for site, files in counts.items():
+        acc = out.setdefault(regions.get(site, site), {})
+        for key, (r, b) in files.items():
+            r0, b0 = acc.get(key, (0.0, 0.0))
+            acc[key] = (r0 + r, b0 + b)
+    return out
+
+
 def demand_popularity(counts: Mapping[str, Mapping[FileKey, tuple[float, float]]],
                       sizes: Mapping[FileKey, int]) -> dict[str, dict[FileKey, float]]:
     """Summed demand (contracts.demand: region -> file -> (requests, bytes)) in the planner's unit,

@@ -5,10 +5,11 @@ Popularity and reads what that added per file (watched seconds x the rendition's
 the steps counted), so there is one rule. Kept in a contracts.demandtable.DemandTable (decayed by
 contracts.demand's rule, bounded), served at GET /v1/demand as contracts.demand JSON, kind "playback".
 
-Region: playback does not localise clients and keeps nothing per play (steering's decision for the play
-— its client site — is not handed back to playback), so every event counts in the replica's configured
-`[demand] region` (default "all": not attributed to one region). Deploy one playback replica set per
-region and name it; steering's demand carries the per-site split.
+Region: the site steering located the client in for the play (steering's answer names it; playback
+remembers it per client and title while the play's URLs are valid: playback.core.plays). An event with
+no play remembered (another replica served the manifest, the client's address changed) counts in the
+replica's configured `[demand] region` (default "all": not attributed to one region). The planner sums
+sites into its content regions ([regions] of fill-plan.toml).
 
 Durable: an accepted event is never lost on restart, a SIGKILL included. Each batch is appended to a
 diskcache spool (`[demand] state_dir`, this replica's alone) and committed — synced with `fsync` — before
@@ -189,12 +190,13 @@ class PlaybackDemand:
 
     # ---- counting -----------------------------------------------------------------------------
 
-    async def record(self, files: list[Watched], now: float) -> None:
-        """Count `files` (one request's accepted events); durable when this returns: the caller answers
-        2xx after. SpoolUnavailable (503) if it could not be written: nothing was counted then."""
+    async def record(self, files: list[tuple[str, FileKey, float, float]], now: float) -> None:
+        """Count `files` ((region, file, requests, bytes) one request's accepted events added); durable when
+        this returns: the caller answers 2xx after. SpoolUnavailable (503) if it could not be written:
+        nothing was counted then."""
         if not files:
             return
-        record = {"at": now, "region": self.config().demand.region, "files": [[k, r, b] for k, r, b in files]}
+        record = {"at": now, "region": self.config().demand.region, "files": [[k, r, b, g] for g, k, r, b in files]}
         if not self.durable:
             _apply(self.table, record)
             return
@@ -264,9 +266,10 @@ class PlaybackDemand:
 
 
 def _apply(table: DemandTable, record: Mapping[str, Any]) -> None:
-    region, at = record["region"], float(record["at"])
-    for key, requests, nbytes in record["files"]:
-        table.add(region, (FileKey(key),), float(requests), float(nbytes), at)
+    """One spooled batch into the table: each file in its play's region (older spools: the record's)."""
+    default, at = record["region"], float(record["at"])
+    for key, requests, nbytes, *region in record["files"]:
+        table.add(region[0] if region else default, (FileKey(key),), float(requests), float(nbytes), at)
 
 
 __all__ = ["PlaybackDemand", "Spool", "SpoolUnavailable", "watched", "authorize"]

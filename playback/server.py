@@ -156,7 +156,9 @@ async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathw
                                           state.steering.fleet(max_age_s=300), return_exceptions=True)
     if isinstance(located, BaseException):
         raise located
-    locations, holds = located
+    locations, holds, site = located
+    if site is not None:
+        state.play_sites.played(client, entry.title_id, site, time.time() + ttl)
     names = steer.base_urls(fleet) if isinstance(fleet, dict) else {}
     refused: list[str] = []
     pathways = manifests.build_pathways(entry, locations, lambda base: names.get(base, base.split("//", 1)[-1]),
@@ -243,9 +245,12 @@ async def events(request: web.Request) -> web.Response:
         await state.entry(title_id)  # warm the cache; validation itself is pure
     now = time.time()
     accepted = validate_batch(body, state.cached_entry, now, state.config.max_events_per_request)
+    client = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.trusted)
+    default = state.config.demand.region
     files = []
-    for e in accepted:  # popularity, and what it added per file: the demand
-        files += watched(state.popularity, e, state.cached_entry(e.title), now)  # type: ignore[arg-type]
+    for e in accepted:  # popularity, and what it added per file: the demand, in the region of the play
+        region = state.play_sites.region(client, e.title, now, default) if client is not None else default
+        files += [(region, *w) for w in watched(state.popularity, e, state.cached_entry(e.title), now)]  # type: ignore[arg-type]
     await request.app[DEMAND].record(files, now)  # on disk before the 2xx (else SpoolUnavailable: 503)
     return _json({"accepted": len(accepted)}, status=202)
 

@@ -22,6 +22,7 @@ from origin.core.errors import CatalogError, UsageError
 from playback.config import PlaybackConfig, s3_config
 from playback.core.clientip import parse_networks
 from playback.core.events import Popularity
+from playback.core.plays import PlaySites
 from playback.steerclient import SteeringClient
 
 
@@ -72,6 +73,7 @@ class State:
         self.steering = SteeringClient(config.steering_urls, config.steering_timeout_s, config.fleet_cache_s,
                                        config.steering_token)
         self.popularity = Popularity(config.popularity_half_life_s)
+        self.play_sites = PlaySites()  # (client, title) -> the client's site for the play's events
         self.draining = False
         self.started_at = time.time()
         self._entries: dict[str, tuple[float, TitleEntry | None]] = {}

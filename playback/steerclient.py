@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import aiohttp
 
+from contracts.wirefields import IDENT
+
 
 class SteeringUnavailable(Exception):
     status_hint = 503
@@ -53,13 +55,16 @@ class SteeringClient:
         raise SteeringUnavailable(last)
 
     async def steer(self, client: str, files: Sequence[str], ttl_s: int,
-                    request_id: str | None = None) -> tuple[dict[str, list[str]], dict[str, list[bool]]]:
-        """Ranked signed URLs per file, and per URL whether its appliance holds the file now."""
+                    request_id: str | None = None) -> tuple[dict[str, list[str]], dict[str, list[bool]], str | None]:
+        """Ranked signed URLs per file, per URL whether its appliance holds the file now, and the
+        client's site as steering located it (None from a steering that does not say)."""
         body = await self._call("POST", "/v1/steer", {"client": client, "files": list(files), "ttl_s": ttl_s},
                                 {"X-Request-Id": request_id} if request_id else None)
         try:
+            site = body.get("site")
             return ({k: list(v["locations"]) for k, v in body["files"].items()},
-                    {k: [bool(h) for h in v.get("holds", [])] for k, v in body["files"].items()})
+                    {k: [bool(h) for h in v.get("holds", [])] for k, v in body["files"].items()},
+                    site if isinstance(site, str) and IDENT.fullmatch(site) else None)
         except (KeyError, TypeError, AttributeError):
             raise SteeringUnavailable("steering answered without files/locations") from None
 

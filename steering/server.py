@@ -129,7 +129,9 @@ async def steer_post(request: web.Request) -> web.Response:
     out = {a.file: {"locations": a.locations, "holds": [c.holds for c in a.decision.candidates][:len(a.locations)],
                     **({"decision": _explain(a)} if explain else {})}
            for a in answers}
-    response = _json({"expires_at": expires_at, "files": out})
+    # `site`: the client's site, as located (one localisation per call): playback counts the play's
+    # viewing events there (playback.core.plays)
+    response = _json({"expires_at": expires_at, "site": answers[0].decision.site if answers else None, "files": out})
     response.headers["X-Request-Id"] = request_id
     return response
 

@@ -15,7 +15,7 @@ from fill.fleetstate import FleetStateError
 from contracts.planpointer import POINTER, Entry, Pointer, PointerError, decode_pointer, encode_pointer
 from fill.manifeststore import ManifestStore, StoreError, plan_id
 from origin.backends.local import LocalDirBackend
-from fill.service import checked_catalog, demand_popularity
+from fill.service import by_region, checked_catalog, demand_popularity
 from fill_helpers import title_entry
 from steering import fillplan
 from steering.fleetstate import encode as encode_fleet_state
@@ -131,3 +131,14 @@ def test_a_damaged_pointer_is_refused_on_both_sides(raw, tmp_path):
     with pytest.raises(StoreError):
         ManifestStore(backend).current()
 
+
+
+@pytest.mark.parametrize("counts, regions, expected", [
+    ({"ams": {"k": (1.0, 10.0)}}, {}, {"ams": {"k": (1.0, 10.0)}}),  # a site is its own region
+    ({"ams": {"k": (1.0, 10.0)}, "rtm": {"k": (2.0, 5.0), "j": (1.0, 0.0)}}, {"ams": "nl", "rtm": "nl"},
+     {"nl": {"k": (3.0, 15.0), "j": (1.0, 0.0)}}),  # two sites of one region add up
+    ({"ams": {"k": (1.0, 0.0)}, "all": {"k": (4.0, 0.0)}}, {"ams": "nl"},
+     {"nl": {"k": (1.0, 0.0)}, "all": {"k": (4.0, 0.0)}}),  # playback's unattributed default stays apart
+], ids=["identity", "sites-summed", "default-region-apart"])
+def test_demand_by_site_is_summed_into_content_regions(counts, regions, expected):
+    assert by_region(counts, regions) == expected
