@@ -32,7 +32,7 @@ class StoreConfig:
 @dataclass(frozen=True)
 class PlannerConfig:
     key_file: Path  # the fleet's master keys: manifests are signed and credentials minted with keys derived from it
-    state_dir: Path | None = None  # where the run lock lives (one planner at a time on this host)
+    state_dir: Path | None = None  # the run lock (one planner at a time on this host) and fill-plan.prom
     request_timeout_s: float = 30.0  # per replica request
     max_response_bytes: int = 1 << 30  # a fleet state of 10^5 keys per appliance is a few MB per appliance
     max_catalog_skip_fraction: float = 0.5  # more broken catalog entries than this: the run fails

@@ -35,7 +35,7 @@ from contracts import demand as demand_wire
 from contracts.keys import DerivedKeys, derived_for, load_keyring
 from contracts.manifest import encode_manifest
 from contracts.tomlconf import ConfigError
-from fill import fleetstate
+from fill import fleetstate, planmetrics
 from fill.config import PlanConfig, StoreConfig
 from fill.credentials import authorize_all
 from fill.gather import Gathered, gather, read_token
@@ -127,12 +127,25 @@ class Planner:
         except Exception as exc:  # a bug: the same promise (nothing switched), with its traceback
             return self._failed(f"internal error: {type(exc).__name__}: {exc}", traceback=format_exc())
         log("plan-done", ok=True, duration_s=self._elapsed(), **self.run.summary)
+        self._metrics(ok=True)
         return EXIT_OK
 
     def _failed(self, error: str, **extra: Any) -> int:
         log("plan-failed", ok=False, error=error, kept="the manifests in force stay (the pointer was not switched)",
             duration_s=self._elapsed(), **self.run.summary, **extra)
+        self._metrics(ok=False)
         return EXIT_FAILED
+
+    def _metrics(self, ok: bool) -> None:
+        """The textfile for node_exporter, beside the lock (no state_dir: none). Never fails the run."""
+        folder = self.cfg.planner.state_dir
+        if folder is None:
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            planmetrics.write(folder / planmetrics.FILENAME, ok, self._elapsed(), self.run.summary)
+        except OSError as exc:
+            log("metrics-not-written", error=f"{type(exc).__name__}: {exc}")
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self.run.started, 3)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.demand import DemandReport, encode as encode_demand
 from contracts.manifest import decode_manifest
@@ -185,6 +186,17 @@ def world(tmp_path_factory):
                 r.stop()
 
 
+def plan_metrics(w: World) -> dict[str, float]:
+    """The planner's textfile (fill-plan.prom in its state_dir), parsed as node_exporter would."""
+    text = (w.root / "planner" / "fill-plan-state" / "fill-plan.prom").read_text()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    return out
+
+
 def test_one_plan_every_replica_serves_the_same_bytes(world):
     w = world
     w.add_title("one", {"720p.mp4": 300 * KB, "360p.mp4": 120 * KB})
@@ -203,6 +215,9 @@ def test_one_plan_every_replica_serves_the_same_bytes(world):
         assert st1 == st2 == 200 and body1 == body2 and etag1 == etag2 == manifest.etag
         assert body1 == w.plans.get_bytes(pointer["manifests"][name]["key"])  # the stored bytes, as they are
         assert w.replicas[1].manifest(name, **{"If-None-Match": etag1}).status_code == 304
+    m = plan_metrics(w)
+    assert m["fill_plan_ok"] == 1 and m["fill_plan_appliances"] == 3 and m["fill_plan_files"] >= 3
+    assert m["fill_plan_last_success_timestamp_seconds"] == m["fill_plan_last_run_timestamp_seconds"] > 0
     code, out = w.fill("sb-1")
     assert code == 0, out
     manifest = decode_manifest(w.served("sb-1")[0][1], "sb-1", None)
@@ -245,6 +260,9 @@ def test_no_steering_replica_means_nothing_written_and_nothing_deleted(world):
     run = run_plan(w.config("no-steering", steering=dead, plan='origin_s3 = "s3://fp-media"'))
     assert run.code == 1, run.output
     assert run.summary["ok"] is False and "no steering replica gave the fleet state" in run.summary["error"]
+    m = plan_metrics(w)  # the failure is visible to Prometheus, and so is when a plan was last written
+    assert m["fill_plan_ok"] == 0 and m['fill_plan_replicas_failed{input="fleet-state"}'] == 2
+    assert 0 < m["fill_plan_last_success_timestamp_seconds"] < m["fill_plan_last_run_timestamp_seconds"]
     assert w.pointer() == pointer
     assert {a: w.served(a) for a in w.apps} == served
     code, out = w.fill("sb-1")
