@@ -34,7 +34,7 @@ from oca.fill.core.diff import Held, complete, deletions, diff
 from oca.fill.core.window import state as window_state
 from oca.fill.fetch import Fetcher, Limiter, Outcome
 from oca.fill.log import log
-from oca.fill.metrics import Metrics
+from oca.fill.metrics import FillMetrics
 from oca.fill.sources import Resolver
 from oca.fill.state import State
 from oca.config import OcaConfig
@@ -80,7 +80,7 @@ class Run:
     def __init__(self, oca: OcaConfig, cfg: FillConfig, opts: RunOptions) -> None:
         self.oca, self.cfg, self.opts = oca, cfg, opts
         self.state = State(state_dir(oca, cfg))
-        self.metrics = Metrics(self.state.root / "fill-metrics.prom", progress=opts.progress)
+        self.metrics = FillMetrics(self.state.root / "fill-metrics.prom", progress=opts.progress)
         self.stop = asyncio.Event()
         self.stop_reason = ""
 

@@ -32,7 +32,7 @@ from oca.fill.core import rate
 from oca.fill.core.parts import Range, clip, content_range_ok, covered, merge, plan_parts
 from oca.fill.core.retry import Fault, GiveUp, Use, Wait, backoff_s, choose, classify_status, host_of
 from oca.fill.log import log
-from oca.fill.metrics import Metrics
+from oca.fill.metrics import FillMetrics
 from oca.fill.sources import NoOrigin, Resolver
 from oca.fill.state import State
 from oca.config import Tier
@@ -113,12 +113,14 @@ class Progress:
 
 class Fetcher:
     def __init__(self, store: Store, state: State, session: aiohttp.ClientSession, resolver: Resolver,
-                 metrics: Metrics, settings: TransferConfig, limiter: Limiter, stop: asyncio.Event) -> None:
+                 metrics: FillMetrics, settings: TransferConfig, limiter: Limiter, stop: asyncio.Event) -> None:
         self.store, self.state, self.session, self.resolver = store, state, session, resolver
         self.metrics, self.settings, self.limiter, self.stop = metrics, settings, limiter, stop
         self.retry_at: dict[str, float] = {}  # host -> monotonic time it may be tried again
         self.failures: dict[str, int] = {}  # host -> consecutive failures
         self.tried: dict[str, Tried] = {}  # files waiting for a pending peer
+        self.resumed: set[str] = set()  # files whose earlier runs' bytes are counted (once: a retry or a
+        # wait for a filling peer starts another attempt, and its journal holds this run's bytes too)
 
     # --- failover ------------------------------------------------------------------------------
 
@@ -204,7 +206,8 @@ class Fetcher:
         disk = str(pending.disk.path)
         done = clip(self.state.load_journal(f.key, f.size, f.xxh3, disk), pending.offset)
         resumed = covered(done)
-        if resumed:
+        if resumed and f.key not in self.resumed:
+            self.resumed.add(f.key)
             self.metrics.inc("fill_resumed_bytes_total", resumed)
             self.metrics.advance(resumed)
         progress = Progress(self.state, f, disk, done)

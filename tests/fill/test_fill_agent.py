@@ -25,6 +25,7 @@ from fill_helpers import FakeSource, ThreadServer, h, title_entry, write_keyfile
 from oca import config as oca_config
 from oca.store.index import Index
 from origin.core.catalog import to_dict
+from tests.support.prom import Samples, samples, total, value
 
 KB = 1024
 SOURCE_KEYS = Keyring({KeyId("k1"): b"s" * 32}, KeyId("k1"))  # the fake sources' (they check the scheme only)
@@ -71,8 +72,8 @@ class Lab:
         finally:
             idx.close()
 
-    def metrics(self) -> str:
-        return (self.state.root / "fill-metrics.prom").read_text()
+    def metrics(self) -> Samples:
+        return samples((self.state.root / "fill-metrics.prom").read_text())
 
 
 @pytest.fixture
@@ -95,9 +96,9 @@ def test_peer_first_then_origin_on_errors(lab):
     assert lab.osrc.sent["t/b.mp4"] == len(b)  # failed over
     ranges = [r for k, r in lab.psrc.requests if k == "t/a.mp4"]
     assert len(ranges) == 5 and all(r.startswith("bytes=") for r in ranges)  # 300 KiB in 64 KiB parts
-    text = lab.metrics()
-    assert 'fill_source_errors_total{fault="host",kind="peer"} 1' in text
-    assert 'fill_files_published_total{kind="origin"} 1' in text and "fill_complete 1" in text
+    m = lab.metrics()
+    assert value(m, "fill_source_errors_total", fault="host", kind="peer") == 1
+    assert value(m, "fill_files_published_total", kind="origin") == 1 and value(m, "fill_complete") == 1
 
 
 def _pending(lab, key: str, data: bytes, wait_s: float, priority: int = 0) -> ManifestFile:
@@ -118,9 +119,9 @@ def test_a_peer_still_filling_the_file_is_waited_for_without_holding_a_slot(lab)
     assert idx["t/a.mp4"].xxh3 == h(a) and idx["t/b.mp4"].xxh3 == h(b)
     assert "t/a.mp4" not in lab.osrc.sent and lab.psrc.sent["t/a.mp4"] == len(a)  # from the peer, not the origin
     assert lab.osrc.sent["t/b.mp4"] == len(b)  # fetched while a waited: the one slot was free
-    text = lab.metrics()
-    assert 'fill_source_waits_total{kind="peer"} 2' in text and "fill_escalations_total" not in text
-    assert "fill_source_errors_total" not in text  # "not yet" from a filling peer is no fault
+    m = lab.metrics()
+    assert value(m, "fill_source_waits_total", kind="peer") == 2 and total(m, "fill_escalations_total") == 0
+    assert total(m, "fill_source_errors_total") == 0  # "not yet" from a filling peer is no fault
 
 
 def test_a_peer_that_never_gets_the_file_is_given_up_after_its_wait(lab):
@@ -130,7 +131,7 @@ def test_a_peer_that_never_gets_the_file_is_given_up_after_its_wait(lab):
     assert lab.index()["t/a.mp4"].xxh3 == h(a) and lab.osrc.sent["t/a.mp4"] == len(a)  # escalated to the origin
     asked = [k for k, _ in lab.psrc.requests if k == "t/a.mp4"]
     assert len(asked) >= 2  # asked again at least once before giving up
-    assert 'fill_escalations_total{kind="peer"} 1' in lab.metrics()
+    assert value(lab.metrics(), "fill_escalations_total", kind="peer") == 1
 
 
 def test_corrupt_peer_is_quarantined_and_origin_used(lab):
@@ -141,7 +142,7 @@ def test_corrupt_peer_is_quarantined_and_origin_used(lab):
     assert lab.index()["t/c.mp4"].xxh3 == h(data)
     (q,) = lab.state.quarantined()
     assert q["key"] == "t/c.mp4" and q["source"].startswith("peer:a2:") and q["expected"] == h(data)
-    assert 'fill_hash_mismatches_total{kind="peer"} 1' in lab.metrics()
+    assert value(lab.metrics(), "fill_hash_mismatches_total", kind="peer") == 1
 
 
 def test_corrupt_everywhere_is_never_published(lab):
@@ -191,7 +192,8 @@ def test_malformed_or_unknown_manifest_keeps_the_current_set(lab):
     bad.write_bytes(b'{"v": 1, "appliance": "a1", "files": "nope"}')
     code = asyncio.run(run(lab.oca, FillConfig(transfer=FAST), RunOptions(manifest_file=bad, ignore_window=True,
                                                                           progress=False)))
-    assert code == EXIT_REFUSED and "fill_manifest_refused 1" in lab.metrics()
+    assert code == EXIT_REFUSED and value(lab.metrics(), "fill_manifest_refused") == 1
+    assert value(lab.metrics(), "fill_missing_files") is None  # never reached: absent, not a misleading 0
     assert lab.index()["t/e.mp4"].pinned  # pins and files untouched
     # A well-formed manifest naming a file the origin's catalog does not know is refused too.
     entry, objects = title_entry("t1", {"720p.mp4": data})
@@ -218,7 +220,7 @@ def test_delete_only_once_the_new_set_is_complete(lab):
     lab.osrc.modes["t/c"] = "ok"
     assert lab.fill([lab.file("t/b", b), lab.file("t/c", c, 1)]) == EXIT_OK
     assert set(lab.index()) == {"t/b", "t/c"}
-    assert "fill_files_deleted_total 1" in lab.metrics()
+    assert value(lab.metrics(), "fill_files_deleted_total") == 1
 
 
 def test_disk_full_lower_priority_waits_and_pinned_stays(lab):
@@ -242,7 +244,7 @@ def _fill_until_full(lab) -> None:
     assert lab.fill(files, cfg) == EXIT_INCOMPLETE
     idx = lab.index()
     assert set(idx) == {"p/first"} and idx["p/first"].pinned  # small waits behind big
-    assert 'fill_files_deferred_total{reason="no-room"} 2' in lab.metrics()
+    assert value(lab.metrics(), "fill_files_deferred_total", reason="no-room") == 2
 
 
 def test_outside_the_window_does_nothing(lab):
@@ -276,9 +278,26 @@ def test_stop_at_window_end_then_resume_without_refetching(lab):
     assert lab.fill([f], cfg) == EXIT_OK
     assert lab.osrc.sent["t/big"] - before == len(data) - finished  # only the missing bytes
     assert lab.index()["t/big"].xxh3 == h(data)
-    text = lab.metrics()
-    assert f"fill_resumed_bytes_total {finished}" in text
+    assert value(lab.metrics(), "fill_resumed_bytes_total") == finished
     assert not list(lab.state.partials.iterdir())
+
+
+def test_resumed_bytes_count_once_when_a_filling_peer_is_waited_for(lab):
+    """Each "not yet" from a peer filling the file ends an attempt; the partial's bytes are reused once."""
+    data = os.urandom(1536 * KB)
+    lab.add("t/big", data)
+    lab.osrc.modes["t/big"], lab.osrc.slow_s = "slow", 0.1
+    slow = replace(FAST, part_bytes=512 * KB, parts_per_file=3)
+    cfg = FillConfig(transfer=slow, origin=OriginConfig(verify_catalog=False))
+    assert lab.fill([lab.file("t/big", data, peer=False)], cfg, max_run_s=0.6) == EXIT_INCOMPLETE
+    finished = sum(e - s for s, e in lab.state.load_journal("t/big", len(data), h(data), str(lab.oca.disks[1].path)))
+    assert 0 < finished < len(data)
+    lab.psrc.not_yet["t/big"] = 2
+    assert lab.fill([_pending(lab, "t/big", data, 5.0)], cfg) == EXIT_OK
+    assert lab.index()["t/big"].xxh3 == h(data)
+    m = lab.metrics()
+    assert value(m, "fill_source_waits_total", kind="peer") >= 1  # more than one attempt in this run
+    assert value(m, "fill_resumed_bytes_total") == finished
 
 
 def test_yields_to_serving_load(lab):
@@ -289,4 +308,4 @@ def test_yields_to_serving_load(lab):
     cfg = FillConfig(transfer=replace(FAST, rate_limit_bps=cap), origin=OriginConfig(verify_catalog=False))
     assert lab.fill([lab.file("t/y", data, peer=False)], cfg, admin_url=lab.origin.url) == EXIT_OK
     # 90% load, busy above 50%, floor 10%: 0.1 + 0.9 x (1 - 0.4 / 0.5) = 28% of the cap.
-    assert f"fill_rate_limit_bits_per_second {int(cap * 0.28)}" in lab.metrics()
+    assert value(lab.metrics(), "fill_rate_limit_bits_per_second") == int(cap * 0.28)

@@ -36,6 +36,7 @@ from origin.backends.s3 import S3Backend
 from origin.catalog import Catalog
 from origin.config import Location, S3Config
 from tests.oca.conftest import Appliance
+from tests.support.prom import Samples, samples, value
 
 KB, MB = 1024, 1 << 20
 REPO = Path(__file__).resolve().parents[2]
@@ -104,10 +105,8 @@ class World:
     def state(self, name: str) -> State:
         return State(self.configs[name].parent / "state/fill")
 
-    def metrics(self, name: str) -> dict[str, float]:
-        text = (self.configs[name].parent / "state/fill/fill-metrics.prom").read_text()
-        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line and not line.startswith("#")}
+    def metrics(self, name: str) -> Samples:
+        return samples((self.configs[name].parent / "state/fill/fill-metrics.prom").read_text())
 
     def get_published(self, name: str, key: str) -> tuple[int, bytes]:
         """GET once the appliance's workers have seen the index change (they poll it)."""
@@ -190,7 +189,8 @@ def test_fill_two_clusters_peer_first(world):
         assert code == 0, out
         _check_holds_manifest(w, name, manifests[name])
     m = w.metrics("ams-2")
-    from_peers, from_origin = m['fill_files_published_total{kind="peer"}'], m.get('fill_files_published_total{kind="origin"}', 0)
+    from_peers = value(m, "fill_files_published_total", kind="peer")
+    from_origin = value(m, "fill_files_published_total", kind="origin") or 0
     assert from_peers + from_origin == len(manifests["ams-2"].files)
     # at least every file a peer held; more when fra-2, filling beside it, was the fleet's first copy of one
     assert from_peers >= len(peer_first) + len(tier)
@@ -217,7 +217,7 @@ def test_corrupted_origin_object_is_refused_reported_never_served(world):
     assert code == 1, out
     assert key not in w.index(name)
     m = w.metrics(name)
-    assert m['fill_hash_mismatches_total{kind="origin"}'] >= 1 and m["fill_complete"] == 0
+    assert value(m, "fill_hash_mismatches_total", kind="origin") >= 1 and value(m, "fill_complete") == 0
     ledger = w.state(name).quarantined()
     assert any(q["key"] == key and q["expected"] == h(w.objects[key]) for q in ledger)
     assert w.get(name, key)[0] == 404
@@ -258,8 +258,8 @@ def test_killed_mid_file_resumes_without_refetching(world):
     code, out = w.fill(name)[name]
     assert code == 0, out
     m = w.metrics(name)
-    assert m["fill_resumed_bytes_total"] == finished
-    assert m['fill_bytes_downloaded_total{kind="origin"}'] == size - finished  # only the missing bytes
+    assert value(m, "fill_resumed_bytes_total") == finished
+    assert value(m, "fill_bytes_downloaded_total", kind="origin") == size - finished  # only the missing bytes
     assert w.index(name)[key].xxh3 == digest
     status, body = w.get_published(name, key)
     assert status == 200 and h(body) == digest
