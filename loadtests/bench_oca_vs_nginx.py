@@ -17,7 +17,14 @@ Workloads:
 Targets (appliance/nginx): W1, W2 >= 1.0; W3 req/s >= 0.75; CPU s/GB <= 1.5x. A miss is reported,
 never an error exit.
 
+The appliance runs from a config file (`oca serve -c`) over the directory as its one SSD disk, indexed
+the way `--dev` indexes it, so its access log can be what operators configure: with --access-log both
+servers log every request to a file — nginx `access_log FILE combined buffer=64k flush=1s`, the
+appliance `access_log = FILE` (its own 64 KiB buffer, flushed every second) in JSON lines, or in
+nginx's combined format with --log-format combined — and the lines each wrote are counted at the end.
+
     python loadtests/bench_oca_vs_nginx.py --duration 10 --rounds 3 [--json out.json]
+    python loadtests/bench_oca_vs_nginx.py --workers 1 --threads 1 --access-log   # the logs-on comparison
 """
 from __future__ import annotations
 
@@ -69,6 +76,64 @@ WORKLOADS = [
 
 
 # -- set-up --------------------------------------------------------------------------------------
+
+class OcaFromConfig(OcaProcess):
+    """`oca serve -c FILE` over `root` as its one SSD disk, with the dev appliance's key file and
+    index (made and filled by `index_like_dev` first), logging to `access_log` (None: off)."""
+
+    def __init__(self, root: Path, *, access_log: Path | None, log_format: str = "json", **kw) -> None:
+        super().__init__(root, access_log=access_log is not None, **kw)
+        self.log_file = access_log
+        self.log_format = log_format
+
+    def command(self) -> list[str]:
+        state = self.root / ".oca"
+        log = json.dumps(str(self.log_file)) if self.log_file is not None else "false"
+        config = state / "bench.toml"
+        config.write_text(f"""[appliance]
+id = "bench"
+[http]
+listen = "127.0.0.1"
+port = {self.port}
+workers = {self.workers or 1}
+sendfile = {"true" if self.sendfile else "false"}
+access_log = {log}
+access_log_format = "{self.log_format}"
+[admin]
+listen = "127.0.0.1"
+port = 0
+[tokens]
+key_file = "{state / 'keys.toml'}"
+[store]
+index = "{state / 'index.db'}"
+[[tiers.ssd]]
+path = "{self.root}"
+[mover]
+enabled = false
+""")
+        return [sys.executable, "-m", "oca.cli", "serve", "-c", str(config)]
+
+
+def index_like_dev(root: Path) -> None:
+    """What `oca serve --dev root` does before it serves: a key file and an index of root's files."""
+    from oca.config import dev_config
+    from oca.daemon import prepare_dev
+    from oca.store.store import Store
+
+    config = dev_config(root)
+    prepare_dev(config)
+    store = Store.open(config)
+    try:
+        store.scan(root)
+    finally:
+        store.close()
+
+
+def count_lines(path: Path | None) -> int | None:
+    if path is None or not path.exists():
+        return None
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 def make_data(root: Path) -> None:
     for key, size in ((W1_KEY, W1_SIZE), (BIG_KEY, BIG_SIZE)):
@@ -201,7 +266,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sendfile", action=argparse.BooleanOptionalAction, default=True,
                    help="the appliance's sendfile (nginx always uses sendfile; default on)")
     p.add_argument("--access-log", action="store_true",
-                   help="log every request on both (nginx: file, 64k buffer; oca: stdout to a file)")
+                   help="log every request to a file on both (nginx: combined, buffer=64k flush=1s; "
+                        "oca: access_log = FILE, its 64 KiB buffer, flushed every second)")
+    p.add_argument("--log-format", choices=("json", "combined"), default="json",
+                   help="the appliance's access_log_format with --access-log (default json)")
     p.add_argument("--nginx-reuseport", action="store_true", help="nginx: listen ... reuseport")
     p.add_argument("--nginx-open-file-cache", action="store_true", help="nginx: open_file_cache max=1000")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server (default 2)")
@@ -222,21 +290,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"data: {root} (4 MiB + 200 MiB random files)", flush=True)
         make_data(root)
+        index_like_dev(root)
         warm_page_cache(root)
         nginx_log = tmp / "nginx-access.log" if args.access_log else None
+        oca_log = tmp / "oca-access.log" if args.access_log else None
         with NginxServer(root, workers=args.workers, access_log=nginx_log, reuseport=args.nginx_reuseport,
                          open_file_cache="max=1000 inactive=60s" if args.nginx_open_file_cache else "off") as ngx, \
-             OcaProcess(root, workers=args.workers, sendfile=args.sendfile, access_log=args.access_log,
-                        log_path=tmp / "oca-stdout.log") as oca:
+             OcaFromConfig(root, workers=args.workers, sendfile=args.sendfile, access_log=oca_log,
+                           log_format=args.log_format, log_path=tmp / "oca-stdout.log") as oca:
             runs = bench(ngx, oca, workloads, args)
             rows = summarize(runs, {w.name for w in workloads})
             describe_setup(args, ngx, oca)
             print_table(rows)
             print_problems(runs, args)
-            if args.json:
-                args.json.write_text(json.dumps({"config": _config(args), "summary": rows,
-                                                 "runs": {f"{k[0]}/{k[1]}": v for k, v in runs.items()}}, indent=1))
-                print(f"\nwrote {args.json}")
+        if args.access_log:  # both stopped: every buffered line is written
+            print(f"access log lines: nginx {count_lines(nginx_log)}, oca {count_lines(oca_log)} "
+                  f"(requests answered: nginx {_answered(runs, 'nginx')}, oca {_answered(runs, 'oca')}, "
+                  f"plus warm-up and sanity requests)")
+        if args.json:
+            args.json.write_text(json.dumps({"config": _config(args), "summary": rows,
+                                             "runs": {f"{k[0]}/{k[1]}": v for k, v in runs.items()}}, indent=1))
+            print(f"\nwrote {args.json}")
     finally:
         if args.keep:
             print(f"kept {tmp}")
@@ -245,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def bench(ngx: NginxServer, oca: OcaProcess, workloads: list[Workload], args: argparse.Namespace):
+def bench(ngx: NginxServer, oca: OcaFromConfig, workloads: list[Workload], args: argparse.Namespace):
     urls = {("nginx", w.name): ngx.url(w.key) for w in workloads}
     urls.update({("oca", w.name): oca.signed_url(w.key) for w in workloads})
     servers = {"nginx": ngx, "oca": oca}
@@ -272,9 +346,14 @@ def bench(ngx: NginxServer, oca: OcaProcess, workloads: list[Workload], args: ar
     return runs
 
 
-def describe_setup(args: argparse.Namespace, ngx: NginxServer, oca: OcaProcess) -> None:
-    logs = ("ON for both (nginx: access.log file, buffer=64k flush=1s; oca: JSON lines on stdout -> file)"
-            if args.access_log else "OFF for both (nginx access_log off; oca --no-access-log)")
+def _answered(runs: dict[tuple[str, str], list[dict]], server: str) -> int:
+    return sum(r["requests"] for (_, name), results in runs.items() if name == server for r in results)
+
+
+def describe_setup(args: argparse.Namespace, ngx: NginxServer, oca: OcaFromConfig) -> None:
+    logs = (f"ON for both, to files (nginx: combined, buffer=64k flush=1s; oca: {args.log_format}, "
+            "access_log_buffer_bytes 65536, access_log_flush_s 1)"
+            if args.access_log else "OFF for both (nginx access_log off; oca access_log = false)")
     nginx_extra = ", ".join(filter(None, ["reuseport" if args.nginx_reuseport else "",
                                           "open_file_cache" if args.nginx_open_file_cache else ""])) or "stock"
     print(f"\n== appliance/nginx, medians of {args.rounds} round(s) x {args.duration:g} s, ABBA order ==")

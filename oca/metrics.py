@@ -27,6 +27,7 @@ def _names() -> list[str]:
     names += [f"latency_le_{i}" for i in range(len(LATENCY_BUCKETS))]
     names += ["latency_sum", "latency_count", "hits", "misses", "open_connections",
               "connections_total", "disk_errors", "client_aborts", "timeouts", "worker_task_failures"]
+    names += ["access_log_dropped_lines", "access_log_dropped_bytes", "access_log_failing"]
     return names
 
 
@@ -67,6 +68,7 @@ class WorkerMetrics:
             self._mm = _map(path)
             self.v = memoryview(self._mm)[slot * SLOT_BYTES:(slot + 1) * SLOT_BYTES].cast("d")
         self.v[INDEX["open_connections"]] = 0
+        self.v[INDEX["access_log_failing"]] = 0  # gauges start at zero in a reused slot
 
     def token_refused(self, reason: str) -> None:
         i = _TOKEN_INDEX.get(reason)
@@ -146,6 +148,10 @@ def render(totals: dict[str, float], gauges: Iterable[tuple[str, str, dict[str, 
         ("client_aborts", "counter", "Responses cut short by the client going away."),
         ("timeouts", "counter", "Connections closed for a header, idle or send timeout."),
         ("worker_task_failures", "counter", "Serving workers' background task failures (logged, restarted)."),
+        ("access_log_dropped_lines", "counter", "Access log lines lost to a failing write (a full log disk); "
+                                                "serving goes on."),
+        ("access_log_dropped_bytes", "counter", "Access log bytes lost to a failing write."),
+        ("access_log_failing", "gauge", "Serving workers whose last access log write failed."),
     ):
         metric = f"oca_{name}" + ("_total" if kind == "counter" and not name.endswith("_total") else "")
         family(metric, kind, help_text)

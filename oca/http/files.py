@@ -14,6 +14,7 @@ from typing import Mapping
 
 from contracts.ids import FileKey
 from oca.core.request import FileFacts
+from oca.http.accesslog import file_piece
 from oca.store.index import FileEntry
 
 def cors_headers(allow_origin: str) -> bytes:
@@ -40,7 +41,8 @@ def content_type_for(key: str) -> str:
 
 
 class OpenFile:
-    __slots__ = ("key", "entry", "fd", "refs", "stale", "facts", "content_type", "static_headers", "tier", "type_line")
+    __slots__ = ("key", "entry", "fd", "refs", "stale", "facts", "content_type", "static_headers", "tier", "type_line",
+                 "log_piece", "head_date", "head_206", "range_tail")
 
     def __init__(self, key: FileKey, entry: FileEntry, fd: int, cache_control: str, cors: bytes = b"") -> None:
         self.key = key
@@ -51,6 +53,7 @@ class OpenFile:
         self.content_type = content_type_for(key)
         self.type_line = f"Content-Type: {self.content_type}\r\n".encode("latin-1")
         self.tier = entry.tier.value  # an enum's .value is a slow descriptor: read it once
+        self.log_piece = file_piece(key, self.tier)  # its part of every JSON access-log line
         last_modified = formatdate(entry.mtime, usegmt=True)
         self.facts = FileFacts(size=entry.size, etag=f'"{entry.xxh3}"', last_modified=int(entry.mtime))
         # Headers identical on every response of this file, encoded once.
@@ -58,6 +61,11 @@ class OpenFile:
             f"Accept-Ranges: bytes\r\nETag: {self.facts.etag}\r\nLast-Modified: {last_modified}\r\n"
             f"Cache-Control: {cache_control}\r\n"
         ).encode("latin-1") + cors
+        # A single-range 206 head is `head_206`, its numbers, `range_tail`: the first is remade when
+        # the Date header changes (once a second), the last never (see writer.range_head).
+        self.head_date = b""
+        self.head_206 = b""
+        self.range_tail = b"/%d\r\n%s\r\n" % (entry.size, self.static_headers)
 
     def release(self) -> None:
         self.refs -= 1

@@ -25,12 +25,12 @@ from typing import Any
 
 import httptools
 
-from contracts.token import TokenError, check_grant
 from contracts.ranges import Partial, Unsatisfiable, multipart_layout, parse_range
+from contracts.token import TokenError, check_grant
 from oca.core.request import Health, Refuse, Serve, plan
 from oca.http.files import FileOpenError, OpenFile
 from oca.http.state import ServerState
-from oca.http.writer import MSG_MORE, NEVER, FilePart, Request, ResponseWriter, file_head
+from oca.http.writer import MSG_MORE, NEVER, FilePart, Request, ResponseWriter, file_head, range_head
 
 _facts = attrgetter("facts")
 _MAX_QUEUED = 32  # pipelined requests held before we stop reading
@@ -63,6 +63,8 @@ class Connection(ResponseWriter, asyncio.Protocol):
         raw = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
         self.client = peer[0] if peer else None
+        log = server.access_log  # this client's part of every access-log line, made once
+        self.log_client = log.client_piece(self.client) if log is not None else None
         # A socket object over the transport's own descriptor (detached, never closed, at teardown):
         # an idle connection costs one descriptor. A dup exists only while waiting to write.
         self.sock = socket.socket(fileno=raw.fileno())
@@ -85,6 +87,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
         self.req: Request | None = None
         self.allowed_prefix: Any = None  # a token prefix this connection's client is known to be in
         self.refused: Refuse | None = None
+        self.version = "1.1"  # of the request being parsed (httptools formats it anew on each ask)
         self.deadline = server.clock + self.config.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -107,6 +110,8 @@ class Connection(ResponseWriter, asyncio.Protocol):
         self.torn_down = True
         self.closed = True
         self._stop_writer()
+        if self.busy and self.out:  # a response cut short (client gone, a timeout, a failed disk, the drain's end)
+            self._log_cut_short()
         self._release_current()
         self.out.clear()
         self.sock.detach()  # the transport owns the descriptor and closes it
@@ -190,6 +195,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
         self.pending_bytes = 0
         self.url = b""
         self.h_range = self.h_if_range = self.h_request_id = self.h_authorization = None
+        self.h_user_agent = self.h_referer = None  # raw bytes, for the combined access log
         self.h_host = 0
         self.h_body = False
         if not self.busy:
@@ -223,12 +229,16 @@ class Connection(ResponseWriter, asyncio.Protocol):
         elif n == b"x-request-id":
             rid = value[:64].decode("latin-1")
             self.h_request_id = rid if rid.replace("-", "").replace("_", "").replace(".", "").isalnum() else None
+        elif n == b"user-agent":
+            self.h_user_agent = value
+        elif n == b"referer":
+            self.h_referer = value
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         if not self.busy:
             self.deadline = NEVER
-        version = self.parser.get_http_version()
+        self.version = version = self.parser.get_http_version()
         if version != "1.1":
             if version != "1.0":
                 raise _Reject(Refuse(505, "http-version"))
@@ -243,8 +253,8 @@ class Connection(ResponseWriter, asyncio.Protocol):
         if not self.busy and not self.queue and self._fast(parser):
             return
         req = Request(parser.get_method().decode("latin-1"), self.url, self.h_range, self.h_if_range,
-                      parser.should_keep_alive(), self.h_request_id, parser.get_http_version(),
-                      authorization=self.h_authorization)
+                      parser.should_keep_alive(), self.h_request_id, self.version,
+                      authorization=self.h_authorization, user_agent=self.h_user_agent, referer=self.h_referer)
         if not self.busy and not self.queue:
             self._handle(req)  # the common case: no pipelining; _finish moves on
             return
@@ -265,19 +275,20 @@ class Connection(ResponseWriter, asyncio.Protocol):
         server = self.server
         if (self.h_if_range is not None or self.h_request_id is not None or self.h_authorization is not None
                 or not server.use_sendfile
-                or parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
+                or parser.get_method() != b"GET" or self.version != "1.1"
                 or not parser.should_keep_alive() or server.draining):
             return False
         known = server.memo.get(self.url)
         if known is None:
             return False
         grant = known.grant
+        now = time.time()
         if grant.client_prefix is not None and grant.client_prefix is self.allowed_prefix:
-            if time.time() > grant.expires_at:  # this connection's client is inside: only expiry
+            if now > grant.expires_at:  # this connection's client is inside: only expiry
                 return False
         else:
             try:  # expiry and client prefix: the core's own check
-                check_grant(grant, time.time(), self.client)
+                check_grant(grant, now, self.client)
             except TokenError:
                 return False  # the general path answers the 403 with its reason
             self.allowed_prefix = grant.client_prefix  # the client of a connection never changes
@@ -297,7 +308,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
             if type(verdict) is not Partial or len(verdict.ranges) != 1:
                 return False
             start, end = verdict.ranges[0]
-            head = file_head(206, server.date_header, of, start, end, b"\r\n")
+            head = range_head(server.date_header, of, start, end)
             status = 206
         t0 = time.perf_counter()
         count = end - start
@@ -310,11 +321,12 @@ class Connection(ResponseWriter, asyncio.Protocol):
                     metrics = server.metrics
                     metrics.hit()
                     server.record_hit(of, count)
-                    metrics.response(status, time.perf_counter() - t0)
-                    if server.config.access_log:
-                        self.t0, self.status, self.body_bytes = t0, status, count
-                        self.req = Request("GET", self.url, header, None, True, None, "1.1")
-                        server.access_log(self, of)
+                    seconds = time.perf_counter() - t0
+                    metrics.response(status, seconds)
+                    log = server.access_log
+                    if log is not None:
+                        log.line(self.log_client, "GET", self.url, "1.1", header, None, self.h_user_agent,
+                                 self.h_referer, status, count, now, seconds, of, None)
                     self.deadline = server.clock + self.config.keepalive_timeout_s
                     return True
         except OSError:
@@ -325,7 +337,8 @@ class Connection(ResponseWriter, asyncio.Protocol):
         server.metrics.hit()
         self.busy = True
         self.status = status
-        self.req = Request("GET", self.url, header, None, True, None, "1.1") if server.config.access_log else None
+        self.req = Request("GET", self.url, header, None, True, None, "1.1", user_agent=self.h_user_agent,
+                           referer=self.h_referer) if server.access_log is not None else None
         of.refs += 1
         self.current = of
         self.body_bytes = done

@@ -1,17 +1,17 @@
 """What one serving worker shares between its connections: config, keys, the open-file view of the
-index, counters, the popularity tally and the access log. Everything here runs on the event loop;
-anything that touches SQLite is handed to a thread by the worker's background tasks."""
+index, counters, the popularity tally and the access log (oca/http/accesslog.py). Everything here
+runs on the event loop; anything that touches SQLite is handed to a thread by the worker's
+background tasks."""
 from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import os
-import re
 import secrets
 import sys
 import time
 from email.utils import formatdate
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from contracts.ids import FileKey
@@ -19,29 +19,19 @@ from contracts.logs import json_line
 from contracts.token import Keyring
 from oca.config import HttpConfig
 from oca.core.request import TargetMemo
+from oca.http.accesslog import AccessLog
 from oca.http.files import OpenFile, OpenFiles
 from oca.metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from oca.http.protocol import Connection
 
-_LOG_FLUSH_LINES = 256
-
-
-_RID = re.compile(rb"[?&]rid=([A-Za-z0-9_.\-]{1,64})(?:&|$)")
-
-
-def _rid_of(target: bytes) -> str | None:
-    """The request id steering put in the URL (`rid=`), tying this line to its steering decision."""
-    m = _RID.search(target)
-    return m.group(1).decode("ascii") if m else None
-
 
 class ServerState:
     def __init__(self, config: HttpConfig, keys: Keyring, files: OpenFiles, metrics: WorkerMetrics,
                  loop: asyncio.AbstractEventLoop, on_disk_failed: Callable[[str, str], None],
                  on_file_missing: Callable[[FileKey, str], None], worker: int = 0,
-                 lookup: Callable[[FileKey], Any] | None = None) -> None:
+                 lookup: Callable[[FileKey], Any] | None = None, prefix_bits: tuple[int, int] = (24, 48)) -> None:
         self.config = config
         self._keys = keys
         self.memo = TargetMemo()
@@ -58,7 +48,11 @@ class ServerState:
         self._lookup = lookup  # the index's current entry for a key (a file moved under us)
         self._boundary_prefix = secrets.token_hex(6)
         self._boundary_seq = 0
-        self._log: list[str] = []
+        self.access_log: AccessLog | None = None
+        if config.access_log:
+            self.access_log = AccessLog(
+                config.access_log if isinstance(config.access_log, Path) else None, config.access_log_format,
+                config.access_log_buffer_bytes, metrics, worker, self.log_event, prefix_bits)
         self._failed_disks: dict[str, float] = {}
         self.cors = files.cors  # the CORS header block, for error and preflight responses too
         self.puller: Any = None  # oca.http.pull.Puller when pull-through is on
@@ -85,7 +79,6 @@ class ServerState:
     def tick(self) -> None:
         """Refresh the Date header; called once a second by the worker."""
         self.date_header = f"Server: oca\r\nDate: {formatdate(usegmt=True)}\r\n".encode()
-        self.flush_log()
 
     def boundary(self) -> str:
         self._boundary_seq += 1
@@ -143,42 +136,22 @@ class ServerState:
         self._on_disk_failed(disk, f"{error.strerror or error}")
         return False
 
-    def access_log(self, conn: "Connection", of: OpenFile | None) -> None:
-        if not self.config.access_log:
-            return
-        req = conn.req
-        record: dict[str, Any] = {
-            "ts": round(time.time(), 3), "event": "request", "worker": self.worker, "client": conn.client,
-            "status": conn.status, "bytes": conn.body_bytes,
-            "ms": round((time.perf_counter() - conn.t0) * 1000, 3),
-        }
-        if req is not None:
-            record["method"] = req.method
-            request_id = req.request_id or _rid_of(req.target)
-            if request_id:
-                record["request_id"] = request_id
-            if req.range is not None:
-                record["range"] = req.range[:200]
-        if of is not None:
-            record["key"] = of.key
-            record["tier"] = of.tier
-        refused = getattr(conn, "refused", None)
-        if refused is not None and conn.status >= 400:
-            record["reason"] = refused.reason
-        self._log.append(json.dumps(record, separators=(",", ":")))
-        if len(self._log) >= _LOG_FLUSH_LINES:
-            self.flush_log()
-
     def log_event(self, event: str, **fields: Any) -> None:
-        self._log.append(json_line("oca", event, worker=self.worker, **fields))
-        self.flush_log()
+        """A worker event (rare): one JSON line on stdout at once, never buffered with access lines."""
+        try:
+            os.write(sys.stdout.fileno(), (json_line("oca", event, worker=self.worker, **fields) + "\n").encode())
+        except OSError:
+            pass  # a stalled or gone log reader must never stall serving
 
     def flush_log(self) -> None:
-        if not self._log:
-            return
-        data = ("\n".join(self._log) + "\n").encode()
-        self._log.clear()
-        try:
-            os.write(sys.stdout.fileno(), data)
-        except (BlockingIOError, BrokenPipeError, OSError):
-            pass  # a stalled or gone log reader must never stall serving
+        """Write the buffered access lines (SIGHUP, drain; the worker's chore every flush_s)."""
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    def reopen_log(self) -> None:
+        if self.access_log is not None:
+            self.access_log.reopen()
+
+    def close_log(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()

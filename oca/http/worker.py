@@ -1,9 +1,10 @@
 """One serving worker process: its own SO_REUSEPORT listening socket, uvloop, the hot-path protocol
 and a few background chores (supervised: contracts.supervise) — follow the index's change log, flush
-the popularity tally, tick the Date header, reload keys when the key file changes. SIGTERM drains:
-stop accepting, let every response in flight finish (up to `drain_timeout_s`), close idle
-connections, exit. SIGHUP reloads the keys. SIGINT is left to the supervisor, which turns Ctrl-C
-into an orderly SIGTERM.
+the popularity tally, tick the Date header, write the access log's buffer every `access_log_flush_s`,
+reload keys when the key file changes. SIGTERM drains: stop accepting, let every response in flight
+finish (up to `drain_timeout_s`), close idle connections, write the last access-log lines, exit.
+SIGHUP reloads the keys (and writes the access log's buffer); SIGUSR1 reopens the access log file
+(logrotate). SIGINT is left to the supervisor, which turns Ctrl-C into an orderly SIGTERM.
 
 A worker never outlives its supervisor: it holds a pidfd of the supervisor process and, the moment
 that becomes readable (the supervisor exited, however it died), closes its listener and drains for
@@ -79,13 +80,22 @@ class Worker:
             config.http, load_keyring(config.tokens.key_file), files,
             WorkerMetrics(self.metrics_path, self.slot), loop,
             on_disk_failed=self._disk_failed, on_file_missing=self._file_missing, worker=self.slot,
-            lookup=self.index.get)
+            lookup=self.index.get, prefix_bits=(config.tokens.client_prefix_v4, config.tokens.client_prefix_v6))
+        try:
+            await self._serve(loop, entries)
+        finally:  # whatever ended the worker, the buffered access-log lines are written
+            self.state.close_log()
+        self.index.close()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, entries: dict) -> None:
+        config = self.config
         if config.pull_through.enabled:
             self._start_puller()
         sock = listening_socket(config.http.listen, config.http.port)
         server = await loop.create_server(lambda: Connection(self.state), sock=sock, backlog=4096)
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_keys)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        loop.add_signal_handler(signal.SIGUSR1, self.state.reopen_log)
         if self.supervisor_fd is not None:
             loop.add_reader(self.supervisor_fd, self._supervisor_gone)
         metrics = self.state.metrics
@@ -94,6 +104,8 @@ class Worker:
         chores.every("flush-hits", HITS_FLUSH_S, self._flush_once)
         chores.spawn("tick", self._tick)
         chores.every("sweep", SWEEP_S, self.state.sweep)
+        if self.state.access_log is not None:
+            chores.every("flush-access-log", config.http.access_log_flush_s, self.state.flush_log)
         self.state.log_event("worker-ready", port=sock.getsockname()[1], files=len(entries))
         if self.ready is not None:
             self.ready.set()
@@ -106,9 +118,8 @@ class Worker:
             await self.state.puller.close()
             self.store.close()
         self.state.files.close_all()
+        self.state.close_log()
         self.state.log_event("worker-stopped", orphaned=self.orphaned)
-        self.state.flush_log()
-        self.index.close()
 
     def _supervisor_gone(self) -> None:
         asyncio.get_running_loop().remove_reader(self.supervisor_fd)
@@ -175,6 +186,10 @@ class Worker:
             self.keys_mtime = mtime
             self._reload_keys()
 
+    def _on_hup(self) -> None:
+        self.state.flush_log()
+        self._reload_keys()
+
     def _reload_keys(self) -> None:
         try:
             self.state.keys = load_keyring(self.config.tokens.key_file)
@@ -230,6 +245,7 @@ def worker_main(config: OcaConfig, slot: int, metrics_path: Path | None, ready=N
     """Entry point of a worker process (multiprocessing target); `ready` is an Event set once the
     worker accepts connections; the worker stops when process `supervisor_pid` exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # until the loop handles it: a rotation never kills a worker
     _die_with_parent()
     supervisor_fd = watch_supervisor(supervisor_pid)
     setup_logging("oca")
