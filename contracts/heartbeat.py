@@ -8,13 +8,27 @@ steering's answer. Version 1 on the wire is one flat map:
      "disks": [{"path": "/srv/ssd0", "tier": "ssd", "state": "ok", "total_bytes": 4e12 as int,
                 "free_bytes": ..., "files": 1800}],
      "popularity": {"<file key>": [requests, bytes], ...},     # decayed counters (floats)
-     "inventory": {"generation": 7, "full": false, "base": 6, "added": [keys], "removed": [keys]}}
+     "inventory": {"generation": 7, "full": false, "base": 6, "added": [keys], "removed": [keys]},
+     "bgp": [{"peer": "192.0.2.1", "peer_as": 64500, "state": "up", "since": 1767225000.0,
+              "prefixes": 120, "refused": 2, "last_update_at": 1767225590.0 | nil}],
+     "routes": nil | {"generation": 3, "full": false, "base": 2,
+                      "announced": [["192.0.2.0/24", [64500, 64510], med | nil, local_pref | nil,
+                                     ["64500:42", ...]], ...],
+                      "withdrawn": ["198.51.100.0/24", ...]}}
 
 Inventory travels whole at start (`full`: `added` is the whole set, `base` is nil) and as deltas after:
 a delta turns the set at generation `base` into the set at `generation` (base == generation: nothing
 changed). A replica whose generation is neither → a gap (a lost delta, a restarted replica): it answers
 `need_full` and the reporter resends the whole set. Decoding validates everything and raises a
 `HeartbeatError` naming the field; `status_hint` is 400.
+
+BGP (oca.bgp): `bgp` lists the appliance's sessions with the ISP's routers; `routes` carries the
+client networks it heard (its best route per prefix, after its own refusals), with the same generation
+rules as the inventory and an ack of its own (`routes_ack`, `routes_need_full`): `announced` adds or
+replaces a prefix's route, `withdrawn` removes it. `routes` is nil from an appliance without BGP. Both
+fields are optional on the wire, so a report from an appliance that predates them still decodes.
+Routes are compact arrays — a full table of 10^5 routes is a few MB — and every prefix must be in the
+canonical form of contracts.netprefix.
 
 A report is authenticated with the appliance's own key ring (keys derived for it, contracts.keys):
 the header `X-CDN-Heartbeat-Signature: a=<appliance id>,k=<key id>,s=<base64url HMAC-SHA256 of
@@ -38,6 +52,7 @@ from typing import Any, Callable, Mapping
 
 import msgpack
 
+from contracts.netprefix import parse_prefix
 from contracts.ids import FILE_KEY_PATTERN, MAX_FILE_KEY_LEN, ApplianceId, FileKey, KeyId, SiteId
 from contracts.token import Keyring
 from contracts.wirefields import WireFields, is_number
@@ -46,6 +61,12 @@ SCHEMA_VERSION = 1
 _IDENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SIG = re.compile(r"[A-Za-z0-9_-]{43}")
 _BOOT = re.compile(r"[0-9a-f]{8,64}")
+_COMMUNITY = re.compile(r"[0-9]{1,10}(:[0-9]{1,10}){1,2}|[a-z0-9-]{1,24}:[0-9a-zA-Z.:-]{1,48}")
+MAX_AS_PATH = 255  # hops on the wire (an appliance refuses far shorter ones by policy)
+MAX_COMMUNITIES = 64
+MAX_SESSIONS = 16
+SESSION_STATES = ("idle", "connect", "up", "down")
+_U32 = 1 << 32
 CONTENT_TYPE = "application/msgpack"
 SIGNATURE_HEADER = "X-CDN-Heartbeat-Signature"
 _SIGNED_PREFIX = b"heartbeat-v1|"
@@ -116,6 +137,42 @@ class HealthSnapshot:
     popularity: Mapping[FileKey, tuple[float, float]] = field(default_factory=dict)  # (requests, bytes)
     degraded: tuple[str, ...] = ()  # background tasks that keep failing (still serving; an operator should look)
     pull_through: bool = False  # a miss sent here is fetched from the appliance's parent (steering.core.admission)
+    bgp: tuple["BgpSession", ...] = ()  # the appliance's BGP sessions (oca.bgp), none without BGP
+
+
+@dataclass(frozen=True)
+class BgpSession:
+    """One BGP session of an appliance as it reports it."""
+
+    peer: str  # the router's address
+    peer_as: int
+    state: str  # idle | connect | up | down (down: its routes are withdrawn once the hold time has passed)
+    since: float  # wall clock of the last state change
+    prefixes: int  # routes accepted and held
+    refused: int = 0  # routes refused by the appliance's policy (martian, too short, over the cap, ...)
+    last_update_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A client network an appliance heard, with what BGP's decision needs."""
+
+    prefix: str  # canonical (contracts.netprefix)
+    as_path: tuple[int, ...] = ()
+    med: int | None = None  # MULTI_EXIT_DISC; absent counts as 0 (RFC 4271 9.1.2.2)
+    local_pref: int | None = None
+    communities: tuple[str, ...] = ()  # "64500:42", large "64500:1:2"
+
+
+@dataclass(frozen=True)
+class RoutesUpdate:
+    """The appliance's routes, whole (`full`) or as a delta from generation `base` (as InventoryUpdate)."""
+
+    generation: int
+    full: bool
+    announced: tuple[Route, ...] = ()
+    withdrawn: tuple[str, ...] = ()
+    base: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +193,7 @@ class Heartbeat:
     health: HealthSnapshot
     inventory: InventoryUpdate
     boot: str = ""  # the reporter's random id for this run of it; seq counts within it
+    routes: RoutesUpdate | None = None  # None: the appliance runs no BGP
 
 
 @dataclass(frozen=True)
@@ -144,6 +202,8 @@ class HeartbeatAck:
     need_full: bool
     status: str = "unknown"  # the replica's view of this appliance: up | down | unknown
     reason: str = ""
+    routes_ack: int | None = None  # the routes generation the replica now holds
+    routes_need_full: bool = False
 
 
 # ---- encoding -------------------------------------------------------------------------------
@@ -162,12 +222,24 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
         "degraded": list(h.degraded), "pull_through": h.pull_through,
         "inventory": {"generation": inv.generation, "full": inv.full, "base": inv.base,
                       "added": list(inv.added), "removed": list(inv.removed)},
+        "bgp": [{"peer": b.peer, "peer_as": b.peer_as, "state": b.state, "since": b.since, "prefixes": b.prefixes,
+                 "refused": b.refused, "last_update_at": b.last_update_at} for b in h.bgp],
+        "routes": _routes_wire(hb.routes),
     })
+
+
+def _routes_wire(r: RoutesUpdate | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"generation": r.generation, "full": r.full, "base": r.base,
+            "announced": [[a.prefix, list(a.as_path), a.med, a.local_pref, list(a.communities)] for a in r.announced],
+            "withdrawn": list(r.withdrawn)}
 
 
 def ack_to_dict(ack: HeartbeatAck) -> dict[str, Any]:
     return {"v": SCHEMA_VERSION, "generation_ack": ack.generation_ack, "need_full": ack.need_full,
-            "status": ack.status, "reason": ack.reason}
+            "status": ack.status, "reason": ack.reason, "routes_ack": ack.routes_ack,
+            "routes_need_full": ack.routes_need_full}
 
 
 def encode_ack(ack: HeartbeatAck) -> bytes:
@@ -182,7 +254,8 @@ def decode_ack(raw: bytes, content_type: str = CONTENT_TYPE) -> HeartbeatAck:
     f = _Fields(data, "ack")
     gen = f.opt_int("generation_ack")
     return HeartbeatAck(generation_ack=gen, need_full=f.bool("need_full"),
-                        status=f.str("status", "unknown"), reason=f.str("reason", ""))
+                        status=f.str("status", "unknown"), reason=f.str("reason", ""),
+                        routes_ack=f.opt_int("routes_ack"), routes_need_full=f.bool("routes_need_full", False))
 
 
 # ---- authentication -------------------------------------------------------------------------
@@ -272,12 +345,77 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
         popularity=_popularity(f.raw("popularity", {})),
         degraded=_degraded(f.raw("degraded", [])),
         pull_through=f.bool("pull_through", False),
+        bgp=_sessions(f.raw("bgp", [])),
     )
+    routes = f.raw("routes", None)
     return Heartbeat(
         appliance_id=ApplianceId(f.ident("appliance_id")), site=SiteId(f.ident("site")),
         boot=_boot(f.str("boot")), seq=f.count("seq"), sent_at=f.number("sent_at"), health=health,
         inventory=_inventory(_Fields(f.raw("inventory"), "inventory")),
+        routes=None if routes is None else _routes(_Fields(routes, "routes")),
     )
+
+
+def _sessions(raw: Any) -> tuple[BgpSession, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_SESSIONS:
+        raise MalformedHeartbeat(f"bgp: must be a list of at most {MAX_SESSIONS} sessions")
+    out = []
+    for i, item in enumerate(raw):
+        f, where = _Fields(item, f"bgp[{i}]"), f"bgp[{i}]"
+        peer, state, peer_as = f.str("peer"), f.str("state"), f.count("peer_as")
+        if len(peer) > 64:
+            raise MalformedHeartbeat(f"{where}.peer: at most 64 characters")
+        if state not in SESSION_STATES:
+            raise MalformedHeartbeat(f"{where}.state: must be one of {', '.join(SESSION_STATES)}")
+        if peer_as >= _U32:
+            raise MalformedHeartbeat(f"{where}.peer_as: must be below 2^32")
+        last = f.raw("last_update_at", None)
+        out.append(BgpSession(peer=peer, peer_as=peer_as, state=state, since=f.number("since"),
+                              prefixes=f.count("prefixes"), refused=f.count("refused"),
+                              last_update_at=None if last is None else f.number("last_update_at")))
+    return tuple(out)
+
+
+def _routes(f: "_Fields") -> RoutesUpdate:
+    full, base, generation = f.bool("full"), f.opt_int("base"), f.count("generation")
+    if not full and base is None:
+        raise MalformedHeartbeat("routes.base: required in a delta")
+    if base is not None and base > generation:
+        raise MalformedHeartbeat("routes.base: must not be above routes.generation")
+    announced = tuple(_route(r, i) for i, r in enumerate(f.list("announced")))
+    withdrawn = f.list("withdrawn")
+    for i, prefix in enumerate(withdrawn):
+        _prefix(prefix, f"routes.withdrawn[{i}]")
+    if full and withdrawn:
+        raise MalformedHeartbeat("routes.withdrawn: must be empty in a full table")
+    return RoutesUpdate(generation=generation, full=full, announced=announced, withdrawn=tuple(withdrawn),
+                        base=None if full else base)
+
+
+def _route(raw: Any, i: int) -> Route:
+    where = f"routes.announced[{i}]"
+    if not isinstance(raw, list) or len(raw) != 5:
+        raise MalformedHeartbeat(f"{where}: must be [prefix, as_path, med, local_pref, communities]")
+    prefix, path, med, local_pref, communities = raw
+    _prefix(prefix, f"{where}[0]")
+    if (not isinstance(path, list) or len(path) > MAX_AS_PATH
+            or not all(type(a) is int and 0 <= a < _U32 for a in path)):
+        raise MalformedHeartbeat(f"{where}[1]: the AS path must be at most {MAX_AS_PATH} AS numbers below 2^32")
+    for j, value in ((2, med), (3, local_pref)):
+        if value is not None and not (type(value) is int and 0 <= value < _U32):
+            raise MalformedHeartbeat(f"{where}[{j}]: must be nil or an integer below 2^32")
+    if (not isinstance(communities, list) or len(communities) > MAX_COMMUNITIES
+            or not all(isinstance(c, str) and _COMMUNITY.fullmatch(c) for c in communities)):
+        raise MalformedHeartbeat(f"{where}[4]: communities must be at most {MAX_COMMUNITIES} "
+                                 "like \"64500:42\" or \"64500:1:2\"")
+    return Route(prefix, tuple(path), med, local_pref, tuple(communities))
+
+
+def _prefix(raw: Any, where: str) -> None:
+    try:
+        parse_prefix(raw)
+    except ValueError as exc:
+        raise MalformedHeartbeat(f"{where}: not a canonical IP network ({exc})") from None
 
 
 def _disk(raw: Any, where: str) -> DiskReport:

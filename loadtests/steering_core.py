@@ -4,10 +4,16 @@ Also reported: the same plus signing every URL with its appliance's derived keys
 does besides HTTP), beside the older one-signature-for-all-URLs, as a ratio.
 
     python loadtests/steering_core.py [--cpu 0] [--seconds 5] [--prefixes 100000] [--appliances 1000]
+                                      [--bgp-prefixes 100000]
 
 Fleet: appliances/10 sites of 10 appliances across Europe; prefixes random /16-/24 v4 (90%) and
 /32-/48 v6, each routed to one random site; a catalog of 50k files, 80% on 3 appliances, 15% on
 30, 5% on 300; 2% of appliances down. Clients: 90% inside a served prefix, 10% not (default site).
+
+BGP: the same decision ("decide") with `--bgp-prefixes` client networks learned over BGP
+(steering.core.routes) instead of the fleet file's, and with both tables full (every lookup weighs a
+learned route against a static one): each learned prefix is heard by every appliance of one random
+site, and a fifth of them also by another site's appliances with a longer AS path or a higher MED.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import random
 import time
 import timeit
 
-from contracts.heartbeat import InventoryUpdate
+from contracts.heartbeat import InventoryUpdate, Route, RoutesUpdate
 from contracts.ids import ApplianceId, FileKey, KeyId, SiteId
 from contracts.keys import DerivedKeys
 from contracts.token import Keyring, sign_path
@@ -28,6 +34,7 @@ from steering.core.live import FleetState
 from steering.core.locate import Localiser
 from steering.core.prefixes import parse_address, token_prefix
 from steering.core.rank import rank
+from steering.core.routes import RouteIndex
 
 
 def make_prefixes(rng: random.Random, n: int) -> list[str]:
@@ -69,6 +76,22 @@ def make_state(rng: random.Random, n_appliances: int, n_prefixes: int, n_files: 
         state.inventory.apply(a, InventoryUpdate(generation=1, full=True, added=tuple(held[a])))
     state._up.update(a for a in ids if rng.random() > 0.02)  # noqa: SLF001 - a benchmark sets health directly
     return fleet, state, prefixes, files
+
+
+def make_routes(rng: random.Random, fleet, prefixes: list[str]) -> RouteIndex:
+    """Each prefix heard by every appliance of one site; a fifth also by another site, a worse route."""
+    sites = list(fleet.sites.values())
+    heard: dict[ApplianceId, list[Route]] = {a: [] for a in fleet.appliances}
+    for p in prefixes:
+        best = Route(p, (64500, rng.randrange(64512, 65000)), rng.choice((None, 0, 10)))
+        for site, route in [(rng.choice(sites), best)] + ([(rng.choice(sites), Route(
+                p, best.as_path + (64999,) if rng.random() < 0.5 else best.as_path, 100))] if rng.random() < 0.2 else []):
+            for a in site.appliances:
+                heard[a.id].append(route)
+    index = RouteIndex()
+    for a, routes in heard.items():
+        index.apply(a, RoutesUpdate(generation=1, full=True, announced=tuple(routes)))
+    return index
 
 
 def make_queries(rng: random.Random, prefixes: list[str], files: list[FileKey], n: int) -> list[tuple[str, FileKey]]:
@@ -114,6 +137,7 @@ def main() -> None:
     p.add_argument("--prefixes", type=int, default=100_000)
     p.add_argument("--appliances", type=int, default=1000)
     p.add_argument("--files", type=int, default=50_000)
+    p.add_argument("--bgp-prefixes", type=int, default=100_000, help="0: skip the BGP figures")
     args = p.parse_args()
     os.sched_setaffinity(0, {args.cpu})
     rng = random.Random(42)
@@ -157,6 +181,40 @@ def main() -> None:
     print(f"per-appliance signing / one signature: {each / once:.2f}x the decision rate")
     hits = sum(1 for ip, _ in queries if localiser.by_prefix(parse_address(ip)) is not None)
     print(f"prefix matches: {hits / len(queries):.0%} of clients")
+    if args.bgp_prefixes:
+        bench_bgp(rng, fleet, state, files, args)
+
+
+def bench_bgp(rng: random.Random, fleet, state, files, args) -> None:
+    t0 = time.perf_counter()
+    learned = make_prefixes(random.Random(7), args.bgp_prefixes)
+    index = make_routes(rng, fleet, learned)
+    print(f"bgp setup: {index.prefixes} learned prefixes, {index.total()} routes, {time.perf_counter() - t0:.1f} s")
+    no_static = build_fleet(SiteSpec(s.id, s.latitude, s.longitude, s.appliances, ()) for s in fleet.sites.values())
+    queries = make_queries(rng, learned, files, 10000)
+    view, default = state.view, next(iter(fleet.sites))
+    rates = {}
+    for label, f in (("static only", fleet), ("bgp only", no_static), ("bgp + static", fleet)):
+        routes = RouteIndex() if label == "static only" else index
+        loc = Localiser(f, default, routes=routes, live=view.up)
+        qs = make_queries(random.Random(3), [str(p) for p in _static_prefixes(fleet)], files, 10000) \
+            if label == "static only" else queries
+
+        def decide(ip: str, key: FileKey, loc=loc, f=f):
+            addr = parse_address(ip)
+            return rank(loc.by_prefix(addr) or loc.by_default(), f, view, key)
+
+        for ip, key in qs[:2000]:
+            decide(ip, key)
+        rates[label] = bench(f"decide, {label}", decide, qs, args.seconds)
+        located = sum(1 for ip, _ in qs if loc.by_prefix(parse_address(ip)) is not None)
+        print(f"  located by prefix: {located / len(qs):.0%} of clients")
+    print(f"bgp only / static only: {rates['bgp only'] / rates['static only']:.2f}x; "
+          f"bgp + static / static only: {rates['bgp + static'] / rates['static only']:.2f}x")
+
+
+def _static_prefixes(fleet) -> list[str]:
+    return [p for s in fleet.sites.values() for p in s.prefixes]
 
 
 if __name__ == "__main__":

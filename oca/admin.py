@@ -1,5 +1,6 @@
 """The appliance's control endpoints on the admin port (aiohttp): /healthz, /metrics (Prometheus),
-/v1/health (the report steering also receives) and /v1/inventory. The supervisor owns the state;
+/v1/health (the report steering also receives), /v1/inventory and /v1/bgp (sessions; `?routes=1`
+adds the routes held: what `oca bgp` shows). The supervisor owns the state;
 these handlers only render it."""
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ async def start_admin(sup: "Supervisor") -> tuple[web.AppRunner, int]:
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/health", _health)
     app.router.add_get("/v1/inventory", _inventory)
+    app.router.add_get("/v1/bgp", _bgp)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, sup.config.admin.listen, sup.config.admin.port)
@@ -53,6 +55,16 @@ async def _inventory(request: web.Request) -> web.Response:
         {"key": e.key, "tier": e.tier.value, "size": e.size, "xxh3": e.xxh3} for e in entries]})
 
 
+async def _bgp(request: web.Request) -> web.Response:
+    sup = request.app[SUPERVISOR]
+    if sup.bgp is None:
+        return web.json_response({"error": "no-bgp", "detail": "no [bgp] in the appliance config"}, status=404)
+    body = sup.bgp.health()
+    if request.query.get("routes"):
+        body["routes"] = sup.bgp.routes_json()
+    return web.json_response(body)
+
+
 async def _metrics(request: web.Request) -> web.Response:
     sup = request.app[SUPERVISOR]
     totals = read_totals(sup.metrics_path, 2 * SLOTS_PER_GENERATION)
@@ -70,5 +82,7 @@ async def _metrics(request: web.Request) -> web.Response:
         gauges.append(("oca_disk_total_bytes", "Size of the disk.", labels, d["total_bytes"]))
         gauges.append(("oca_disk_files", "Files indexed on the disk.", labels, d["files"]))
     text = render(totals, gauges) + generate_latest(sup.tasks.registry).decode()
+    if sup.bgp is not None:
+        text += generate_latest(sup.bgp.registry).decode()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 

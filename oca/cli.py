@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("fill", help="one fill run (see `oca fill --help`)", add_help=False)
     p = sub.add_parser("disks", help="check every disk and show its state")
     _add_source(p)
+    p = sub.add_parser("bgp", help="BGP sessions (like `birdc show protocols`), or the routes held")
+    _add_source(p)
+    p.add_argument("what", nargs="?", choices=["protocols", "routes"], default="protocols")
+    p.add_argument("--admin", help="the running appliance's admin URL (default: from the config)")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -204,7 +209,33 @@ def cmd_disks(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "check-config": cmd_check_config, "put": cmd_put, "url": cmd_url,
+def cmd_bgp(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from oca.bgp import show
+
+    if args.admin:
+        base = args.admin.rstrip("/")
+    else:
+        config = _config(args)
+        host = config.admin.listen if config.admin.listen not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        base = f"http://{'[' + host + ']' if ':' in host else host}:{config.admin.port}"
+    url = base + "/v1/bgp" + ("?routes=1" if args.what == "routes" else "")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
+        raise ConfigError(f"{url}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConfigError(f"{url}: is the appliance running? ({exc})") from None
+    print(json.dumps(body, indent=1) if args.json else show.protocols(body) if args.what == "protocols"
+          else show.routes(body))
+    return 0
+
+
+COMMANDS = {"bgp": cmd_bgp, "serve": cmd_serve, "check-config": cmd_check_config, "put": cmd_put, "url": cmd_url,
             "ls": cmd_ls, "disks": cmd_disks}
 
 

@@ -9,9 +9,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.tomlconf import ConfigError, Section, read_toml
+from oca.bgp.config import BgpConfig, parse_bgp
 
 __all__ = ["ConfigError", "Tier", "DiskConfig", "HttpConfig", "AdminConfig", "TokenConfig",
            "StoreConfig", "MoverConfig", "PullThroughConfig", "SteeringLinkConfig", "OcaConfig", "load", "parse", "dev_config"]
+
+
+ACCESS_LOG_FORMATS = ("json", "combined")
 
 
 class Tier(str, Enum):
@@ -39,7 +43,12 @@ class HttpConfig:
     max_connections: int = 20000  # per worker; beyond it new connections are closed at once
     drain_timeout_s: float = 30.0
     cache_control: str = "private, max-age=86400"
-    access_log: bool = True  # one JSON line per response on stdout
+    # Access log: True = stdout (journald under systemd), a Path = that file (one per appliance, every
+    # worker appends whole lines; reopened on SIGUSR1 for logrotate), False = off.
+    access_log: bool | Path = True
+    access_log_format: str = "json"  # "json" (one object per line) or "combined" (nginx's, plus id and prefix)
+    access_log_buffer_bytes: int = 65536  # a worker writes its lines once this many bytes are buffered...
+    access_log_flush_s: float = 1.0  # ...or this often; and always on drain, reload and shutdown
     cors_allow_origin: str = "*"  # browsers' players fetch from other origins; the token guards access
 
 
@@ -103,6 +112,7 @@ class OcaConfig:
     mover: MoverConfig = field(default_factory=MoverConfig)
     pull_through: PullThroughConfig = field(default_factory=PullThroughConfig)
     steering: SteeringLinkConfig = field(default_factory=SteeringLinkConfig)
+    bgp: BgpConfig | None = None  # [bgp]: sessions with the ISP's routers (oca.bgp); None: no BGP
     egress_capacity_bps: int = 10_000_000_000
     source: Path | None = None  # the file it was read from (for SIGHUP reloads)
     dev: bool = False
@@ -126,7 +136,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         appliance_id=app.str("id"),
         site=app.str("site", "default"),
         egress_capacity_bps=app.int("egress_capacity_bps", 10_000_000_000, min=1),
-        http=_http(top.section("http", {})),
+        http=_http(top.section("http", {}), base),
         admin=_admin(top.section("admin", {})),
         tokens=_tokens(top.section("tokens"), base),
         store=_store(top.section("store"), base),
@@ -134,6 +144,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         mover=_mover(top.section("mover", {})),
         pull_through=_pull_through(top.section("pull_through", {}), base),
         steering=_steering(top.section("steering", {})),
+        bgp=parse_bgp(top.section("bgp"), base) if top.has("bgp") else None,
         source=source,
     )
     app.done()
@@ -141,7 +152,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
     return config
 
 
-def _http(s: Section) -> HttpConfig:
+def _http(s: Section, base: Path | None = None) -> HttpConfig:
     d = HttpConfig()
     cfg = HttpConfig(
         listen=s.str("listen", d.listen),
@@ -155,11 +166,28 @@ def _http(s: Section) -> HttpConfig:
         max_connections=s.int("max_connections", d.max_connections, min=1),
         drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
         cache_control=s.str("cache_control", d.cache_control),
-        access_log=s.bool("access_log", d.access_log),
+        access_log=_access_log(s, base),
+        access_log_format=s.str("access_log_format", d.access_log_format, choices=ACCESS_LOG_FORMATS),
+        access_log_buffer_bytes=s.int("access_log_buffer_bytes", d.access_log_buffer_bytes, min=0, max=16 << 20),
+        access_log_flush_s=s.float("access_log_flush_s", d.access_log_flush_s, min=0.01, max=3600),
         cors_allow_origin=s.str("cors_allow_origin", d.cors_allow_origin),
     )
     s.done()
     return cfg
+
+
+def _access_log(s: Section, base: Path | None) -> bool | Path:
+    """`access_log = true | false | "stdout" | "journald" | "/var/log/oca/access.log"`: the boolean of
+    earlier configs keeps its meaning (true: lines on stdout); a relative path is taken against the
+    config file's directory."""
+    value = s.raw("access_log", True)
+    if isinstance(value, bool):
+        return value
+    if value in ("stdout", "journald"):
+        return True
+    if not isinstance(value, str) or not value or value.endswith("/"):
+        raise ConfigError(f'{s.key("access_log")}: must be true, false, "stdout" or a file path')
+    return s.path("access_log", base=base)
 
 
 def _admin(s: Section) -> AdminConfig:

@@ -5,8 +5,9 @@ control endpoints with aiohttp on the admin port: /healthz, /metrics, /v1/health
 Lifecycle: workers are (re)started as a generation; a crashed worker is replaced. SIGHUP re-reads
 the config: if it is valid and changed, a new generation starts and the old one drains — the
 listening port never closes, so no connection is refused; if only keys changed, workers reload
-them. SIGTERM or Ctrl-C: report draining, let the workers drain, exit. With systemd (Type=notify)
-it sends READY=1, WATCHDOG=1 and STOPPING=1.
+them. SIGUSR1 (logrotate) is forwarded to every worker, which reopens its access log file. SIGTERM
+or Ctrl-C: report draining, let the workers drain, exit. With systemd (Type=notify) it sends
+READY=1, WATCHDOG=1 and STOPPING=1.
 """
 from __future__ import annotations
 
@@ -120,8 +121,10 @@ class Supervisor:
         self.egress_bps = 0.0
         self.disk_health: list[Any] = []
         self.reporter: Any = None
+        self.bgp: Any = None  # oca.bgp.speaker.Speaker when [bgp] is configured
         self.tasks = TaskSupervisor("oca")
         self.generations = 0  # generations started: which half of the metrics file the next one uses
+        self.retiring: Generation | None = None  # the generation draining after a reload
         self._reload_lock = asyncio.Lock()  # one reload at a time: at most two generations alive
         from oca.store.scrub import ScrubStats
 
@@ -174,6 +177,10 @@ class Supervisor:
             t.every("mover", c.mover.interval_s, self._move_once)
         if c.store.scrub_rate_bps > 0:
             t.every("scrub", c.store.scrub_pause_s, self._scrub_pass, first_delay_s=0)
+        if c.bgp is not None:  # the speaker follows reloads of [bgp] itself
+            from oca.bgp.speaker import start as start_bgp
+
+            self.bgp = start_bgp(t, lambda: self.config.bgp, self.metrics_path.parent)
         if c.steering.urls:
             self._start_reporting()
 
@@ -200,6 +207,14 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, self._begin_stop)
         loop.add_signal_handler(signal.SIGINT, self._begin_stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._reload()))
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
+
+    def _reopen_logs(self) -> None:
+        """logrotate renamed the access log: every worker (a draining generation's too) reopens it."""
+        for generation in (self.generation, self.retiring):
+            if generation is not None:
+                generation.signal(signal.SIGUSR1)
+        log("access-log-reopen")
 
     def _begin_stop(self) -> None:
         if not self.draining:
@@ -253,8 +268,10 @@ class Supervisor:
             return
         old, self.generation, self.config = self.generation, generation, fresh
         self.generations += 1
+        self.retiring = old
         old.terminate()
         await asyncio.to_thread(old.join, fresh.http.drain_timeout_s + 5)
+        self.retiring = None
         log("reloaded", restarted_workers=True)
 
     # ---- chores (run by self.tasks) -----------------------------------------------------------
@@ -314,7 +331,8 @@ class Supervisor:
         source = HeartbeatSource(self)
         link, c = self.config.steering, self.config
         self.reporter = Reporter(c.appliance_id, c.site, link.urls, link.report_interval_s,
-                                 snapshot=source.snapshot, inventory=source.inventory, keys=source.keys)
+                                 snapshot=source.snapshot, inventory=source.inventory, keys=source.keys,
+                                 routes=self.bgp.routes if self.bgp is not None else None)
 
         async def report() -> None:
             await source.ready.wait()  # the first report carries the whole inventory
@@ -332,7 +350,10 @@ class Supervisor:
         disks = [disk_json(d) for d in self.disk_health]
         workers_alive = sum(p.is_alive() for p in self.generation.procs)
         accepting = not self.draining and workers_alive > 0 and any(d["ok"] for d in disks)
+        totals = read_totals(self.metrics_path, 2 * SLOTS_PER_GENERATION)
         degraded = self.tasks.degraded()
+        if totals["access_log_failing"] > 0:  # serving goes on; lines are being dropped (counted)
+            degraded.append("access-log")
         return {
             "appliance": self.config.appliance_id,
             "site": self.config.site,
@@ -342,16 +363,18 @@ class Supervisor:
             "draining": self.draining,
             "degraded": degraded,
             "workers": {"alive": workers_alive, "configured": len(self.generation.procs)},
-            "load": {"loadavg": list(os.getloadavg()),
-                     "open_connections": read_totals(self.metrics_path, 2 * SLOTS_PER_GENERATION)[
-                         "open_connections"]},
+            "load": {"loadavg": list(os.getloadavg()), "open_connections": totals["open_connections"]},
             "egress_bps": round(self.egress_bps),
             "capacity_bps": self.config.egress_capacity_bps,
             "disks": disks,
             "files": self.store.index.count(),
             "uptime_s": round(time.time() - self.started_at, 1),
             "tasks": self.tasks.status(),
+            "access_log": {"failing_workers": int(totals["access_log_failing"]),
+                           "dropped_lines": int(totals["access_log_dropped_lines"]),
+                           "dropped_bytes": int(totals["access_log_dropped_bytes"])},
             "steering": [vars(r) for r in self.reporter.status()] if self.reporter is not None else [],
+            "bgp": self.bgp.health() if self.bgp is not None else None,
         }
 
 
@@ -372,5 +395,8 @@ def serve(config: OcaConfig) -> None:
     from multiprocessing import forkserver
 
     setup_logging("oca")
+    # Ignored until the loop handles it, in the fork server and (inherited) every worker before it
+    # installs its handler: a log rotation at the wrong moment must never kill a process.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     forkserver.ensure_running()
     uvloop.run(Supervisor(config).run())

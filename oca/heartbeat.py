@@ -47,7 +47,8 @@ class HeartbeatSource:
             load=Load(loadavg=report["load"]["loadavg"][0], open_connections=int(report["load"]["open_connections"])),
             egress_bps=int(report["egress_bps"]), capacity_bps=int(report["capacity_bps"]),
             disks=disks, popularity=self._popularity, degraded=tuple(report["degraded"]),
-            pull_through=self.sup.config.pull_through.enabled)
+            pull_through=self.sup.config.pull_through.enabled,
+            bgp=tuple(self.sup.bgp.table.public()) if self.sup.bgp is not None else ())
 
     def inventory(self) -> InventoryState:
         return self._inventory

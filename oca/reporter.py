@@ -11,6 +11,10 @@ The daemon supplies two cheap callables: `snapshot()` (health, load, disks, popu
 `inventory()` (an `InventoryState`: the set of file keys and a version that changes whenever the set
 does, so an unchanged set costs no diff), and the key ring (or a callable returning the current one)
 that signs each report (contracts.heartbeat.sign_body).
+
+With BGP, `routes()` (oca.bgp.table.RouteState: a version and the routes by prefix) travels the same
+way with a generation of its own: whole on the first report and after a gap (`routes_need_full`, or
+an acknowledged generation that is not the one sent), as deltas after (`announced`, `withdrawn`).
 """
 from __future__ import annotations
 
@@ -20,12 +24,13 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field, replace
-from typing import AbstractSet, Callable, Sequence
+from typing import AbstractSet, Any, Callable, Mapping, Sequence
 
 import aiohttp
 
 from contracts.heartbeat import (CONTENT_TYPE, SIGNATURE_HEADER, HealthSnapshot, Heartbeat, HeartbeatAck,
-                                 HeartbeatError, InventoryUpdate, decode_ack, encode_heartbeat, sign_body)
+                                 HeartbeatError, InventoryUpdate, Route, RoutesUpdate, decode_ack, encode_heartbeat,
+                                 sign_body)
 from contracts.ids import ApplianceId, FileKey, SiteId
 from contracts.token import Keyring
 from contracts.tomlconf import ConfigError
@@ -54,6 +59,8 @@ class ReplicaStatus:
     last_ok_at: float | None = None
     last_error: str | None = None
     failures: int = 0
+    routes_need_full: bool = True
+    routes_ack: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,15 @@ class _Round:
     keys: frozenset[FileKey]
     delta: InventoryUpdate
     sent_at: float
-    encoded: dict[bool, bytes] = field(default_factory=dict, compare=False)
+    routes: "_RoutesRound | None" = None
+    encoded: dict[tuple[bool, bool], bytes] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class _RoutesRound:
+    generation: int
+    table: Mapping[str, Route]
+    delta: RoutesUpdate
 
 
 class Reporter:
@@ -72,7 +87,7 @@ class Reporter:
                  snapshot: Callable[[], HealthSnapshot], inventory: Callable[[], InventoryState], *,
                  keys: Keyring | Callable[[], Keyring] | None = None,
                  timeout_s: float | None = None, max_popularity: int = 10_000,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, routes: Callable[[], Any] | None = None) -> None:
         if not steering_urls:
             raise ValueError("steering_urls: at least one steering replica")
         if interval_s <= 0:
@@ -90,6 +105,11 @@ class Reporter:
         self._generation = 0
         self._keys: frozenset[FileKey] | None = None
         self._version: int | None = None
+        # routes heard over BGP (None: this appliance runs no BGP)
+        self._routes_source = routes
+        self._routes_generation = 0
+        self._routes: Mapping[str, Route] | None = None
+        self._routes_version: int | None = None
 
     def status(self) -> list[ReplicaStatus]:
         return [replace(r) for r in self.replicas.values()]
@@ -120,7 +140,27 @@ class Reporter:
             health = replace(health, popularity=dict(top[: self.max_popularity]))
         delta = self._advance_inventory()
         assert self._keys is not None
-        return _Round(self._seq, health, self._generation, self._keys, delta, self._clock())
+        return _Round(self._seq, health, self._generation, self._keys, delta, self._clock(), self._advance_routes())
+
+    def _advance_routes(self) -> _RoutesRound | None:
+        if self._routes_source is None:
+            return None
+        state = self._routes_source()
+        old = self._routes
+        if old is None:
+            self._routes_generation = int(self._clock() * 1000)
+        elif state.version != self._routes_version:
+            new = state.routes
+            announced = tuple(r for p, r in new.items() if old.get(p) is not r and old.get(p) != r)
+            withdrawn = tuple(p for p in old if p not in new)
+            if announced or withdrawn:
+                self._routes_generation += 1
+                self._routes, self._routes_version = new, state.version
+                return _RoutesRound(self._routes_generation, new, RoutesUpdate(
+                    self._routes_generation, False, announced, withdrawn, base=self._routes_generation - 1))
+        self._routes, self._routes_version = state.routes, state.version
+        gen = self._routes_generation
+        return _RoutesRound(gen, self._routes, RoutesUpdate(gen, False, base=gen))
 
     def _advance_inventory(self) -> InventoryUpdate:
         state = self._inventory()
@@ -142,18 +182,21 @@ class Reporter:
     def _unchanged(self) -> InventoryUpdate:
         return InventoryUpdate(generation=self._generation, full=False, base=self._generation)
 
-    def _body(self, round_: _Round, full: bool) -> bytes:
-        body = round_.encoded.get(full)
+    def _body(self, round_: _Round, full: bool, routes_full: bool) -> bytes:
+        body = round_.encoded.get((full, routes_full))
         if body is None:
             inventory = (InventoryUpdate(generation=round_.generation, full=True, added=tuple(round_.keys))
                          if full else round_.delta)
+            r = round_.routes
+            routes = None if r is None else (
+                RoutesUpdate(r.generation, True, tuple(r.table.values())) if routes_full else r.delta)
             hb = Heartbeat(self.appliance_id, self.site, round_.seq, round_.sent_at, round_.health, inventory,
-                           boot=self.boot)
-            body = round_.encoded[full] = encode_heartbeat(hb)
+                           boot=self.boot, routes=routes)
+            body = round_.encoded[(full, routes_full)] = encode_heartbeat(hb)
         return body
 
     async def _post(self, session: aiohttp.ClientSession, replica: ReplicaStatus, round_: _Round) -> None:
-        body = self._body(round_, replica.need_full)
+        body = self._body(round_, replica.need_full, replica.routes_need_full)
         headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
         try:
             if self._keyring is not None:  # inside the try: an unreadable key file fails this round only
@@ -167,13 +210,17 @@ class Reporter:
         except (aiohttp.ClientError, TimeoutError, HeartbeatError, _Refused, OSError, ConfigError) as exc:
             self._failed(replica, f"{type(exc).__name__}: {exc}")
             return
-        self._acked(replica, ack, sent=round_.generation)
+        self._acked(replica, ack, sent=round_.generation,
+                    routes_sent=round_.routes.generation if round_.routes is not None else None)
 
-    def _acked(self, replica: ReplicaStatus, ack: HeartbeatAck, sent: int) -> None:
+    def _acked(self, replica: ReplicaStatus, ack: HeartbeatAck, sent: int, routes_sent: int | None = None) -> None:
         if replica.last_error is not None:
             log.info("steering replica reachable again", extra={"fields": {"replica": replica.url}})
         replica.need_full = ack.need_full or ack.generation_ack != sent
         replica.generation_ack = ack.generation_ack
+        if routes_sent is not None:
+            replica.routes_need_full = ack.routes_need_full or ack.routes_ack != routes_sent
+            replica.routes_ack = ack.routes_ack
         replica.status, replica.reason = ack.status, ack.reason
         replica.last_ok_at, replica.last_error, replica.failures = self._clock(), None, 0
 
@@ -182,6 +229,7 @@ class Reporter:
             log.warning("heartbeat to steering replica failed", extra={"fields": {
                 "replica": replica.url, "error": error}})
         replica.need_full = True  # it may have lost this round's delta: resend the whole set
+        replica.routes_need_full = True
         replica.last_error, replica.failures = error, replica.failures + 1
 
 

@@ -13,6 +13,7 @@ from steering.core.fleet import Fleet
 from steering.core.health import MISSED, Health, HealthPolicy, Status, is_late, observe, vitals_of
 from steering.core.inventory import InventoryIndex, InventoryResult
 from steering.core.rank import LiveView
+from steering.core.routes import RouteIndex
 
 
 class UnknownAppliance(HeartbeatError):
@@ -43,6 +44,7 @@ class Ingested:
     inventory: InventoryResult
     transition: Transition | None
     site_mismatch: bool
+    routes: InventoryResult | None = None  # None: the appliance runs no BGP
 
 
 class FleetState:
@@ -52,6 +54,8 @@ class FleetState:
         self.health: dict[ApplianceId, Health] = {a: Health() for a in fleet.appliances}
         self.reports: dict[ApplianceId, LastReport] = {}
         self.inventory = InventoryIndex()
+        self.routes = RouteIndex()  # client networks the appliances heard over BGP
+        self.route_updates: dict[str, int] = {}  # verdict -> count (replace, apply, gap, dropped)
         self._up: set[ApplianceId] = set()
         self._pullers: set[ApplianceId] = set()
         self.view = LiveView(up=self._up, holders=self.inventory.holders, pullers=self._pullers)
@@ -61,6 +65,7 @@ class FleetState:
         if spec is None:
             raise UnknownAppliance(f"appliance {hb.appliance_id!r} is not in the fleet config")
         inv = self.inventory.apply(hb.appliance_id, hb.inventory)
+        routes = self._routes(hb)
         self.reports[hb.appliance_id] = LastReport(now, hb.sent_at, hb.seq, hb.site, hb.health)
         if hb.health.pull_through:
             self._pullers.add(hb.appliance_id)
@@ -70,8 +75,20 @@ class FleetState:
             self.health[hb.appliance_id], vitals_of(hb, spec.capacity_bps), now, self.policy))
         state = self.health[hb.appliance_id]
         ack = HeartbeatAck(generation_ack=inv.generation, need_full=inv.need_full,
-                           status=state.status.value, reason=state.reason)
-        return Ingested(ack, inv, transition, site_mismatch=hb.site != spec.site)
+                           status=state.status.value, reason=state.reason,
+                           routes_ack=routes.generation if routes else None,
+                           routes_need_full=routes.need_full if routes else False)
+        return Ingested(ack, inv, transition, site_mismatch=hb.site != spec.site, routes=routes)
+
+    def _routes(self, hb: Heartbeat) -> InventoryResult | None:
+        if hb.routes is None:  # no BGP (any more): what it heard before is gone
+            if self.routes.generation(hb.appliance_id) is not None:
+                self.routes.drop(hb.appliance_id)
+                self.route_updates["dropped"] = self.route_updates.get("dropped", 0) + 1
+            return None
+        result = self.routes.apply(hb.appliance_id, hb.routes)
+        self.route_updates[result.verdict.value] = self.route_updates.get(result.verdict.value, 0) + 1
+        return result
 
     def tick(self, now: float) -> list[Transition]:
         """Mark down every appliance whose reports stopped; returns what changed."""
@@ -100,6 +117,7 @@ class FleetState:
             del self.health[gone]
             self.reports.pop(gone, None)
             self.inventory.drop(gone)
+            self.routes.drop(gone)
             self._up.discard(gone)
             self._pullers.discard(gone)
         for new in set(fleet.appliances) - set(self.health):

@@ -133,6 +133,15 @@ class PrefixTable(Generic[V]):
                 return hit
         return None
 
+    def lookup_length(self, addr: ClientAddress) -> tuple[int, V] | None:
+        """Like lookup, also giving the matched prefix length (to weigh it against a BGP route)."""
+        width = 32 if addr.version == 4 else 128
+        for shift, table in self._probes[addr.version]:
+            hit = table.get(addr.value >> shift)
+            if hit is not None:
+                return width - shift, hit
+        return None
+
     def lookup_with_prefix(self, addr: ClientAddress) -> tuple[str, V] | None:
         """Like lookup, also naming the matched network (for explanations and logs)."""
         network = ipaddress.IPv4Network if addr.version == 4 else ipaddress.IPv6Network

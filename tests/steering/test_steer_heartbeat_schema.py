@@ -3,6 +3,7 @@ with a HeartbeatError (status_hint 400) that names the field."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import msgpack
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from contracts.keys import derive_keyring
+from contracts.heartbeat import (BgpSession, Route, RoutesUpdate)
 from contracts.heartbeat import (HeartbeatAck, HeartbeatError, HeartbeatUnauthorized, MalformedHeartbeat,
                                  StaleHeartbeat, UnsupportedVersion, ack_to_dict, check_fresh, decode_ack,
                                  decode_heartbeat, encode_ack, encode_heartbeat, sign_body, verify_body,
@@ -20,17 +22,30 @@ from contracts.ids import is_valid_file_key
 from steer_helpers import heartbeat
 
 
+ROUTES = RoutesUpdate(generation=5, full=False, base=4,
+                      announced=(Route("192.0.2.0/24", (64500, 64510), 50, 100, ("64500:42", "64500:1:2")),
+                                 Route("2001:db8:a::/48")),
+                      withdrawn=("198.51.100.0/24",))
+SESSIONS = (BgpSession("192.0.2.1", 64500, "up", 1767225000.0, 2, 1, 1767225590.0),
+            BgpSession("2001:db8::1", 64500, "down", 1767225100.0, 0))
+
+
+def with_bgp(hb, routes: RoutesUpdate | None = ROUTES):
+    return replace(hb, routes=routes, health=replace(hb.health, bgp=SESSIONS))
+
+
 def wire(**changes: Any) -> bytes:
-    data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4", "t/b.mp4"])))
+    data = msgpack.unpackb(encode_heartbeat(with_bgp(heartbeat("ams-1", "ams", added=["t/a.mp4", "t/b.mp4"]))))
     for dotted, value in changes.items():
         target = data
         *path, last = dotted.split("__")
         for part in path:
             target = target[int(part)] if isinstance(target, list) else target[part]
+        index = int(last) if isinstance(target, list) else last
         if value is DELETE:
-            del target[last]
+            del target[index]
         else:
-            target[last] = value
+            target[index] = value
     return msgpack.packb(data)
 
 
@@ -41,13 +56,31 @@ def test_round_trip() -> None:
     hb = heartbeat("ams-1", "ams", seq=7, egress=123, failed_disks=1, generation=9, full=False,
                    added=["t/x.mp4"], removed=["t/y.mp4"], base=8)
     assert decode_heartbeat(encode_heartbeat(hb)) == hb
+    assert decode_heartbeat(encode_heartbeat(with_bgp(hb))) == with_bgp(hb)
+    full = RoutesUpdate(generation=9, full=True, announced=ROUTES.announced)
+    assert decode_heartbeat(encode_heartbeat(with_bgp(hb, full))).routes == full
+
+
+def test_an_appliance_without_bgp_reports_no_routes_and_an_older_one_decodes() -> None:
+    hb = decode_heartbeat(wire(routes=None, bgp=[]))
+    assert hb.routes is None and hb.health.bgp == ()
+    older = decode_heartbeat(wire(routes=DELETE, bgp=DELETE))  # a reporter from before BGP
+    assert older.routes is None and older.health.bgp == ()
 
 
 def test_the_wire_map_is_flat_and_versioned() -> None:
     data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4"])))
     assert data["v"] == 1
     assert set(data) == {"v", "appliance_id", "site", "boot", "seq", "sent_at", "accepting", "draining", "load",
-                         "egress_bps", "capacity_bps", "disks", "popularity", "degraded", "pull_through", "inventory"}
+                         "egress_bps", "capacity_bps", "disks", "popularity", "degraded", "pull_through", "inventory",
+                         "bgp", "routes"}
+    assert data["routes"] is None and data["bgp"] == []  # no BGP on this appliance
+    bgp = msgpack.unpackb(encode_heartbeat(with_bgp(heartbeat("ams-1", "ams"))))
+    assert bgp["routes"] == {"generation": 5, "full": False, "base": 4, "withdrawn": ["198.51.100.0/24"],
+                             "announced": [["192.0.2.0/24", [64500, 64510], 50, 100, ["64500:42", "64500:1:2"]],
+                                           ["2001:db8:a::/48", [], None, None, []]]}
+    assert bgp["bgp"][1] == {"peer": "2001:db8::1", "peer_as": 64500, "state": "down", "since": 1767225100.0,
+                             "prefixes": 0, "refused": 0, "last_update_at": None}
     assert data["inventory"] == {"generation": 1, "full": True, "base": None, "added": ["t/a.mp4"], "removed": []}
     assert data["disks"][0] == {"path": "/d0", "tier": "hdd", "state": "ok", "total_bytes": 10**12,
                                 "free_bytes": 10**11, "files": 3}
@@ -78,11 +111,40 @@ def test_the_wire_map_is_flat_and_versioned() -> None:
     (wire(inventory__full=False, inventory__base=5), "inventory.base: must not be above"),
     (wire(inventory__removed=["t/a.mp4"]), "inventory.removed"),
     (wire(pull_through="yes"), "pull_through:"),
+    (wire(routes="all"), "routes:"),
+    (wire(routes__base=DELETE), "routes.base: required"),
+    (wire(routes__base=6), "routes.base: must not be above"),
+    (wire(routes__full=True, routes__base=None), "routes.withdrawn: must be empty"),
+    (wire(routes__announced="x"), "routes.announced:"),
+    (wire(routes__announced__0="192.0.2.0/24"), "routes.announced[0]: must be"),
+    (wire(routes__announced__0__0="192.0.2.1/24"), "routes.announced[0][0]: not a canonical"),
+    (wire(routes__announced__0__0="2001:DB8::/32"), "routes.announced[0][0]: not a canonical"),
+    (wire(routes__announced__0__0="10.0.0.0/33"), "routes.announced[0][0]: not a canonical"),
+    (wire(routes__announced__0__0=7), "routes.announced[0][0]: not a canonical"),
+    (wire(routes__announced__0__1=[1, -2]), "routes.announced[0][1]: the AS path"),
+    (wire(routes__announced__0__1=list(range(300))), "routes.announced[0][1]: the AS path"),
+    (wire(routes__announced__0__1=[1 << 32]), "routes.announced[0][1]: the AS path"),
+    (wire(routes__announced__0__2=-1), "routes.announced[0][2]:"),
+    (wire(routes__announced__0__3="high"), "routes.announced[0][3]:"),
+    (wire(routes__announced__0__4=["no-export!"]), "routes.announced[0][4]: communities"),
+    (wire(routes__announced__0__4=["1:2"] * 65), "routes.announced[0][4]: communities"),
+    (wire(routes__withdrawn=["nope"]), "routes.withdrawn[0]: not a canonical"),
+    (wire(bgp="up"), "bgp: must be a list"),
+    (wire(bgp=[{}] * 17), "bgp: must be a list"),
+    (wire(bgp__0__state="established"), "bgp[0].state: must be one of"),
+    (wire(bgp__0__peer_as=1 << 32), "bgp[0].peer_as:"),
+    (wire(bgp__0__prefixes=-1), "bgp[0].prefixes:"),
+    (wire(bgp__0__peer=DELETE), "bgp[0].peer: required"),
 ], ids=["not-msgpack", "not-a-map", "version-2", "no-version", "no-appliance", "bad-appliance-id",
         "negative-seq", "bool-seq", "string-time", "string-bool", "nan-load", "float-bps", "disks-not-list",
         "disk-state", "negative-free", "bad-popularity-key", "short-popularity", "inventory-not-map",
         "bad-inventory-key", "int-inventory-key", "delta-without-base", "base-above-generation",
-        "removed-in-full", "string-pull-through"])
+        "removed-in-full", "string-pull-through", "routes-not-map", "routes-delta-without-base",
+        "routes-base-above-generation", "withdrawn-in-full-table", "announced-not-list", "route-not-array",
+        "route-host-bits", "route-not-canonical-v6", "route-too-long", "route-prefix-int", "as-path-negative",
+        "as-path-too-long", "as-above-32-bits", "med-negative", "local-pref-string", "community-garbage",
+        "too-many-communities", "withdrawn-garbage", "bgp-not-list", "too-many-sessions", "session-state",
+        "session-as-above-32-bits", "session-negative-prefixes", "session-without-peer"])
 def test_malformed_reports_name_the_field(raw: bytes, field: str) -> None:
     with pytest.raises(HeartbeatError) as err:
         decode_heartbeat(raw)
@@ -104,10 +166,13 @@ def test_version_errors_are_their_own_kind() -> None:
 
 @pytest.mark.parametrize("content_type", ["application/msgpack", "application/json"])
 def test_ack_round_trip(content_type: str) -> None:
-    ack = HeartbeatAck(generation_ack=41, need_full=True, status="down", reason="missed-reports")
+    ack = HeartbeatAck(generation_ack=41, need_full=True, status="down", reason="missed-reports", routes_ack=7,
+                       routes_need_full=True)
     raw = encode_ack(ack) if "msgpack" in content_type else json.dumps(ack_to_dict(ack)).encode()
     assert decode_ack(raw, content_type) == ack
     assert decode_ack(encode_ack(HeartbeatAck(None, True))).generation_ack is None
+    older = {k: v for k, v in ack_to_dict(ack).items() if not k.startswith("routes")}  # a replica before BGP
+    assert decode_ack(msgpack.packb(older)) == replace(ack, routes_ack=None, routes_need_full=False)
 
 
 segment = st.text(st.sampled_from("ab9_.-/%é"), min_size=0, max_size=12)

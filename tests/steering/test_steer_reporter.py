@@ -13,6 +13,7 @@ from contracts.keys import derive_keyring
 from contracts.heartbeat import HealthSnapshot, Load
 from oca.reporter import InventoryState, Reporter
 from steer_helpers import ServerThread, free_port, write_setup
+from tests.support.prom import samples
 
 
 class FakeStore:
@@ -40,7 +41,7 @@ def held(srv: ServerThread, appliance: str = "ams-1") -> set[str]:
 
 def verdicts(srv: ServerThread) -> dict[str, float]:
     def read() -> dict[str, float]:
-        return {dict(labels)["verdict"]: v for (name, labels), v in srv.replica.metrics.counters.items()
+        return {dict(labels)["verdict"]: v for (name, labels), v in samples(srv.replica.metrics.text()).items()
                 if name == "steering_inventory_updates_total"}
     return srv.call(read)
 
@@ -143,3 +144,40 @@ def test_constructor_checks() -> None:
         Reporter("a", "s", [], 1.0, lambda: None, lambda: None)  # type: ignore[arg-type, return-value]
     with pytest.raises(ValueError):
         Reporter("a", "s", ["http://x"], 0, lambda: None, lambda: None)  # type: ignore[arg-type, return-value]
+
+
+def test_bgp_routes_travel_whole_then_as_deltas_and_whole_again_after_a_gap(srv: ServerThread) -> None:
+    """The appliance's route table (oca.bgp.table) through the reporter: the first report carries it
+    whole, changes go as deltas, a replica that lost it asks for it whole (routes_need_full)."""
+    from oca.bgp.messages import Attributes
+    from oca.bgp.policy import Policy
+    from oca.bgp.table import Peer, RouteTable
+
+    table = RouteTable([Peer("v4", "192.0.2.1", 64500)], Policy(40027), 90, now=0.0)
+    table.on_state("192.0.2.1", "up", 0.0)
+    table.on_update("192.0.2.1", Attributes((64500,), med=5), ["10.0.0.0/8", "10.1.0.0/16"], [], 1.0)
+    store = FakeStore({"t/a.mp4"})
+    reporter = Reporter("ams-1", "ams", [srv.url], 0.1, store.snapshot, store.inventory,
+                        keys=derive_keyring(srv.keys, "ams-1"), routes=table.best)
+
+    def routes() -> dict:
+        return srv.call(lambda: dict(srv.replica.state.routes.routes_of("ams-1")))
+
+    def step(i: int) -> None:
+        if i == 0:
+            assert set(routes()) == {"10.0.0.0/8", "10.1.0.0/16"} and routes()["10.0.0.0/8"].med == 5
+            table.on_update("192.0.2.1", Attributes((64500, 64510)), ["10.2.0.0/16"], ["10.1.0.0/16"], 2.0)
+        if i == 1:
+            assert set(routes()) == {"10.0.0.0/8", "10.2.0.0/16"}
+            assert routes()["10.2.0.0/16"].as_path == (64500, 64510)
+            srv.call(lambda: srv.replica.state.routes.drop("ams-1"))  # as a restarted replica
+            table.on_update("192.0.2.1", Attributes((64500,)), ["10.3.0.0/16"], [], 3.0)
+        if i == 2:
+            assert reporter.status()[0].routes_need_full and routes() == {}
+        if i == 3:
+            assert set(routes()) == {"10.0.0.0/8", "10.2.0.0/16", "10.3.0.0/16"}
+
+    asyncio.run(rounds(reporter, 4, step))
+    got = srv.call(lambda: dict(srv.replica.state.route_updates))
+    assert got == {"replace": 2, "apply": 1, "gap": 1}
+    assert not reporter.status()[0].routes_need_full
