@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def check_config(path: Path) -> int:
+    """0: all good; 1: usable, but coverage zones were skipped (each on stderr); 2: unusable."""
     started = time.monotonic()
     try:
         config = steering_config.load(path)
@@ -43,14 +44,19 @@ def check_config(path: Path) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    fleet = loaded.fleet
+    fleet, info = loaded.fleet, loaded.fleet_info
     print(f"ok: {path}")
-    print(f"  fleet: {config.fleet_file}: {len(fleet.sites)} sites, {len(fleet.appliances)} appliances, "
-          f"{len(fleet.prefixes)} prefixes")
+    print(f"  fleet: {info.source}: {len(fleet.sites)} sites, {len(fleet.appliances)} appliances, "
+          f"{len(fleet.prefixes)} prefixes" + (f"; revision {info.revision!r}" if info.revision is not None else "")
+          + (f" ({info.customer_name})" if info.customer_name else ""))
+    for line in info.warnings:
+        print(f"  warning: {line}")
+    for line in info.skipped:  # served without it: an error to fix, though not fatal
+        print(f"error: {line}", file=sys.stderr)
     print(f"  keys: {config.key_file}: {', '.join(sorted(loaded.keys.keys))} (signing {loaded.keys.signing_id})")
     print(f"  geoip: {loaded.geo.path}: {loaded.geo.description}" if loaded.geo else "  geoip: none")
     print(f"  default site: {config.default_site}; loaded in {time.monotonic() - started:.2f} s")
-    return 0
+    return 1 if info.skipped else 0
 
 
 def run(path: Path, log_level: str) -> int:

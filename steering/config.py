@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from contracts.demand import MAX_FILES
 from contracts.ids import SiteId
@@ -17,7 +18,8 @@ from steering.core.admission import PullPolicy
 from steering.core.rank import RankPolicy
 from steering.fillplan import FillConfig, parse_fill
 
-__all__ = ["ConfigError", "ServerConfig", "TokenConfig", "GeoConfig", "DemandConfig", "SteeringConfig", "load", "parse"]
+__all__ = ["ConfigError", "ServerConfig", "FleetFetchConfig", "TokenConfig", "GeoConfig", "DemandConfig",
+           "SteeringConfig", "load", "parse"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,17 @@ class PullThroughConfig:
 
 
 @dataclass(frozen=True)
+class FleetFetchConfig:
+    """[steering] fleet_url and its settings: the fleet (a coverage-zone file, or our TOML) polled from a
+    URL with If-None-Match / If-Modified-Since (steering.fleetfetch); fleet_file then holds the last
+    good download, read at start."""
+    url: str | None = None
+    poll_interval_s: float = 300.0
+    timeout_s: float = 30.0
+    max_bytes: int = 64 << 20
+
+
+@dataclass(frozen=True)
 class SteeringConfig:
     fleet_file: Path
     key_file: Path
@@ -87,6 +100,7 @@ class SteeringConfig:
     demand: DemandConfig = field(default_factory=DemandConfig)
     pull_through: PullThroughConfig = field(default_factory=PullThroughConfig)
     source: Path | None = None
+    fleet_fetch: FleetFetchConfig = field(default_factory=FleetFetchConfig)
 
 
 def load(path: Path) -> SteeringConfig:
@@ -114,6 +128,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         demand=_demand(top.section("demand", {}), base, server.port),
         pull_through=_pull_through(top.section("pull_through", {})),
         source=source,
+        fleet_fetch=_fleet_fetch(main),
     )
     main.done()
     top.done()
@@ -136,6 +151,26 @@ def _server(s: Section) -> ServerConfig:
         guard=parse_guard(s),
         max_steer_body_bytes=s.int("max_steer_body_bytes", d.max_steer_body_bytes, min=4096, max=64 << 20),
     )
+
+
+def _fleet_fetch(s: Section) -> FleetFetchConfig:
+    d = FleetFetchConfig()
+    return FleetFetchConfig(
+        url=_url(s, "fleet_url"),
+        poll_interval_s=s.float("fleet_poll_interval_s", d.poll_interval_s, min=1),
+        timeout_s=s.float("fleet_fetch_timeout_s", d.timeout_s, min=0.1),
+        max_bytes=s.int("fleet_max_bytes", d.max_bytes, min=1024, max=1 << 30),
+    )
+
+
+def _url(s: Section, name: str) -> str | None:
+    """An optional http(s) URL, kept exactly as written (a trailing slash or a query may matter)."""
+    value = s.str(name, None)
+    if value is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            raise ConfigError(f"{s.key(name)}: must be an http(s) URL, e.g. https://to.example.net/czf.json")
+    return value
 
 
 def _tokens(s: Section) -> TokenConfig:

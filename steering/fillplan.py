@@ -123,9 +123,9 @@ class ManifestReader:
             return
         self.served, self.plan, self.pointer, self.adopted_at = loaded.served, loaded.plan, loaded.pointer, time.time()
         metrics = self.replica.metrics
-        metrics.inc("steering_fill_plans_adopted_total")
+        metrics.fill_plans_adopted.inc()
         for appliance, why in loaded.rejected.items():
-            metrics.inc("steering_fill_manifests_rejected_total")
+            metrics.fill_manifests_rejected.inc()
             log_event(log, "fill-manifest-rejected", logging.WARNING, plan=loaded.plan, appliance=appliance,
                       error=why, kept="the manifest it had" if appliance in loaded.served else "none")
         log_event(log, "fill-plan-adopted", plan=loaded.plan, manifests=len(loaded.served), read=loaded.read,

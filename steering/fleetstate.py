@@ -33,7 +33,6 @@ from aiohttp import web
 
 from contracts.callers import Unauthorized
 from steering.auth import requires
-from steering.metrics import labels
 
 SCHEMA_VERSION = 1
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -90,7 +89,7 @@ def fleet_state_handler(replica: Any) -> Handler:
         try:
             return await authorized(request)
         except Unauthorized as exc:  # Forbidden is one too (403)
-            replica.metrics.inc("steering_errors_total", labels(reason=exc.reason))
+            replica.metrics.errors.labels(exc.reason).inc()
             return web.json_response({"error": exc.reason, "detail": str(exc)}, status=exc.status_hint)
     return fleet_state
 

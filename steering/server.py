@@ -11,9 +11,10 @@ grace period, in-flight requests finish).
     GET  /v1/demand  (role "demand") -> contracts.demand JSON: decisions per client site and file
                      (steering.demand: the demand-trim and demand-save chores, saved again at SIGTERM)
 
-Every background chore (tick, reload, fill plan, decision log flush) runs under one TaskSupervisor:
-a failure is logged with its traceback, counted (`steering_task_failures_total{task}` in /metrics),
-restarted after a backoff, and a chore that keeps failing is listed in /healthz as degraded. Degraded
+Every background chore (tick, reload, fleet fetch, fill plan, decision log flush) runs under one
+TaskSupervisor: a failure is logged with its traceback, counted (`steering_task_failures_total{task}`
+in /metrics), restarted after a backoff, and a chore that keeps failing is listed in /healthz as
+degraded (so is `fleet` while the fleet is stale or left zones out: steering.fleetfetch). Degraded
 stays HTTP 200: the replica still answers (from the last good state), so a load balancer should keep
 it; only draining is 503. Handlers map only our refusals (exception classes with a `status_hint`) to
 4xx; anything else is a bug: a 500, logged with its traceback. Connections and bodies are guarded
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from contracts.callers import Unauthorized
 from contracts.heartbeat import (CONTENT_TYPE as MSGPACK, SIGNATURE_HEADER, HeartbeatError, ack_to_dict, encode_ack,
@@ -48,8 +49,8 @@ from steering.auth import AUTHENTICATE, authenticator, requires
 from steering.config import SteeringConfig
 from steering.core.prefixes import InvalidClientAddress
 from steering.fillplan import FillPlanner
+from steering.fleetfetch import FleetPoller, log_fleet
 from steering.fleetstate import fleet_state_handler
-from steering.metrics import labels
 from steering.reloader import Reloader
 from steering.service import BadRequest, Loaded, Replica, SteerAnswer, dumps
 
@@ -58,6 +59,7 @@ REPLICA = web.AppKey("replica", Replica)
 PLANNER = web.AppKey("planner", FillPlanner)
 RELOADER = web.AppKey("reloader", Reloader)
 SUPERVISOR = web.AppKey("supervisor", TaskSupervisor)
+POLLER = web.AppKey("poller", FleetPoller)
 
 # Our refusals and the contracts' (each carries status_hint and reason). A ValueError outside these
 # is not a bad request but a bug, and must not be dressed up as a 400.
@@ -80,12 +82,12 @@ def refusals(handler: Handler) -> Handler:
         except REFUSALS as exc:
             status = getattr(exc, "status_hint", 400)
             reason = getattr(exc, "reason", "bad-request")
-            request.app[REPLICA].metrics.inc("steering_errors_total", labels(reason=reason))
+            request.app[REPLICA].metrics.errors.labels(reason).inc()
             return _json({"error": reason, "detail": str(exc)}, status=status)
         except web.HTTPException:
             raise  # aiohttp's own answers (413 body too large, ...)
         except Exception:  # noqa: BLE001 - a bug: answer 500, keep its traceback
-            request.app[REPLICA].metrics.inc("steering_errors_total", labels(reason="internal"))
+            request.app[REPLICA].metrics.errors.labels("internal").inc()
             log.exception("internal-error", extra={"fields": {"method": request.method, "path": request.path}})
             return _json({"error": "internal", "detail": "internal error (logged)"}, status=500)
     return wrapped
@@ -104,7 +106,7 @@ async def steer_get(request: web.Request) -> web.Response:
                                           request_id)
     body: dict[str, Any] = {"locations": answer.locations, "expires_at": expires_at}
     if q.get("explain"):
-        body["decision"] = _explain(answer)
+        body["decision"] = _explain(answer, replica.route_of(q.get("client") or request.remote or ""))
     return _json(body, status=200 if answer.locations else 503)
 
 
@@ -123,11 +125,12 @@ async def steer_post(request: web.Request) -> web.Response:
         raise BadRequest("client: must be an IP address string")
     request_id = request_id_of(request)
     expires_at, answers = replica.steer(files, client, _ttl(body.get("ttl_s")), request_id)
+    route = replica.route_of(client) if body.get("explain") else None
     explain = bool(body.get("explain"))
     # `holds` (one flag per location): which appliances have the file now, so a caller grouping URLs by
     # appliance (playback's pathways) can route a file an appliance lacks to one that has it.
     out = {a.file: {"locations": a.locations, "holds": [c.holds for c in a.decision.candidates][:len(a.locations)],
-                    **({"decision": _explain(a)} if explain else {})}
+                    **({"decision": _explain(a, route)} if explain else {})}
            for a in answers}
     # `site`: the client's site, as located (one localisation per call): playback counts the play's
     # viewing events there (playback.core.plays)
@@ -154,9 +157,9 @@ def _ttl(raw: Any) -> int | None:
         raise BadRequest("ttl_s: must be an integer number of seconds") from None
 
 
-def _explain(answer: SteerAnswer) -> dict[str, Any]:
-    d = answer.decision
-    return {"method": d.method.value, "outcome": d.outcome.value, "site": d.site,
+def _explain(answer: SteerAnswer, route: dict[str, Any] | None = None) -> dict[str, Any]:
+    d = answer.decision  # `route`: the prefix that located the client (Replica.route_of)
+    return {"method": d.method.value, "outcome": d.outcome.value, "site": d.site, "route": route,
             "candidates": [{"appliance": c.appliance.id, "site": c.appliance.site, "holds": c.holds}
                            for c in d.candidates]}
 
@@ -187,15 +190,19 @@ async def healthz(request: web.Request) -> web.Response:
     replica, sup = request.app[REPLICA], request.app[SUPERVISOR]
     body = replica.health_json()
     body["degraded"] = sup.degraded()  # names only: the errors are in the log and /metrics
+    poller = request.app[POLLER]
+    body["fleet"] = poller.health()  # source, revision, skipped zones, the last fetch error
+    if poller.problem():  # a stale fleet (fetch or document refused) or zones left out
+        body["degraded"] = sorted([*body["degraded"], "fleet"])
     if body["degraded"] and not replica.draining:
         body["status"] = "degraded"
     return _json(body, status=503 if replica.draining else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = (request.app[REPLICA].metrics_text() + generate_latest(request.app[SUPERVISOR].registry).decode()
-            + request.app[GUARD].metrics_text("steering"))
-    return web.Response(text=text, content_type="text/plain", headers={"X-Prometheus-Format": "0.0.4"})
+    """The replica's registry (its own series and the supervisor's), then the guard's."""
+    text = request.app[REPLICA].metrics.text() + request.app[GUARD].metrics_text("steering")
+    return web.Response(text=text, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -211,6 +218,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await steering_demand.restore(replica)  # before the listener opens: a restart keeps its counts
     sup.every("tick", lambda: replica.config.tick_interval_s, replica.tick)
     sup.spawn("reload", lambda: reloader.run(lambda: sup.succeeded("reload")))
+    poller = app[POLLER]  # idles unless fleet_url is set
+    sup.spawn("fleet-fetch", lambda: poller.run(lambda: sup.succeeded("fleet-fetch")))
     # first plan after a second: let the first heartbeats arrive
     sup.every("fill-plan", lambda: replica.config.fill.replan_interval_s, planner.replan, first_delay_s=1.0)
     sup.every("decision-log", 0.25, replica.decisions.flush)
@@ -255,7 +264,9 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     app[AUTHENTICATE] = authenticator(replica)
     app[RELOADER] = Reloader(replica, config_path)
     app[PLANNER] = FillPlanner(replica, replica.config.fill)
-    app[SUPERVISOR] = TaskSupervisor("steering", logging.getLogger("steering.tasks"))
+    app[SUPERVISOR] = TaskSupervisor("steering", logging.getLogger("steering.tasks"),
+                                     registry=replica.metrics.registry)
+    app[POLLER] = FleetPoller(replica, app[RELOADER], app[SUPERVISOR].registry)
     app.cleanup_ctx.append(_background)
     app.router.add_get("/v1/steer", steer_get)
     app.router.add_post("/v1/steer", steer_post)
@@ -282,10 +293,11 @@ async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app[RELOADER].requested.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: (app[RELOADER].requested.set(), app[POLLER].requested.set()))
     fleet = loaded.fleet
+    log_fleet(loaded.fleet_info)
     log_event(log, "listening", listen=config.server.listen, port=runner.addresses[0][1], sites=len(fleet.sites),
-              appliances=len(fleet.appliances))
+              appliances=len(fleet.appliances), fleet_revision=loaded.fleet_info.revision)
     sd_notify("READY=1")
     await stop.wait()
     replica.draining = True

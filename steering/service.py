@@ -25,14 +25,16 @@ from steering.config import SteeringConfig
 from contracts.demandtable import DemandTable
 from steering.core.fleet import Fleet
 from steering.core.live import FleetState, Ingested
-from steering.core.locate import Localisation, Localiser
+from steering.core.locate import LocateMethod, Localisation, Localiser
 from steering.core.prefixes import ClientAddress, parse_address, token_prefix
 from steering.core.admission import MissLedger
 from steering.core.rank import Decision, Outcome, can_pull, rank
+from steering.bgpview import BgpCollector, appliance_bgp, site_bgp
 from steering.decisionlog import DecisionLog
-from steering.fleetconf import load_fleet
+from steering.fleetconf import FleetInfo
+from steering.fleetfetch import read_configured
 from steering.geoip import GeoDatabase
-from steering.metrics import Metrics, labels
+from steering.metrics import SteeringMetrics
 
 log = logging.getLogger("steering")
 
@@ -48,6 +50,7 @@ class Loaded:
     keys: Keyring  # the fleet's master keys: nothing signed with them leaves steering as such
     geo: GeoDatabase | None
     callers: Mapping[str, Caller] = field(default_factory=dict)  # by token hash (contracts.callers)
+    fleet_info: FleetInfo = field(default_factory=FleetInfo)  # the fleet's source, revision, warnings, skips
     derived: DerivedKeys = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -65,14 +68,16 @@ class SteerAnswer:
     decision: Decision
 
 
-def load_all(config: SteeringConfig) -> Loaded:
-    """Read every file the config names (blocking); raises ConfigError naming what is wrong."""
-    fleet = load_fleet(config.fleet_file)
+def load_all(config: SteeringConfig, previous_fleet: FleetInfo | None = None) -> Loaded:
+    """Read every file the config names (blocking); raises ConfigError naming what is wrong.
+    `previous_fleet` lends a bad coverage zone its last good version (steering.czf)."""
+    fleet, info = read_configured(config, previous_fleet)
     if config.default_site not in fleet.sites:
         raise steering_config.ConfigError(
             f"steering.default_site: {config.default_site!r} is not a site of {config.fleet_file}")
     geo = GeoDatabase(config.geo.database) if config.geo.database else None
-    return Loaded(fleet=fleet, keys=load_keyring(config.key_file), geo=geo, callers=load_callers(config.callers_file))
+    return Loaded(fleet=fleet, keys=load_keyring(config.key_file), geo=geo, callers=load_callers(config.callers_file),
+                  fleet_info=info)
 
 
 def load_callers(path: Path | None) -> dict[str, Caller]:
@@ -94,7 +99,6 @@ def file_signature(path: Path | None) -> tuple[int, int, int] | None:
 class Replica:
     def __init__(self, config: SteeringConfig, loaded: Loaded,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
-        self.metrics = Metrics()
         self.clock, self.wall = clock, wall
         self.config = config
         self.loaded = loaded
@@ -102,23 +106,25 @@ class Replica:
         self.localiser = self._localiser(config, loaded.fleet)
         self.draining = False
         self.started_at = wall()
-        self._decision_keys: dict[tuple[str, str], Any] = {}
         self._mismatched: set[str] = set()
+        self._pair_text: dict[tuple[LocateMethod, Outcome], tuple[str, str]] = {}  # for the decision log
         self.sequence = ReportSequence()  # heartbeat replay protection
         self.decisions = DecisionLog()  # the server flushes it
         # demand per (client site, file), counted by every decision; steering.demand saves and serves it
         self.demand = DemandTable(config.demand.half_life_s, config.demand.max_entries, wall())
         self.misses = self._ledger(config)
+        self.metrics = SteeringMetrics(self)  # reads the above at scrape time; one registry per replica
+        self.metrics.registry.register(BgpCollector(self))
 
     @staticmethod
     def _ledger(config: SteeringConfig) -> MissLedger:
         p = config.pull_through
         return MissLedger(p.policy, p.hold_s, p.max_entries)
 
-    @staticmethod
-    def _localiser(config: SteeringConfig, fleet: Fleet) -> Localiser:
-        t = config.tokens
-        return Localiser(fleet, config.default_site, config.geo.slack_km, t.client_prefix_v4, t.client_prefix_v6)
+    def _localiser(self, config: SteeringConfig, fleet: Fleet) -> Localiser:
+        t = config.tokens  # BGP-learned routes and the live set are the fleet state's, read in place
+        return Localiser(fleet, config.default_site, config.geo.slack_km, t.client_prefix_v4, t.client_prefix_v6,
+                         routes=self.state.routes, live=self.state.view.up)
 
     # ---- reloads ------------------------------------------------------------------------------
 
@@ -180,6 +186,10 @@ class Replica:
             answers.append(SteerAnswer(key, urls, decision))
         return expires_at, answers
 
+    def route_of(self, client: str) -> dict[str, Any] | None:
+        """The prefix (static or BGP-learned, with its AS path and MED) that located `client`."""
+        return self.localiser.route_of(parse_address(client))
+
     def locate(self, addr: ClientAddress) -> Localisation:
         loc = self.localiser.by_prefix(addr)
         if loc is not None:
@@ -191,15 +201,15 @@ class Replica:
         return self.localiser.by_default()
 
     def _count(self, decision: Decision, key: FileKey, prefix: Any, request_id: str | None = None) -> None:
-        pair = (decision.method.value, decision.outcome.value)
-        counter = self._decision_keys.get(pair)
-        if counter is None:
-            counter = self._decision_keys[pair] = (
-                "steering_decisions_total", labels(method=pair[0], outcome=pair[1]))
-        self.metrics.counters[counter] += 1
+        pair = (decision.method, decision.outcome)  # str enums: hashed in C, named at scrape time
+        decided = self.metrics.decisions
+        decided[pair] = decided.get(pair, 0) + 1
         if self.config.server.log_decisions:
+            text = self._pair_text.get(pair)
+            if text is None:  # an enum's .value is a Python-level property: read it once per pair
+                text = self._pair_text[pair] = (pair[0].value, pair[1].value)
             first = decision.candidates[0].appliance.id if decision.candidates else None
-            self.decisions.add(key, str(prefix), pair[0], pair[1], decision.site, first, len(decision.candidates),
+            self.decisions.add(key, str(prefix), text[0], text[1], decision.site, first, len(decision.candidates),
                                request_id)
 
     # ---- heartbeats ---------------------------------------------------------------------------
@@ -218,14 +228,14 @@ class Replica:
                 self.sequence.accept(hb.appliance_id, hb.boot, hb.seq)
             got = self.state.ingest(hb, self.clock())
         except HeartbeatError as exc:  # a refused report; anything else is a bug and not counted here
-            self.metrics.inc("steering_heartbeats_total", labels(result=getattr(exc, "reason", "invalid")))
+            self.metrics.heartbeats.labels(getattr(exc, "reason", "invalid")).inc()
             raise
-        self.metrics.inc("steering_heartbeats_total", labels(result="ok"))
+        self.metrics.heartbeats.labels("ok").inc()
         self._note(hb.appliance_id, got)
         return got.ack
 
     def _note(self, appliance: str, got: Ingested) -> None:
-        self.metrics.inc("steering_inventory_updates_total", labels(verdict=got.inventory.verdict.value))
+        self.metrics.inventory_updates.labels(got.inventory.verdict.value).inc()
         if got.site_mismatch and appliance not in self._mismatched:
             self._mismatched.add(appliance)  # once, not every report
             log.warning("appliance-site-mismatch", extra={"fields": {"appliance": appliance}})
@@ -237,7 +247,7 @@ class Replica:
             self._transition(transition)
 
     def _transition(self, t: Any) -> None:
-        self.metrics.inc("steering_health_transitions_total", labels(to=t.after.value, reason=t.reason))
+        self.metrics.health_transitions.labels(t.after.value, t.reason).inc()
         log.info("appliance-status", extra={"fields": {
             "appliance": t.appliance, "from": t.before.value, "to": t.after.value, "reason": t.reason}})
 
@@ -248,10 +258,12 @@ class Replica:
         sites = []
         for site in state.fleet.sites.values():
             sites.append({"id": site.id, "latitude": site.latitude, "longitude": site.longitude,
-                          "capacity_bps": site.capacity_bps,
+                          "capacity_bps": site.capacity_bps, "bgp": site_bgp(state, site),
                           "appliances": [self._appliance_json(a, now) for a in site.appliances]})
+        info = self.loaded.fleet_info
         return {"generated_at": self.wall(), "appliances": len(state.fleet.appliances),
-                "up": state.up_count(), "default_site": self.config.default_site, "sites": sites}
+                "up": state.up_count(), "default_site": self.config.default_site, "revision": info.revision,
+                "fleet_source": info.public(), "sites": sites}
 
     def _appliance_json(self, spec: Any, now: float) -> dict[str, Any]:
         health = self.state.health[spec.id]
@@ -262,6 +274,7 @@ class Replica:
             "transitions": health.transitions,  # a flapping appliance shows here first
             "inventory": {"generation": self.state.inventory.generation(spec.id),
                           "files": self.state.inventory.count(spec.id)},
+            "bgp": appliance_bgp(self.state, spec.id),
         }
         report = self.state.reports.get(spec.id)
         if report is not None:
@@ -280,21 +293,6 @@ class Replica:
         return {"status": "draining" if self.draining else "ok", "sites": len(self.state.fleet.sites),
                 "appliances": len(self.state.fleet.appliances), "up": self.state.up_count(),
                 "signing_key": self.loaded.keys.signing_id}
-
-    def metrics_text(self) -> str:
-        counts: dict[str, int] = {}
-        for health in self.state.health.values():
-            counts[health.status.value] = counts.get(health.status.value, 0) + 1
-        gauges = [("steering_appliances", "Appliances by status as this replica sees them.",
-                   labels(status=s), float(counts.get(s, 0))) for s in ("up", "down", "unknown")]
-        gauges += [
-            ("steering_draining", "1 while draining after SIGTERM.", (), float(self.draining)),
-            ("steering_decision_log_dropped", "Decision log lines dropped (backlog or write errors).", (),
-             float(self.decisions.dropped)),
-            ("steering_prefixes", "Client prefixes in the fleet file.", (), float(len(self.state.fleet.prefixes))),
-            ("steering_uptime_seconds", "Seconds since start.", (), round(self.wall() - self.started_at, 3)),
-        ]
-        return self.metrics.render(gauges)
 
 
 def dumps(payload: Any) -> str:

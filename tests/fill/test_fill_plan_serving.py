@@ -5,7 +5,6 @@ it: a damaged pointer keeps the plan in force (the chore fails, is counted and r
 manifest that is missing or not signed for its appliance keeps that appliance on the one it had."""
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from fill.credentials import authorize
 from fill.manifeststore import POINTER, ManifestStore, Pointer, entry_for, manifest_key, plan_id
 from origin.backends.local import LocalDirBackend
 from tests.steering.steer_helpers import AUTH, ServerThread, wait_until, write_setup
+from tests.support.prom import value
 
 H = "0123456789abcdef" * 2
 
@@ -67,9 +67,8 @@ def serving(server: ServerThread, plan: str) -> bool:
     return get(server, "ams-1").headers.get("X-Fill-Plan") == plan
 
 
-def metric(server: ServerThread, name: str) -> float:
-    m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", requests.get(server.url + "/metrics", timeout=5).text, re.M)
-    return float(m.group(1)) if m else 0.0
+def metric(server: ServerThread, name: str, **labels: str) -> float:
+    return value(requests.get(server.url + "/metrics", timeout=5).text, name, **labels) or 0.0
 
 
 def test_serves_the_stored_bytes_and_switches_plans_whole(setup):
@@ -96,7 +95,7 @@ def test_a_damaged_pointer_keeps_the_plan_in_force(setup):
     p1 = store.publish(one)
     wait_until(lambda: serving(server, p1), timeout_s=10)
     store.store.backend.put_bytes(POINTER, b'{"v": 1, "plan": "half a', "application/json")
-    wait_until(lambda: metric(server, 'steering_task_failures_total{task="fill-plan"}') >= 2, timeout_s=15)
+    wait_until(lambda: metric(server, "steering_task_failures_total", task="fill-plan") >= 2, timeout_s=15)
     r = get(server, "ams-1")
     assert r.status_code == 200 and r.content == one["ams-1"][1] and r.headers["X-Fill-Plan"] == p1
     p2 = store.publish({"ams-1": store.body("ams-1", ("b",))})  # a good pointer again: the chore recovers

@@ -22,6 +22,7 @@ from contracts.ids import KeyId
 from contracts.keys import derive_keyring, load_keyring, new_secret
 from contracts.token import BadSignature, Keyring, WrongClient, parse_query, verify
 from steer_helpers import AUTH, SITES, ServerThread, fleet_toml, heartbeat, post_heartbeat, wait_until, write_setup
+from tests.support.prom import samples, total, types, value
 
 APPLIANCES = [(f"{s}-{i}", s) for s in SITES for i in (1, 2, 3)]
 
@@ -53,7 +54,9 @@ def test_get_steer_returns_signed_urls_spanning_two_sites(server: ServerThread) 
     assert [urlsplit(u).hostname.split(".")[0] for u in urls][:2] in (["ams-1", "ams-2"], ["ams-2", "ams-1"])
     assert len({c["site"] for c in body["decision"]["candidates"]}) == 2
     assert body["decision"] | {"candidates": None} == {"method": "prefix", "outcome": "hit", "site": "ams",
-                                                       "candidates": None}
+                                                       "candidates": None, "route": {
+                                                           "source": "static", "prefix": "192.0.2.0/24",
+                                                           "sites": ["ams"]}}
     master = load_keyring(server.config_path.parent / "keys.toml")
     for url in urls:
         parts = urlsplit(url)
@@ -130,7 +133,8 @@ def test_heartbeat_acks_in_msgpack_or_json_and_asks_for_full_after_a_gap(server:
     assert (ack.generation_ack, ack.need_full, ack.status) == (5, False, "up")
     r = server.post_heartbeat(heartbeat("lon-1", "lon", generation=7, full=False, base=6, added=["t/b.mp4"]),
                 accept="application/json")
-    assert r.json() == {"v": 1, "generation_ack": 5, "need_full": True, "status": "up", "reason": "ok"}
+    assert r.json() == {"v": 1, "generation_ack": 5, "need_full": True, "status": "up", "reason": "ok",
+                        "routes_ack": None, "routes_need_full": False}  # no BGP on this appliance
     r = server.post_heartbeat(heartbeat("lon-1", "lon", generation=6, full=False, base=5, added=["t/b.mp4"]))
     assert decode_ack(r.content).generation_ack == 6
     fleet = requests.get(server.url + "/v1/fleet", headers=AUTH, timeout=5).json()
@@ -196,13 +200,35 @@ def test_draining_appliance_leaves_answers_and_metrics_explain(server: ServerThr
     body = steer(server, file="t/common.mp4", client="192.0.2.9", explain=1).json()
     assert body["decision"]["outcome"] == "health-miss"
     assert {c["site"] for c in body["decision"]["candidates"]} == {"lon", "fra"}
-    metrics = requests.get(server.url + "/metrics", timeout=5).text
-    assert 'steering_decisions_total{method="prefix",outcome="health-miss"} 1' in metrics
-    assert 'steering_health_transitions_total{reason="draining",to="down"} 1' in metrics
-    assert 'steering_appliances{status="down"} 3' in metrics
+    metrics = samples(requests.get(server.url + "/metrics", timeout=5).text)
+    assert value(metrics, "steering_decisions_total", method="prefix", outcome="health-miss") == 1
+    assert value(metrics, "steering_health_transitions_total", reason="draining", to="down") == 1
+    assert value(metrics, "steering_appliances", status="down") == 3
     fleet = requests.get(server.url + "/v1/fleet", headers=AUTH, timeout=5).json()
     ams1 = fleet["sites"][0]["appliances"][0]
     assert (ams1["id"], ams1["status"], ams1["reason"], ams1["draining"]) == ("ams-1", "down", "draining", True)
+
+
+def test_metrics_are_one_registry_that_parses(server: ServerThread) -> None:
+    """/metrics: the replica's series, the task supervisor's (same registry) and the guard's, all in the
+    text format prometheus-client's parser reads, with the types dashboards expect."""
+    steer(server, file="t/a.mp4", client="192.0.2.9")
+    scraped = requests.get(server.url + "/metrics", timeout=5)
+    assert scraped.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    kinds = types(scraped.text)
+    assert {name: kinds.get(name) for name in ("steering_decisions", "steering_heartbeats", "steering_errors",
+                                                "steering_decision_log_dropped", "steering_task_failures",
+                                                "steering_connections")} == {
+        "steering_decisions": "counter", "steering_heartbeats": "counter", "steering_errors": "counter",
+        "steering_decision_log_dropped": "counter", "steering_task_failures": "counter",
+        "steering_connections": "counter"}
+    assert {kinds[g] for g in ("steering_appliances", "steering_draining", "steering_prefixes",
+                               "steering_uptime_seconds", "steering_connections_open")} == {"gauge"}
+    got = samples(scraped.text)
+    assert total(got, "steering_decisions_total") == 1
+    assert value(got, "steering_fill_plans_adopted_total") == 0  # unlabelled: present from the start
+    assert total(got, "steering_appliances") == len(server.replica.state.fleet.appliances)  # up, down, unknown
+    assert value(got, "steering_task_up", task="tick") == 1
 
 
 def test_nothing_up_is_a_503(tmp_path: Path) -> None:
@@ -242,7 +268,7 @@ def _b64(raw: bytes) -> str:
 def test_a_broken_key_file_keeps_the_running_keys(server: ServerThread) -> None:
     keyfile = server.config_path.parent / "keys.toml"
     keyfile.write_text("signing = 'nope'\n")
-    wait_until(lambda: 'steering_reloads_total{result="error"}' in requests.get(server.url + "/metrics").text)
+    wait_until(lambda: value(requests.get(server.url + "/metrics").text, "steering_reloads_total", result="error"))
     assert steer(server, file="t/a.mp4", client="192.0.2.1").status_code == 200
 
 
@@ -312,7 +338,8 @@ def test_geoip_fallback(tmp_path: Path, geo_db: Path) -> None:
         prefix = steer(srv, file="t/a.mp4", client="203.0.113.5", explain=1).json()["decision"]
         assert prefix["method"] == "prefix"  # the prefix wins over geo
         metrics = requests.get(srv.url + "/metrics", timeout=5).text
-        assert 'method="geo"' in metrics and 'method="default"' in metrics
+        assert total(metrics, "steering_decisions_total", method="geo") == 62  # London, Germany's 60, v6
+        assert total(metrics, "steering_decisions_total", method="default") == 1
 
 
 def test_anonymous_and_unentitled_callers_are_refused(server: ServerThread) -> None:

@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from steer_helpers import AUTH, SITES, ServerThread, heartbeat, write_setup
+from tests.support.prom import total
 
 FRA = "198.51.100.7"  # a client of site fra (steer_helpers.SITES)
 
@@ -54,7 +55,7 @@ def test_the_nth_miss_sends_the_site_to_its_puller_until_it_holds_the_file(tmp_p
         assert r.status_code == 200, r.text
         assert outcomes(srv.url, 1) == [("hit", puller)]
         metrics = requests.get(srv.url + "/metrics", headers=AUTH, timeout=5).text
-        assert 'outcome="pull"' in metrics
+        assert total(metrics, "steering_decisions_total", outcome="pull") == 3  # the third miss and the two after
 
 
 @pytest.mark.parametrize("extra, pullers", [

@@ -6,7 +6,6 @@ its fault into an in-process server's replica."""
 from __future__ import annotations
 
 import logging
-import re
 import signal
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 import requests
 
 from steer_helpers import AUTH, SITES, ServerThread, SteeringProcess, fleet_toml, heartbeat, wait_until, write_setup
+from tests.support.prom import value
 from tests.support.reload_load import ClientLoop
 
 STEER = {"file": "t/a.mp4", "client": "192.0.2.1"}
@@ -21,11 +21,7 @@ STEER = {"file": "t/a.mp4", "client": "192.0.2.1"}
 
 def metric(url: str, name: str, **labels: str) -> float:
     """One sample of /metrics (0 when absent)."""
-    want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else "")
-    for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith(want + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return value(requests.get(url + "/metrics", timeout=5).text, name, **labels) or 0.0
 
 
 def test_a_fleet_file_the_reloader_chokes_on_degrades_until_fixed(tmp_path: Path) -> None:
@@ -89,7 +85,7 @@ def test_a_bug_in_a_handler_is_a_500_not_a_400(tmp_path: Path, caplog: pytest.Lo
             post = requests.post(server.url + "/v1/steer", json={"files": ["t/a.mp4"]}, headers=AUTH, timeout=5)
         assert (r.status_code, r.json()["error"]) == (500, "internal")
         assert post.status_code == 500
-        assert re.search(r'steering_errors_total\{reason="internal"\} 2\b', requests.get(server.url + "/metrics").text)
+        assert value(requests.get(server.url + "/metrics").text, "steering_errors_total", reason="internal") == 2
         (record, _) = [rec for rec in caplog.records if rec.getMessage() == "internal-error"]
         assert record.exc_info is not None and "a bug" in str(record.exc_info[1])
         del server.replica.steer  # the fault removed: our own refusals are still 4xx
