@@ -7,6 +7,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Mapping
 
 from contracts.callers import Caller, parse_callers
@@ -46,6 +47,13 @@ class PlaybackConfig:
     catalog_cache_s: float = 5.0
     max_pathways: int = 4
     content_steering: bool = True
+    # Where players reach this server, for the absolute steering URIs in manifests (dash.js does not
+    # resolve a relative ContentSteering URL): e.g. "https://play.example.net"; "" = from each request
+    public_url: str = ""
+    # CORS for player pages on other origins (the usual case: a service's site embeds the player while
+    # the playback API lives elsewhere) on the player-facing routes: titles, playback, events, fleet.
+    # ["*"] = any origin; [] = none. Credentials are never allowed: nothing here uses cookies.
+    cors_allow_origins: tuple[str, ...] = ("*",)
     steering_ttl_s: int = 10  # TTL of the steering manifest: how often players re-steer
     saturation_fraction: float = 0.9  # egress / capacity at which an appliance is moved last
     token_duration_factor: float = 2.0
@@ -62,6 +70,12 @@ class PlaybackConfig:
     callers_file: Path | None = None  # who may read GET /v1/demand (role "demand"): contracts.callers
     callers: Mapping[str, Caller] = field(default_factory=dict)  # read from callers_file, by token hash
     demand: DemandSettings = field(default_factory=DemandSettings)
+    # the fleet page's charts (GET /v1/fleet/charts): queries to this Prometheus, which scrapes the
+    # appliances with target labels `appliance` and `site` (playback.core.charts); "" = no charts endpoint
+    prometheus_url: str = ""
+    prometheus_timeout_s: float = 5.0
+    charts_rate_window_s: float = 60.0  # rate() over at least this: 4 scrape intervals or more
+    charts_cache_s: float = 2.0  # one answer per range at most this often, however many pages are open
     source: Path | None = None
 
 
@@ -99,6 +113,9 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         catalog_cache_s=s.float("catalog_cache_s", d.catalog_cache_s, min=0, max=3600),
         max_pathways=s.int("max_pathways", d.max_pathways, min=1, max=16),
         content_steering=s.bool("content_steering", d.content_steering),
+        public_url=_public_url(s.str("public_url", d.public_url), s.key("public_url")),
+        cors_allow_origins=_origins(s.str_list("cors_allow_origins", list(d.cors_allow_origins)),
+                                    s.key("cors_allow_origins")),
         steering_ttl_s=s.int("steering_ttl_s", d.steering_ttl_s, min=1, max=86400),
         saturation_fraction=s.float("saturation_fraction", d.saturation_fraction, min=0.1, max=10),
         token_duration_factor=s.float("token_duration_factor", d.token_duration_factor, min=1, max=100),
@@ -114,6 +131,10 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         callers_file=callers_file,
         callers=parse_callers(read_toml(callers_file), where=str(callers_file)) if callers_file else {},
         demand=_demand(top.section("demand", {}), base, port),
+        prometheus_url=_http_url(s.str("prometheus_url", d.prometheus_url), s.key("prometheus_url")),
+        prometheus_timeout_s=s.float("prometheus_timeout_s", d.prometheus_timeout_s, min=0.1, max=60),
+        charts_rate_window_s=s.float("charts_rate_window_s", d.charts_rate_window_s, min=1, max=3600),
+        charts_cache_s=s.float("charts_cache_s", d.charts_cache_s, min=0, max=60),
         source=source,
     )
     s.done()
@@ -121,6 +142,35 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
     if cfg.token_min_ttl_s > cfg.token_max_ttl_s:
         raise ConfigError("playback.token_min_ttl_s: must not exceed playback.token_max_ttl_s")
     return cfg
+
+
+def _public_url(url: str, key: str) -> str:
+    """An origin (scheme://host[:port]) players reach this server at, or ""."""
+    if not url:
+        return ""
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.path not in ("", "/") \
+            or parsed.query or parsed.fragment or parsed.username is not None:
+        raise ConfigError(f"{key}: scheme://host[:port] players reach this server at (no path), or empty")
+    return url.rstrip("/")
+
+
+def _origins(origins: list[str], key: str) -> tuple[str, ...]:
+    """Web origins allowed by CORS: "*" alone, or exact scheme://host[:port] origins."""
+    if origins == ["*"]:
+        return ("*",)
+    for i, o in enumerate(origins):
+        parsed = urlsplit(o)
+        if o == "*" or parsed.scheme not in ("http", "https") or not parsed.hostname or o.rstrip("/") != \
+                f"{parsed.scheme}://{parsed.netloc}":
+            raise ConfigError(f"{key}[{i}]: {o!r} is not an origin (scheme://host[:port]); \"*\" only alone")
+    return tuple(origins)
+
+
+def _http_url(url: str, key: str) -> str:
+    if url and (not url.startswith(("http://", "https://")) or any(c.isspace() for c in url)):
+        raise ConfigError(f"{key}: an http(s):// URL (Prometheus's, without /api/v1), or empty")
+    return url.rstrip("/")
 
 
 def _token(path: Path | None, key: str) -> str:

@@ -6,6 +6,7 @@ manifest, viewing events and popularity, the web pages; SIGTERM drains, SIGHUP r
     GET  /v1/playback/{id}/{rendition}.m3u8?loc=SIGNED-URL
     GET  /v1/playback/{id}/steering.json?pathways=a,b[&dash=1]
     POST /v1/events       GET /v1/popularity      GET /v1/fleet (steering's, with catalog totals)
+    GET  /v1/fleet/charts?minutes=15  (the fleet page's charts, from Prometheus: playback.charts)
     GET  /v1/demand  (role "demand", callers_file) -> contracts.demand JSON: watched bytes per region and file
     GET  /  /play/{id}  /fleet  /static/...       GET /healthz /metrics
 
@@ -43,7 +44,8 @@ from origin.core import catalog as core_catalog
 from origin.core.catalog import TitleEntry
 from origin.core.errors import ObjectNotFound, OriginError
 from playback import config as playback_config
-from playback.core import manifests, steer
+from playback.charts import ChartSource
+from playback.core import cors, manifests, steer
 from playback.core.clientip import client_ip
 from playback.core.events import validate_batch
 from playback.demand import PlaybackDemand, authorize, watched
@@ -55,6 +57,7 @@ STATE = web.AppKey("state", State)
 SUPERVISOR = web.AppKey("supervisor", TaskSupervisor)
 RELOAD = web.AppKey("reload", asyncio.Event)  # set by SIGHUP, consumed by the `reload` task
 DEMAND = web.AppKey("demand", PlaybackDemand)  # watched bytes per region and file, spooled (playback.demand)
+CHARTS = web.AppKey("charts", ChartSource)  # the fleet page's charts from Prometheus (playback.charts)
 STATIC = Path(__file__).parent / "static"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -177,7 +180,17 @@ def _steering_uri(request: web.Request, entry: TitleEntry, pathways: tuple[manif
                   dash: bool) -> manifests.Url | None:
     if not request.app[STATE].config.content_steering:
         return None
-    return manifests.steering_uri(entry.title_id, [p.id for p in pathways], dash)
+    return _absolute_steering_uri(request, entry.title_id, [p.id for p in pathways], dash)
+
+
+def _absolute_steering_uri(request: web.Request, title_id: str, pathways: list[str], dash: bool) -> manifests.Url:
+    """On the configured public URL, else the origin this request came to (its Host, validated); a
+    Host that is no valid host gives a rooted reference instead."""
+    base = request.app[STATE].config.public_url or f"{request.scheme}://{request.host}"
+    try:
+        return manifests.steering_uri(title_id, pathways, dash, base)
+    except manifests.PlaybackError:
+        return manifests.steering_uri(title_id, pathways, dash)
 
 
 PRIVATE = {"Cache-Control": "private, no-store"}  # signed for one client: no shared cache may keep it
@@ -223,7 +236,7 @@ async def steering_manifest(request: web.Request) -> web.Response:
     entry = await _entry(request)
     pathways = manifests.parse_pathways(request.query.get("pathways", ""))
     dash = request.query.get("dash") == "1"
-    reload_uri = manifests.steering_uri(entry.title_id, pathways, dash).text  # rebuilt, never echoed
+    reload_uri = _absolute_steering_uri(request, entry.title_id, pathways, dash).text  # rebuilt, never echoed
     try:
         states = steer.fleet_states(await state.steering.fleet(), state.config.saturation_fraction)
     except SteeringUnavailable:
@@ -281,6 +294,13 @@ async def fleet(request: web.Request) -> web.Response:
     return _json(body, headers={"Cache-Control": "no-store"})
 
 
+@refusals
+async def fleet_charts(request: web.Request) -> web.Response:
+    minutes = request.query.get("minutes", "15")
+    body = await request.app[CHARTS].charts(int(minutes) if minutes.isascii() and minutes.isdigit() else -1)
+    return _json(body, headers={"Cache-Control": "no-store"})
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Degraded is still 200 (still serving); 503 only while draining."""
     state, degraded = request.app[STATE], request.app[SUPERVISOR].degraded()
@@ -306,7 +326,9 @@ def page(name: str) -> Handler:
 
 async def _client(app: web.Application) -> AsyncIterator[None]:
     await app[STATE].steering.start()
+    await app[CHARTS].start()
     yield
+    await app[CHARTS].close()
     await app[STATE].steering.close()
 
 
@@ -330,13 +352,35 @@ def _trusted_peer(state: State, peer: str) -> bool:
     return any(addr in net for net in state.trusted)
 
 
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """CORS on the player-facing routes (playback.core.cors): preflights answered here, before routing
+    would say 405; every answer, errors included, carries the grant."""
+    if not cors.player_route(request.path):
+        return await handler(request)
+    allowed, origin = request.app[STATE].config.cors_allow_origins, request.headers.get("Origin")
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        status, headers = cors.preflight(origin, request.headers.get("Access-Control-Request-Method"), allowed)
+        return web.Response(status=status, headers=headers)
+    grant = cors.response_headers(origin, allowed)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers.update(grant)
+        raise
+    response.headers.update(grant)
+    return response
+
+
 def make_app(state: State) -> web.Application:
-    app = web.Application(client_max_size=state.config.max_event_body_bytes)  # a backstop: the guard reads bodies
+    app = web.Application(client_max_size=state.config.max_event_body_bytes,  # a backstop: the guard reads bodies
+                          middlewares=[cors_middleware])
     Guard(lambda: state.config.guard, exempt=lambda peer: _trusted_peer(state, peer)).install(app)
     app[STATE] = state
     app[SUPERVISOR] = TaskSupervisor("playback", logging.getLogger("playback.tasks"), registry=state.metrics.registry)
     app[RELOAD] = asyncio.Event()
     app[DEMAND] = PlaybackDemand(lambda: state.config)
+    app[CHARTS] = ChartSource(lambda: state.config)
     app.cleanup_ctx.append(_client)
     app.cleanup_ctx.append(_background)
     r = app.router
@@ -351,6 +395,7 @@ def make_app(state: State) -> web.Application:
     r.add_get("/v1/popularity", popularity)
     r.add_get("/v1/demand", demand)
     r.add_get("/v1/fleet", fleet)
+    r.add_get("/v1/fleet/charts", fleet_charts)
     r.add_get("/healthz", healthz)
     r.add_get("/metrics", metrics)
     r.add_get("/", page("catalog.html"))

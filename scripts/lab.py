@@ -1,6 +1,7 @@
 """The lab: the whole system on one machine, on loopback.
 
     origin (local directory, and `origin serve` for fill) ─ 2 steering replicas ─ 2 sites x 2 appliances ─ playback
+    and Prometheus scraping them all (scripts/labprom.py: its config, node_exporters for the fill textfiles)
 
 It makes a sample title with ffmpeg and ingests it (a 4-rung H.264 ladder, so it takes seconds),
 starts every daemon with its own config under the state directory, runs one fill on every appliance

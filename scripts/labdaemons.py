@@ -1,11 +1,13 @@
 """The lab's daemons and how `up` brings them up: origin (local directory, and `origin serve` for fill),
-steering replicas, 2 sites x 2 appliances, playback.
+steering replicas, 2 sites x 2 appliances, Prometheus (Debian's, scraping all of them; optional), playback.
 
 Strategy. Each daemon gets its own config under the state directory, written by one small function
 from the endpoints known so far (ports picked free on loopback); `Lab` starts them in dependency order,
 waiting on each one's health, and records every start in lab.json (via labproc) before anything else can
 interrupt. A sample title is made with ffmpeg and ingested (a 4-rung H.264 ladder, so it takes seconds),
-then `fill plan` writes the manifests and one fill runs on every appliance. In the foreground
+then `fill plan` writes the manifests and one fill runs on every appliance. Prometheus starts before
+the fill, so the fleet page's charts (playback's /v1/fleet/charts reads it) show the fill arriving; without
+it the lab says so and runs on, and the page draws from its own samples. In the foreground
 `Lab.watch` owns the daemons: one that dies is announced and the rest keeps running; restart requests
 from other shells arrive as files in `control/`.
 """
@@ -22,6 +24,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import labprom
 from labproc import (LabFile, Record, describe_exit, identity, launch, leftovers, pid_list, relaunch, say, stop_all,
                      write_json)
 
@@ -167,13 +170,15 @@ key_file = "{pull_keys}"
 """
 
 
-def playback_toml(port: int, steering_urls: str, origin_dir: Path) -> str:
+def playback_toml(port: int, steering_urls: str, origin_dir: Path, prometheus_url: str | None) -> str:
+    charts = (f'prometheus_url = "{prometheus_url}"\ncharts_rate_window_s = {4 * labprom.SCRAPE_INTERVAL_S:g}\n'
+              if prometheus_url else "")
     return f"""[playback]
 listen = "127.0.0.1"
 port = {port}
 steering_urls = [{steering_urls}]
 steering_token_file = "playback.token"
-[origin]
+{charts}[origin]
 location = "{origin_dir}"
 """
 
@@ -181,6 +186,8 @@ location = "{origin_dir}"
 # ---- the lab -------------------------------------------------------------------------------------
 
 class Lab:
+    OPTIONAL = ("prometheus", "node-")  # names (and prefixes) whose death while `up` waits is reported, not fatal
+
     def __init__(self, state: Path, replicas: int, detach: bool) -> None:
         # where, and how it runs
         self.state = state
@@ -225,7 +232,7 @@ class Lab:
         """Wait for `check`; give up at once, naming it, if a daemon started so far has died."""
         def failed() -> str | None:
             for name, proc in self.procs.items():
-                if proc.poll() is not None:
+                if proc.poll() is not None and not name.startswith(self.OPTIONAL):
                     return f"{name} died ({describe_exit(proc.returncode)}; log: {self.daemons[name]['log']})"
             return None
         wait(what, check, timeout, failed)
@@ -366,9 +373,43 @@ class Lab:
             code = proc.wait(600)
             say(f"fill {name}: exit {code} (log: {self.state / 'logs' / f'fill-{name}.log'})")
 
-    def playback(self) -> None:
+    def prometheus(self, playback_port: int) -> None:
+        """Debian's prometheus scraping every daemon (playback's target is down until it starts). Missing or
+        failing, it is reported and the lab goes on without it (the fleet page draws from its own samples)."""
+        binary = labprom.binary()
+        if binary is None:
+            return say("prometheus is not installed (scripts/setup installs it): the lab runs without it")
+        self.fill_exporters()
         port = free_port()
-        (self.state / "playback.toml").write_text(playback_toml(port, self.steering_urls(), self.state / "origin"))
+        url, planned = f"http://127.0.0.1:{port}", {**self.endpoints, "playback": f"http://127.0.0.1:{playback_port}"}
+        found = labprom.targets(planned, prometheus_address=f"127.0.0.1:{port}")
+        (self.state / "prometheus.yml").write_text(labprom.prometheus_yml(found))
+        proc = self.spawn("prometheus", *labprom.command(binary, self.state, port), health=f"{url}/-/ready")
+        try:
+            wait("prometheus", lambda: answers(f"{url}/-/ready"), 30,
+                 lambda: None if proc.poll() is None else f"prometheus exited ({describe_exit(proc.returncode)})")
+        except SystemExit as exc:
+            return say(f"{str(exc).removeprefix('lab: ')}; log: {self.daemons['prometheus']['log']}; the lab goes on")
+        self.endpoints["prometheus"] = url
+
+    def fill_exporters(self) -> None:
+        """Beside each appliance, as on its host, a node_exporter whose textfile collector reads the fill
+        agent's fill-metrics.prom: the fill chart's manifest sizes."""
+        binary = labprom.binary("prometheus-node-exporter")
+        if binary is None:
+            say("prometheus-node-exporter is not installed (scripts/setup installs it): no fill progress chart")
+            return
+        for name, info in self.endpoints["appliances"].items():
+            textfiles = Path(info["config"]).parent / "state" / "fill"  # the agent's default state directory
+            textfiles.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            self.spawn(f"node-{name}", *labprom.node_exporter_command(binary, textfiles, port),
+                       health=f"http://127.0.0.1:{port}/")
+            self.endpoints.setdefault("fill_exporters", {})[name] = f"http://127.0.0.1:{port}"
+
+    def playback(self, port: int) -> None:
+        (self.state / "playback.toml").write_text(playback_toml(port, self.steering_urls(), self.state / "origin",
+                                                                self.endpoints.get("prometheus")))
         self.endpoints["playback"] = f"http://127.0.0.1:{port}"
         self.spawn("playback", "playback", "serve", "-c", str(self.state / "playback.toml"),
                    health=f"http://127.0.0.1:{port}/healthz")
@@ -382,12 +423,14 @@ class Lab:
             stale.unlink()
         keys = self.keys()
         ports = {f"{site}{i}": free_port() for site in SITES for i in (1, 2)}
+        playback_port = free_port()
         self.origin(keys, seconds)
         self.steering(keys, ports)
         self.appliances(keys, ports)
+        self.prometheus(playback_port)
         if fill:
             self.fill()
-        self.playback()
+        self.playback(playback_port)
         self.endpoints["title"] = TITLE
         self.publish(ready=True)
         print(self.banner(), flush=True)
@@ -395,11 +438,14 @@ class Lab:
     def banner(self) -> str:
         pb = self.endpoints["playback"]
         how = "scripts/lab down stops it" if self.detach else "Ctrl-C (or scripts/lab down) stops everything"
+        prom = (f"{self.endpoints['prometheus']}/targets   (every daemon; {self.state / 'prometheus.yml'})"
+                if "prometheus" in self.endpoints else "not running (see above)")
         return f"""
 The lab is up ({self.state / 'lab.json'} lists every endpoint):
   web player:   {pb}/play/{TITLE}      catalog: {pb}/      fleet: {pb}/fleet
   play it:      ffmpeg -hide_banner -i {pb}/v1/playback/{TITLE}/master.m3u8 -f null -
   steering:     curl -H "Authorization: Bearer $(cat {self.state / 'operator.token'})" {self.endpoints['steering']}/v1/fleet
+  prometheus:   {prom}
   daemons:      scripts/lab status | kill NAME | restart NAME   ({', '.join(self.daemons)})
 {how}."""
 

@@ -60,12 +60,18 @@ def parse_pathways(raw: str) -> list[str]:
     return pathways
 
 
-def steering_uri(title_id: str, pathways: Sequence[str], dash: bool) -> Url:
-    """The steering manifest's URI (SERVER-URI / ContentSteering, and its own RELOAD-URI), on this server."""
+def steering_uri(title_id: str, pathways: Sequence[str], dash: bool, base: str = "") -> Url:
+    """The steering manifest's URI (SERVER-URI / ContentSteering, and its own RELOAD-URI) on this server:
+    absolute on `base` (scheme://host[:port], as players reach us) — dash.js does not resolve a relative
+    one against the MPD's URL — or a rooted reference without it."""
     if not pathways or any(pathway_id(p) != p for p in pathways):
         raise PlaybackError("pathways: a comma-separated list of pathway ids")
     query: parts.Query = (("pathways", ",".join(pathways)),) + ((("dash", "1"),) if dash else ())
-    return Url.reference(("v1", "playback", parts.check_title_id(title_id), "steering.json"), query)
+    segments = ("v1", "playback", parts.check_title_id(title_id), "steering.json")
+    if not base:
+        return Url.reference(segments, query)
+    origin = parts.parse_url(base + "/", "this server's public URL")
+    return Url(origin.scheme, origin.host, origin.port, True, segments, query)
 
 
 def _ranked(key: str, urls: Sequence[str], flags: Sequence[bool],

@@ -45,6 +45,7 @@ def priority(pathways: Sequence[str], states: Mapping[str, ApplianceState] | Non
 def steering_manifest(pathways: Sequence[str], states: Mapping[str, ApplianceState] | None, ttl_s: int,
                       reload_uri: str, dash: bool) -> dict[str, Any]:
     order = priority(pathways, states)
-    body: dict[str, Any] = {"VERSION": 1, "TTL": ttl_s, "RELOAD-URI": reload_uri}
-    body["SERVICE-LOCATION-PRIORITY" if dash else "PATHWAY-PRIORITY"] = order
+    body: dict[str, Any] = {"VERSION": 1, "TTL": ttl_s, "RELOAD-URI": reload_uri, "PATHWAY-PRIORITY": order}
+    if dash:  # the DASH-IF spec's name; dash.js (the reference player) reads PATHWAY-PRIORITY, so both
+        body["SERVICE-LOCATION-PRIORITY"] = order
     return body

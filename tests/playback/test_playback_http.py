@@ -9,6 +9,7 @@ import time
 import xml.etree.ElementTree as ET
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -93,12 +94,56 @@ def test_dash_manifest_lists_every_appliance_per_representation(stack):
         assert [b.get("serviceLocation") for b in rep.findall(f"{ns}BaseURL")] == ["ams-1", "fra-1"]
 
 
+PAGE = "http://player.example.test:8080"  # a player page on another origin
+
+
+@pytest.mark.parametrize("path", [f"/v1/playback/{TITLE}/master.m3u8", f"/v1/playback/{TITLE}/manifest.mpd",
+                                  f"/v1/playback/{TITLE}/steering.json?pathways=ams-1", "/v1/titles",
+                                  f"/v1/titles/{TITLE}", "/v1/fleet", "/v1/playback/nope/master.m3u8"])
+def test_player_routes_answer_other_origins(stack, path):
+    r = requests.get(stack.playback.url + path, headers={"Origin": PAGE}, timeout=10)
+    assert r.headers.get("Access-Control-Allow-Origin") == "*", (r.status_code, dict(r.headers))
+    assert "X-Request-Id" in r.headers.get("Access-Control-Expose-Headers", "")
+    assert "Access-Control-Allow-Credentials" not in r.headers  # nothing here uses cookies
+
+
+def test_preflight_for_events_and_no_cors_on_the_control_plane(stack):
+    pre = requests.options(stack.playback.url + "/v1/events", timeout=10, headers={
+        "Origin": PAGE, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"})
+    assert pre.status_code == 204 and pre.headers["Access-Control-Allow-Origin"] == "*"
+    assert "POST" in pre.headers["Access-Control-Allow-Methods"]
+    assert "content-type" in pre.headers["Access-Control-Allow-Headers"].lower()
+    bad = requests.options(stack.playback.url + "/v1/events", timeout=10,
+                           headers={"Origin": PAGE, "Access-Control-Request-Method": "DELETE"})
+    assert bad.status_code == 403 and "Access-Control-Allow-Origin" not in bad.headers
+    for path in ("/v1/demand", "/metrics"):
+        r = requests.get(stack.playback.url + path, headers={"Origin": PAGE}, timeout=10)
+        assert "Access-Control-Allow-Origin" not in r.headers
+
+
+@pytest.mark.parametrize("allowed, origin, grant", [
+    (("*",), PAGE, "*"), ((PAGE,), PAGE, PAGE), ((PAGE,), "http://other.test", None), ((), PAGE, None),
+    (("*",), None, None),
+], ids=["any", "listed", "not-listed", "cors-off", "same-origin"])
+def test_cors_verdicts(allowed, origin, grant):
+    from playback.core import cors
+    assert cors.allowed_origin(origin, allowed) == grant
+    status, headers = cors.preflight(origin, "GET", allowed)
+    assert (status == 204) == (grant is not None)
+    if grant not in (None, "*"):
+        assert headers["Vary"] == "Origin"
+
+
 def test_steering_manifest_follows_live_state(stack):
     body = get(stack, f"/v1/playback/{TITLE}/steering.json", params={"pathways": "fra-1,ams-1,ghost"}).json()
     assert body["VERSION"] == 1 and body["TTL"] == 1 and body["PATHWAY-PRIORITY"] == ["fra-1", "ams-1"]
-    assert body["RELOAD-URI"].startswith(f"/v1/playback/{TITLE}/steering.json?pathways=")
+    # absolute: dash.js does not resolve a relative steering URI against the MPD's
+    assert body["RELOAD-URI"].startswith(f"{stack.playback.url}/v1/playback/{TITLE}/steering.json?pathways=")
     dash = get(stack, f"/v1/playback/{TITLE}/steering.json", params={"pathways": "ams-1", "dash": "1"}).json()
-    assert dash["SERVICE-LOCATION-PRIORITY"] == ["ams-1"]
+    # dash.js reads PATHWAY-PRIORITY; the DASH-IF spec names it SERVICE-LOCATION-PRIORITY: both, the same
+    assert dash["PATHWAY-PRIORITY"] == dash["SERVICE-LOCATION-PRIORITY"] == ["ams-1"]
+    mpd = get(stack, f"/v1/playback/{TITLE}/manifest.mpd").text
+    assert f">{stack.playback.url}/v1/playback/{TITLE}/steering.json?pathways=" in mpd
     assert get(stack, f"/v1/playback/{TITLE}/steering.json", params={"pathways": "a b"}).status_code == 400
 
 

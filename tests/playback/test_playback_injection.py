@@ -451,9 +451,14 @@ def test_http_steering_manifest_rebuilds_its_reload_uri(stack):
     url = f"{stack.playback.url}/v1/playback/{TITLE}/steering.json"
     body = requests.get(url, params=[("pathways", "ams-1,fra-1"), ("x", '"\n'), ("_HLS_pathway", "ams-1")],
                         timeout=10).json()
-    assert body["RELOAD-URI"] == f"/v1/playback/{TITLE}/steering.json?pathways=ams-1,fra-1"
+    assert body["RELOAD-URI"] == f"{stack.playback.url}/v1/playback/{TITLE}/steering.json?pathways=ams-1,fra-1"
+    # a Host header that names no valid host: the URI falls back to a rooted reference, never echoes it
+    hostile = requests.get(url, params={"pathways": "ams-1"}, headers={"Host": 'evil"\\x'}, timeout=10)
+    assert hostile.status_code in (200, 400)
+    if hostile.status_code == 200:
+        assert hostile.json()["RELOAD-URI"] == f"/v1/playback/{TITLE}/steering.json?pathways=ams-1"
     for bad in ("ams-1\n", 'ams-1"', "ams-1&x"):
         r = requests.get(url, params={"pathways": bad}, timeout=10)
         assert r.status_code == 400 and r.json()["detail"].startswith("pathways: ")
     master = requests.get(f"{stack.playback.url}/v1/playback/{TITLE}/master.m3u8", timeout=10).text
-    assert f'SERVER-URI="/v1/playback/{TITLE}/steering.json?pathways=' in master
+    assert f'SERVER-URI="{stack.playback.url}/v1/playback/{TITLE}/steering.json?pathways=' in master
