@@ -1,4 +1,5 @@
-"""Catalog reads and writes over a backend: the one module playback, fill and the CLI go through.
+"""Catalog reads and writes over a backend: the one module playback, fill and the CLI go through
+(the entries' schema, wire form and keys are the contract in contracts/catalog.py).
 
 The entries are the objects under `catalog/` — no second copy, no database. A listing fetches only
 entries whose ETag changed since this Catalog last read them, so a long-lived reader (the HTTP origin,
@@ -6,30 +7,15 @@ playback) stays cheap. A malformed entry is logged and skipped in listings, an e
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 
+from contracts.catalog import (CATALOG_PREFIX, CatalogError, TitleEntry, catalog_key, decode, encode, search,
+                               title_of_catalog_key)
 from origin.backends import Backend
-from origin.core import catalog as core
-from origin.core.catalog import TitleEntry
-from origin.core.errors import CatalogError, ObjectNotFound, TitleNotFound
-from origin.core.layout import CATALOG_PREFIX, catalog_key, title_of_catalog_key
+from origin.core.errors import ObjectNotFound, TitleNotFound
 
 log = logging.getLogger("origin.catalog")
-
-
-def decode(raw: bytes, where: str) -> TitleEntry:
-    try:
-        return core.from_dict(json.loads(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogError(f"{where}: not JSON: {exc}") from None
-    except CatalogError as exc:
-        raise CatalogError(f"{where}: {exc}") from None
-
-
-def encode(entry: TitleEntry) -> bytes:
-    return (json.dumps(core.to_dict(entry), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 class Catalog:
@@ -90,4 +76,4 @@ class Catalog:
         return entry
 
     def search(self, query: str | None = None, genre: str | None = None) -> list[TitleEntry]:
-        return core.search(self.list(), query, genre)
+        return search(self.list(), query, genre)

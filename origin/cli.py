@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from contracts import catalog as catalog_schema
+from contracts.catalog import CatalogError, Metadata
 from contracts.keys import load_keyring
 from contracts.logs import log_event, setup_logging
 from contracts.token import fill_keys, fill_token
@@ -24,9 +26,7 @@ from origin import config as config_mod
 from origin.backends import Backend, open_backend
 from origin.catalog import Catalog
 from origin.config import OriginConfig
-from origin.core import catalog as core_catalog
 from origin.core import layout
-from origin.core.catalog import Metadata
 from origin.core.errors import OriginError, UsageError
 from origin.progress import Reporter
 
@@ -134,7 +134,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     state = "already up to date" if result.up_to_date and not result.uploaded else "ingested"
     reporter.note(f"{state}: {result.entry.title_id} {result.entry.version}: {result.uploaded} object(s) "
                   f"uploaded ({result.bytes_uploaded / 2**20:.1f} MiB), {result.skipped} already in place")
-    _print_json(core_catalog.summary(result.entry))
+    _print_json(catalog_schema.summary(result.entry))
     return 0
 
 
@@ -161,7 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         cfg = _serve_config(args)
         serve(cfg, read_config=lambda: _serve_config(args))
-    except (ConfigError, OriginError) as exc:
+    except (ConfigError, OriginError, CatalogError) as exc:
         log_event(logging.getLogger("origin"), "config-error", logging.ERROR, error=str(exc))
         return 2 if isinstance(exc, ConfigError) else exc.exit_code
     return 0
@@ -177,12 +177,12 @@ def _serve_config(args: argparse.Namespace) -> OriginConfig:
 
 def cmd_titles(args: argparse.Namespace) -> int:
     entries = Catalog(_backend(load_config(args))).search(args.query, args.genre)
-    _print_json([core_catalog.summary(e) for e in entries])
+    _print_json([catalog_schema.summary(e) for e in entries])
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    _print_json(core_catalog.to_dict(Catalog(_backend(load_config(args))).get(args.title_id)))
+    _print_json(catalog_schema.to_dict(Catalog(_backend(load_config(args))).get(args.title_id)))
     return 0
 
 
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"origin: config error: {exc}", file=sys.stderr)
         return 2
-    except OriginError as exc:
+    except (OriginError, CatalogError) as exc:
         print(f"origin: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

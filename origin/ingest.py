@@ -21,14 +21,14 @@ import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from contracts import catalog as catalog_schema
+from contracts.catalog import Metadata, TitleEntry, validate_metadata
 from origin import analyze, encode
 from origin.backends import Backend, PutItem
 from origin.catalog import Catalog
 from origin.config import EncodeConfig
-from origin.core import catalog as core_catalog
 from origin.core import ffargs, ladder
 from origin.core.assemble import MediaFile, assemble
-from origin.core.catalog import Metadata, TitleEntry, validate_metadata
 from origin.core.errors import MediaError, SourceError, ToolMissing, UsageError
 from origin.core.layout import POSTER, title_prefix
 from origin.hashing import hash_file
@@ -240,7 +240,7 @@ def _put_entry(catalog: Catalog, entry: TitleEntry) -> int:
 
 
 def _same(a: TitleEntry, b: TitleEntry) -> bool:
-    da, db = core_catalog.to_dict(a), core_catalog.to_dict(b)
+    da, db = catalog_schema.to_dict(a), catalog_schema.to_dict(b)
     for volatile in ("ingestedAt", "source"):
         da.pop(volatile), db.pop(volatile)
     return da == db

@@ -35,6 +35,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from contracts import catalog as catalog_schema
+from contracts.catalog import CatalogError
 from contracts.keys import load_keyring
 from contracts.logs import log_event
 from contracts.ranges import decide
@@ -45,7 +47,6 @@ from contracts.webguard import GUARD, Guard, GuardedRunner
 from origin.backends.local import LocalDirBackend
 from origin.catalog import Catalog
 from origin.config import OriginConfig
-from origin.core import catalog as core_catalog
 from origin.core.assemble import content_type
 from origin.core.errors import OriginError
 from origin.filebody import Sending, body_for, send
@@ -155,7 +156,7 @@ async def titles(request: web.Request) -> web.Response:
     entries = await asyncio.to_thread(serving.catalog.search, request.query.get("q") or None,
                                       request.query.get("genre") or None)
     request.app[STATE].metrics.responded("catalog", 200)
-    return web.json_response({"titles": [core_catalog.summary(e) for e in entries]})
+    return web.json_response({"titles": [catalog_schema.summary(e) for e in entries]})
 
 
 async def title(request: web.Request) -> web.Response:
@@ -164,11 +165,11 @@ async def title(request: web.Request) -> web.Response:
         return denied
     try:
         entry = await asyncio.to_thread(serving.catalog.get, request.match_info["title_id"])
-    except OriginError as exc:
+    except (OriginError, CatalogError) as exc:  # a bad id (400), no such title (404), a broken entry
         m.responded("catalog", exc.status_hint)
         return web.json_response({"error": str(exc)}, status=exc.status_hint)
     m.responded("catalog", 200)
-    return web.json_response(core_catalog.to_dict(entry))
+    return web.json_response(catalog_schema.to_dict(entry))
 
 
 async def fetch(request: web.Request) -> web.StreamResponse:

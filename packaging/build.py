@@ -86,8 +86,9 @@ def packages() -> dict[str, Package]:
             "/opt/opencdn/oca, the systemd units oca.service and oca-fill.timer (not\n"
             "enabled) and /etc/oca/oca.toml."),
         conffiles=(
-            Conffile("/etc/oca/oca.toml", "config/oca.example.toml",
-                     (("tokens", "key_file", '"/etc/oca/keys.toml"'),)),
+            Conffile("/etc/oca/oca.toml", "config/oca.example.toml", (
+                ("tokens", "key_file", '"/etc/oca/keys.toml"'),
+                ("pull_through", "key_file", '"/etc/oca/pull-keys.toml"'))),
             Conffile("/etc/oca/fill.toml", "config/fill.example.toml"),
             Conffile("/etc/logrotate.d/oca", "packaging/logrotate/oca"),
         ),
@@ -108,14 +109,19 @@ def packages() -> dict[str, Package]:
         conffiles=(
             Conffile("/etc/opencdn/steering.toml", "config/steering.example.toml", (
                 ("steering", "fleet_file", '"/etc/opencdn/fleet.toml"'),
+                ("steering", "key_file", '"/etc/opencdn/keys.toml"'),
                 ("steering", "callers_file", '"/etc/opencdn/callers.toml"'),
                 ("demand", "state_dir", '"/var/lib/opencdn-steering/demand"'))),
             Conffile("/etc/opencdn/fleet.toml", "config/fleet.example.toml"),
             Conffile("/etc/opencdn/playback.toml", "config/playback.example.toml", (
                 ("playback", "steering_token_file", '"/etc/opencdn/playback.token"'),
+                ("playback", "callers_file", '"/etc/opencdn/callers.toml"'),
                 ("demand", "state_dir", '"/var/lib/opencdn-playback/demand"'))),
-            Conffile("/etc/opencdn/origin.toml", "config/origin.example.toml"),
-            Conffile("/etc/opencdn/fill-plan.toml", "config/fill-plan.example.toml"),
+            Conffile("/etc/opencdn/origin.toml", "config/origin.example.toml", (
+                ("serve", "key_file", '"/etc/opencdn/keys.toml"'),)),
+            Conffile("/etc/opencdn/fill-plan.toml", "config/fill-plan.example.toml", (
+                ("planner", "key_file", '"/etc/opencdn/keys.toml"'),
+                ("steering", "token_file", '"/etc/opencdn/fill-plan.token"'))),
         ),
         secrets=("/etc/opencdn/keys.toml", "/etc/opencdn/callers.toml", "/etc/opencdn/playback.token",
                  "/etc/opencdn/fill-plan.token"),

@@ -36,7 +36,7 @@ from oca.fill.fetch import Fetcher, Limiter, Outcome
 from oca.fill.log import log
 from oca.fill.metrics import FillMetrics
 from oca.fill.sources import Resolver
-from oca.fill.state import State
+from oca.fill.statedir import StateDir
 from oca.config import OcaConfig
 from oca.store.errors import WriteInProgress
 from oca.store.store import Store
@@ -79,8 +79,8 @@ def time_left(cfg: FillConfig, now: dt.datetime | None = None) -> float | None:
 class Run:
     def __init__(self, oca: OcaConfig, cfg: FillConfig, opts: RunOptions) -> None:
         self.oca, self.cfg, self.opts = oca, cfg, opts
-        self.state = State(state_dir(oca, cfg))
-        self.metrics = FillMetrics(self.state.root / "fill-metrics.prom", progress=opts.progress)
+        self.state_dir = StateDir(state_dir(oca, cfg))
+        self.metrics = FillMetrics(self.state_dir.root / "fill-metrics.prom", progress=opts.progress)
         self.stop = asyncio.Event()
         self.stop_reason = ""
 
@@ -91,14 +91,14 @@ class Run:
             self.stop.set()
 
     async def main(self) -> int:
-        self.state.lock()
+        self.state_dir.lock()
         try:
             return await self._main()
         finally:
             self.metrics.set("fill_run_end_timestamp_seconds", round(time.time(), 3))
             self.metrics.close_progress()
             await asyncio.to_thread(self.metrics.write)
-            self.state.unlock()
+            self.state_dir.unlock()
 
     async def _main(self) -> int:
         left = None if self.opts.ignore_window else time_left(self.cfg)
@@ -133,7 +133,7 @@ class Run:
                 raw, manifest = await asyncio.to_thread(manifest_client.read_file, self.opts.manifest_file,
                                                         appliance, keys)
             else:
-                saved = await asyncio.to_thread(self.state.saved_manifest)
+                saved = await asyncio.to_thread(self.state_dir.saved_manifest)
                 raw, manifest, _ = await manifest_client.from_steering(session, self.opts.steering, appliance, saved,
                                                                        keys)
             resolver.credentials = manifest.credentials  # each source's own, for this run
@@ -150,17 +150,17 @@ class Run:
         except manifest_client.NoManifest as exc:
             log("no-manifest", error=str(exc))
             return EXIT_NO_MANIFEST
-        await asyncio.to_thread(self.state.save_manifest, raw)
+        await asyncio.to_thread(self.state_dir.save_manifest, raw)
         log("manifest", version=manifest.version, files=len(manifest.files), bytes=manifest.total_bytes())
         return manifest
 
     async def _fill(self, session: aiohttp.ClientSession, resolver: Resolver, store: Store, manifest: Manifest) -> int:
-        managed = self.state.managed() | manifest.keys()
-        await asyncio.to_thread(self.state.save_managed, managed)
+        managed = self.state_dir.managed() | manifest.keys()
+        await asyncio.to_thread(self.state_dir.save_managed, managed)
         await asyncio.to_thread(store.index.set_pins, manifest.keys())
         held = await asyncio.to_thread(_held, store)
         d = diff(manifest, held, managed)
-        await asyncio.to_thread(self.state.drop_journals_except, [f.key for f in d.fetch])
+        await asyncio.to_thread(self.state_dir.drop_journals_except, [f.key for f in d.fetch])
         m = self.metrics
         m.set("fill_manifest_files", len(manifest.files))
         m.set("fill_manifest_bytes", manifest.total_bytes())
@@ -169,7 +169,7 @@ class Run:
         m.start_progress(d.fetch_bytes, len(d.fetch))
         limiter = Limiter(self.cfg.transfer.rate_limit_bps)
         m.set("fill_rate_limit_bits_per_second", self.cfg.transfer.rate_limit_bps)
-        fetcher = Fetcher(store, self.state, session, resolver, m, self.cfg.transfer, limiter, self.stop)
+        fetcher = Fetcher(store, self.state_dir, session, resolver, m, self.cfg.transfer, limiter, self.stop)
         chores = [asyncio.ensure_future(self._write_metrics())]
         url = admin_url(self.oca, self.cfg, self.opts)
         if url is not None:
@@ -248,7 +248,7 @@ class Run:
             log("delete-deferred", files=len(waiting), why="being written or moved")
         done = complete(manifest, held)
         if done:
-            await asyncio.to_thread(self.state.save_managed, manifest.keys())
+            await asyncio.to_thread(self.state_dir.save_managed, manifest.keys())
         missing = [f for f in manifest.files if f.key not in held or held[f.key].xxh3 != f.xxh3]
         m = self.metrics
         m.set("fill_complete", int(done))

@@ -24,7 +24,7 @@ from contracts.tomlconf import ConfigError
 from oca.fill import config as fill_config
 from oca.fill.agent import EXIT_USAGE, RunOptions, run
 from oca.fill.log import log
-from oca.fill.state import StateBusy
+from oca.fill.statedir import AgentBusy
 from oca import config as oca_config
 
 _IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "armv7l": 314, "ppc64le": 273, "s390x": 282}
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                       progress=not args.no_progress, max_run_s=args.max_run_s, admin_url=args.admin_url)
     try:
         return asyncio.run(run(oca, cfg, opts))
-    except StateBusy as exc:  # the previous run is still going: it does the work, this one is not needed
+    except AgentBusy as exc:  # the previous run is still going: it does the work, this one is not needed
         log("busy", error=str(exc))
         return 0
     except ConfigError as exc:

@@ -34,7 +34,7 @@ from oca.fill.core.retry import Fault, GiveUp, Use, Wait, backoff_s, choose, cla
 from oca.fill.log import log
 from oca.fill.metrics import FillMetrics
 from oca.fill.sources import NoOrigin, Resolver
-from oca.fill.state import State
+from oca.fill.statedir import StateDir
 from oca.config import Tier
 from oca.store.errors import HashMismatch, NoSpace, SizeMismatch, StoreError, WriteInProgress, from_os_error
 from oca.store.store import Store
@@ -89,8 +89,8 @@ class Limiter:
 class Progress:
     """What an attempt has written: ranges done before it, plus each running part's [start, pos)."""
 
-    def __init__(self, state: State, f: ManifestFile, disk: str, done: list[Range]) -> None:
-        self.state, self.f, self.disk = state, f, disk
+    def __init__(self, state_dir: StateDir, f: ManifestFile, disk: str, done: list[Range]) -> None:
+        self.state_dir, self.f, self.disk = state_dir, f, disk
         self.done = list(done)
         self.active: dict[int, Range] = {}
         self._saved_at = 0.0
@@ -108,13 +108,13 @@ class Progress:
             self._saved_at = now
             f = self.f
             async with self._lock:  # one writer at a time, the newest ranges last
-                await asyncio.to_thread(self.state.save_journal, f.key, f.size, f.xxh3, self.disk, self.ranges())
+                await asyncio.to_thread(self.state_dir.save_journal, f.key, f.size, f.xxh3, self.disk, self.ranges())
 
 
 class Fetcher:
-    def __init__(self, store: Store, state: State, session: aiohttp.ClientSession, resolver: Resolver,
+    def __init__(self, store: Store, state_dir: StateDir, session: aiohttp.ClientSession, resolver: Resolver,
                  metrics: FillMetrics, settings: TransferConfig, limiter: Limiter, stop: asyncio.Event) -> None:
-        self.store, self.state, self.session, self.resolver = store, state, session, resolver
+        self.store, self.state_dir, self.session, self.resolver = store, state_dir, session, resolver
         self.metrics, self.settings, self.limiter, self.stop = metrics, settings, limiter, stop
         self.retry_at: dict[str, float] = {}  # host -> monotonic time it may be tried again
         self.failures: dict[str, int] = {}  # host -> consecutive failures
@@ -204,13 +204,13 @@ class Fetcher:
         pending = await asyncio.to_thread(self.store.begin_write, f.key, f.size, Tier(f.tier), resume=True)
         committed = False
         disk = str(pending.disk.path)
-        done = clip(self.state.load_journal(f.key, f.size, f.xxh3, disk), pending.offset)
+        done = clip(self.state_dir.load_journal(f.key, f.size, f.xxh3, disk), pending.offset)
         resumed = covered(done)
         if resumed and f.key not in self.resumed:
             self.resumed.add(f.key)
             self.metrics.inc("fill_resumed_bytes_total", resumed)
             self.metrics.advance(resumed)
-        progress = Progress(self.state, f, disk, done)
+        progress = Progress(self.state_dir, f, disk, done)
         writes: set[asyncio.Future] = set()
         try:
             fd = pending.fileno()
@@ -223,15 +223,15 @@ class Fetcher:
             except (HashMismatch, SizeMismatch) as exc:
                 committed = True  # commit aborted it: a mismatch deletes the partial
                 await asyncio.to_thread(pending.abort, False)
-                await asyncio.to_thread(self.state.drop_journal, f.key)
+                await asyncio.to_thread(self.state_dir.drop_journal, f.key)
                 self.metrics.inc("fill_hash_mismatches_total", kind=source.kind)
-                await asyncio.to_thread(self.state.quarantine, {
+                await asyncio.to_thread(self.state_dir.quarantine, {
                     "key": f.key, "source": _describe(source), "expected": f.xxh3, "size": f.size,
                     "error": str(exc), "resumed_bytes": resumed})
                 fault = SourceFault(Fault.BAD_CONTENT, str(exc))
                 fault.resumed = resumed  # type: ignore[attr-defined]
                 raise fault from None
-            await asyncio.to_thread(self.state.drop_journal, f.key)
+            await asyncio.to_thread(self.state_dir.drop_journal, f.key)
             return resumed
         finally:
             if writes:

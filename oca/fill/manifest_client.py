@@ -24,6 +24,7 @@ import aiohttp
 from yarl import URL
 
 from contracts.callers import appliance_authorization
+from contracts.catalog import from_dict
 from contracts.ids import FileKey
 from contracts.manifest import ORIGIN, Manifest, ManifestError, decode_manifest
 from contracts.token import Keyring
@@ -121,8 +122,6 @@ def _catalog_from_backend(origin: OriginConfig) -> dict[FileKey, tuple[int, str]
 
 async def _catalog_from_http(base: str, session: aiohttp.ClientSession,
                              resolver: Resolver) -> dict[FileKey, tuple[int, str]]:
-    from origin.core.catalog import from_dict
-
     headers = resolver.headers_for(ORIGIN)
     async with session.get(f"{base}/v1/titles", headers=headers) as resp:
         if resp.status != 200:

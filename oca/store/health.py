@@ -11,15 +11,13 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Mapping
 
 from oca.config import DiskConfig, Tier
 from oca.store import fsutil
 from oca.store.errors import StoreError
 from oca.store.fsutil import DIR_FLAGS, TMP_DIR
-
-if TYPE_CHECKING:
-    from oca.store.store import Store
+from oca.store.index import Index
 
 PROBE_BYTES = 4096
 _HARMLESS = (errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENOTDIR)  # the file changed, not the disk
@@ -37,46 +35,81 @@ class DiskHealth:
     used_bytes: int  # bytes of indexed files
 
 
-def check_disks(store: "Store") -> list[DiskHealth]:
-    states = store.index.disk_states()
-    report = []
-    for path, disk in store.disks.items():
-        reason, total, free = probe(store, disk)
-        was_failed = path in states and states[path].failed
-        if reason and not was_failed:
-            store.index.mark_disk_failed(path, reason)
-        elif not reason and was_failed:
-            store.index.mark_disk_ok(path)
-            try:
-                store.scan(path)
-            except (StoreError, OSError) as exc:
-                reason = f"scan after recovery failed: {exc}"
-                store.index.mark_disk_failed(path, reason)
-        report.append((disk, reason, total, free))
-    usage = store.index.disk_usage()
-    return [DiskHealth(str(d.path), d.tier, not reason, reason, total, max(free - d.reserve_bytes, 0),
-                       *usage.get(str(d.path), (0, 0)))
-            for d, reason, total, free in report]
+def disk_json(d: DiskHealth) -> dict[str, Any]:
+    """A disk's health as /v1/health, `oca disks` and heartbeats show it."""
+    return {"path": d.path, "tier": d.tier.value, "ok": d.ok, "reason": d.reason, "total_bytes": d.total_bytes,
+            "free_bytes": d.free_bytes, "files": d.files}
 
 
-def probe(store: "Store", disk: DiskConfig) -> tuple[str, int, int]:
-    """(reason it failed or "", total bytes, free bytes) of one disk."""
-    path = str(disk.path)
-    total = free = 0
-    try:
-        if not os.path.isdir(path):
-            return "missing or not a directory", 0, 0
-        if store._was_mount.get(path) and not fsutil.is_mount(path):
-            return "no longer mounted", 0, 0
-        st = os.statvfs(path)
-        total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-        if st.f_flag & os.ST_RDONLY:
-            return "read-only filesystem", total, free
-        _write_probe(path)
-        _read_probe(store, path)
-    except OSError as exc:
-        return f"{exc.strerror or exc}", total, free
-    return "", total, free
+class DiskChecker:
+    """Probes a store's disks (Store.check_disks) and keeps the index's disk states true. It holds what
+    probing remembers between rounds: which disks were mount points when the store opened (shared
+    with the store, which places no file on an unmounted one) and where each disk's read probe is."""
+
+    def __init__(self, index: Index, disks: Mapping[str, DiskConfig], was_mount: Mapping[str, bool]) -> None:
+        self.index = index
+        self.disks = disks
+        self.was_mount = was_mount
+        self.probe_cursor: dict[str, str] = {}  # disk -> the key its last read probe read
+
+    def check(self, rescan: Callable[[str], object]) -> list[DiskHealth]:
+        """Probe every disk; a disk back from failure is marked ok and `rescan`ned in."""
+        states = self.index.disk_states()
+        report = []
+        for path, disk in self.disks.items():
+            reason, total, free = self.probe(disk)
+            was_failed = path in states and states[path].failed
+            if reason and not was_failed:
+                self.index.mark_disk_failed(path, reason)
+            elif not reason and was_failed:
+                self.index.mark_disk_ok(path)
+                try:
+                    rescan(path)
+                except (StoreError, OSError) as exc:
+                    reason = f"scan after recovery failed: {exc}"
+                    self.index.mark_disk_failed(path, reason)
+            report.append((disk, reason, total, free))
+        usage = self.index.disk_usage()
+        return [DiskHealth(str(d.path), d.tier, not reason, reason, total, max(free - d.reserve_bytes, 0),
+                           *usage.get(str(d.path), (0, 0)))
+                for d, reason, total, free in report]
+
+    def probe(self, disk: DiskConfig) -> tuple[str, int, int]:
+        """(reason it failed or "", total bytes, free bytes) of one disk."""
+        path = str(disk.path)
+        total = free = 0
+        try:
+            if not os.path.isdir(path):
+                return "missing or not a directory", 0, 0
+            if self.was_mount.get(path) and not fsutil.is_mount(path):
+                return "no longer mounted", 0, 0
+            st = os.statvfs(path)
+            total, free = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+            if st.f_flag & os.ST_RDONLY:
+                return "read-only filesystem", total, free
+            _write_probe(path)
+            self._read_probe(path)
+        except OSError as exc:
+            return f"{exc.strerror or exc}", total, free
+        return "", total, free
+
+    def _read_probe(self, path: str) -> None:
+        entry = self.index.next_on_disk(path, self.probe_cursor.get(path, ""))
+        if entry is None:
+            return
+        self.probe_cursor[path] = entry.key
+        try:
+            fd = fsutil.open_regular(path, entry.key)
+        except OSError as exc:
+            if exc.errno in _HARMLESS:
+                return  # the next scan fixes the index; not the disk's fault
+            raise
+        try:
+            offset = (entry.size // 2) // PROBE_BYTES * PROBE_BYTES
+            os.posix_fadvise(fd, offset, PROBE_BYTES, os.POSIX_FADV_DONTNEED)
+            os.pread(fd, PROBE_BYTES, offset)
+        finally:
+            os.close(fd)
 
 
 def _write_probe(path: str) -> None:
@@ -98,22 +131,3 @@ def _write_probe(path: str) -> None:
         os.unlink(name, dir_fd=dfd)
     finally:
         os.close(dfd)
-
-
-def _read_probe(store: "Store", path: str) -> None:
-    entry = store.index.next_on_disk(path, store._probe_cursor.get(path, ""))
-    if entry is None:
-        return
-    store._probe_cursor[path] = entry.key
-    try:
-        fd = fsutil.open_regular(path, entry.key)
-    except OSError as exc:
-        if exc.errno in _HARMLESS:
-            return  # the next scan fixes the index; not the disk's fault
-        raise
-    try:
-        offset = (entry.size // 2) // PROBE_BYTES * PROBE_BYTES
-        os.posix_fadvise(fd, offset, PROBE_BYTES, os.POSIX_FADV_DONTNEED)
-        os.pread(fd, PROBE_BYTES, offset)
-    finally:
-        os.close(fd)

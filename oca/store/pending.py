@@ -12,16 +12,13 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from contracts.ids import FileKey
 from oca.config import DiskConfig
 from oca.store.errors import HashMismatch, SizeMismatch, StoreError, from_os_error
 from oca.store.fsutil import TMP_DIR, hash_fd, open_parent, write_all
 from oca.store.index import FileEntry, WriteRow
-
-if TYPE_CHECKING:
-    from oca.store.store import Store
 
 
 def process_start(pid: int) -> int | None:
@@ -67,9 +64,13 @@ def owner_alive(row: WriteRow) -> bool:
 
 
 class PendingFile:
-    def __init__(self, store: "Store", key: FileKey, disk: DiskConfig, tmp_dir_fd: int, name: str,
+    """One write in flight. Its owner (the Store) hears how it ends: `published(self, entry)` indexes a
+    committed file and returns the entry as indexed; `released(self)` drops the write's booking."""
+
+    def __init__(self, key: FileKey, disk: DiskConfig, tmp_dir_fd: int, name: str,
                  fd: int, size: int, offset: int, hasher, resumable: bool, reserved: int,
-                 token: str) -> None:
+                 token: str, published: Callable[["PendingFile", FileEntry], FileEntry],
+                 released: Callable[["PendingFile"], None]) -> None:
         self.key = key
         self.disk = disk
         self.name = name
@@ -78,7 +79,8 @@ class PendingFile:
         self.resumable = resumable
         self.reserved = reserved  # bytes of free space this write booked on its disk
         self.token = token  # names this write's row in the index's `writes` table
-        self._store = store
+        self._published = published
+        self._released = released
         self._tmp_dir_fd = tmp_dir_fd
         self._fd = fd
         self._hasher = hasher
@@ -136,7 +138,7 @@ class PendingFile:
             raise from_os_error(exc, f"publishing {self.key} on {self.disk.path}") from exc
         self._close()
         entry = FileEntry(self.key, self.disk.tier, str(self.disk.path), self.size, digest, mtime)
-        return self._store._published(self, entry)
+        return self._published(self, entry)
 
     def _verify(self, expected_xxh3: str | None) -> str:
         size = os.fstat(self._fd).st_size
@@ -168,7 +170,7 @@ class PendingFile:
                     pass  # a failing disk: clean_tmp or the disk's replacement takes care of it
         finally:
             self._close()
-            self._store._released(self)
+            self._released(self)
 
     def _close(self) -> None:
         if not self._done:

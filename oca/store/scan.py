@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import Callable, Iterable, Iterator
 
 from contracts.ids import FileKey, is_valid_file_key
 from oca.store import fsutil
 from oca.store.errors import DiskFailed
 from oca.store.fsutil import DIR_FLAGS, TMP_DIR
-from oca.store.index import FileEntry
-
-if TYPE_CHECKING:
-    from oca.store.store import Store
+from oca.config import DiskConfig
+from oca.store.index import FileEntry, Index
 
 _OWN_DIRS = (TMP_DIR, ".oca")  # the store's own, at a disk's root: not worth counting as skipped
 BATCH = 1000  # entries per index transaction: a big scan never holds the write lock for long
@@ -57,14 +55,14 @@ def _walk(root: str) -> Iterator[tuple[FileKey | None, os.stat_result | None]]:
                 yield None, None
 
 
-def scan_disk(store: "Store", disk: str) -> ScanResult:
-    config = store.disks.get(disk)
-    if config is None:
-        raise DiskFailed(f"{disk} is not a disk of this appliance")
+def scan_disk(index: Index, config: DiskConfig, busy: Callable[[], set[str]]) -> ScanResult:
+    """Bring the index in line with what `config`'s disk holds; keys `busy()` names (being written
+    or moved, by any process) are not dropped for being absent."""
+    disk = str(config.path)
     if not os.path.isdir(disk):
         raise DiskFailed(f"{disk}: missing")
-    indexed = {e.key: e for e in store.index.on_disk(disk)}
-    parked = store.index.parked_on(disk)  # a disk back from failure: trust unchanged files' hashes
+    indexed = {e.key: e for e in index.on_disk(disk)}
+    parked = index.parked_on(disk)  # a disk back from failure: trust unchanged files' hashes
     seen: set[str] = set()
     batch: list[FileEntry] = []
     added = unchanged = skipped = restored = 0
@@ -77,7 +75,7 @@ def scan_disk(store: "Store", disk: str) -> ScanResult:
         if old is not None and old.size == st.st_size and old.mtime == st.st_mtime:
             unchanged += 1
             continue
-        if old is None and (other := store.index.get(key)) is not None and other.disk != disk:
+        if old is None and (other := index.get(key)) is not None and other.disk != disk:
             skipped += 1  # the same key on two disks: the indexed copy wins
             continue
         known = parked.get(key) if old is None else None
@@ -93,28 +91,26 @@ def scan_disk(store: "Store", disk: str) -> ScanResult:
         batch.append(FileEntry(key, config.tier, disk, st.st_size, digest, st.st_mtime))
         added += 1
         if len(batch) >= BATCH:
-            store.index.upsert_many(batch, same_disk_only=True)
+            index.upsert_many(batch, same_disk_only=True)
             batch = []
     if batch:
-        store.index.upsert_many(batch, same_disk_only=True)
-    busy = store.busy_keys()
-    gone = [k for k in indexed if k not in seen and k not in busy]
-    removed = store.index.remove_many(gone, disk=disk) if gone else 0
+        index.upsert_many(batch, same_disk_only=True)
+    in_flight = busy()
+    gone = [k for k in indexed if k not in seen and k not in in_flight]
+    removed = index.remove_many(gone, disk=disk) if gone else 0
     if parked:
-        store.index.unpark(disk)
+        index.unpark(disk)
     return ScanResult(added, removed, unchanged, skipped, restored)
 
 
-def clean_tmp(store: "Store", now: float, max_age_s: float, part_max_age_s: float, live: set[str]) -> int:
+def clean_tmp(disks: Iterable[str], now: float, max_age_s: float, part_max_age_s: float, live: set[str]) -> int:
     """Remove temp files of writers that died (`.tmp` older than `max_age_s`: a live writer keeps
     touching its file), resumable `.part` files untouched for `part_max_age_s`, stray probe files.
     Files of writes in flight in any process (`live`, names from the index's `writes` table) are kept
-    whatever their age. The caller holds the placement lock (see Store.clean_tmp)."""
+    whatever their age. `disks`: the ones not failed. The caller holds the placement lock (see
+    Store.clean_tmp)."""
     removed = 0
-    failed = store.index.failed_disks()
-    for disk in store.disks:
-        if disk in failed:
-            continue
+    for disk in disks:
         try:
             dfd = os.open(os.path.join(disk, TMP_DIR), DIR_FLAGS)
         except OSError:

@@ -36,7 +36,7 @@ from oca.store import fsutil
 from oca.store.errors import (DiskFailed, IndexUnavailable, NoSpace, NotFound, SizeMismatch,
                               StoreError, WriteInProgress, from_os_error)
 from oca.store.fsutil import CHUNK, DIR_FLAGS, TMP_DIR, key_hash
-from oca.store.health import DiskHealth, check_disks
+from oca.store.health import DiskChecker, DiskHealth
 from oca.store.index import FileEntry, Index, WriteRow
 from oca.store.pending import PendingFile, boot_id, owner_alive, process_start
 from oca.store.scan import ScanResult, clean_tmp, scan_disk
@@ -66,7 +66,7 @@ class Store:
         # A disk that was a mount point when we opened and no longer is got unmounted: its path is
         # now a directory on the root filesystem, which must not take writes.
         self._was_mount = {p: fsutil.is_mount(p) for p in self.disks}
-        self._probe_cursor: dict[str, str] = {}
+        self._checker = DiskChecker(index, self.disks, self._was_mount)
 
     @classmethod
     def open(cls, config: OcaConfig, readonly: bool = False) -> "Store":
@@ -332,8 +332,8 @@ class Store:
             if isinstance(exc, OSError):
                 raise from_os_error(exc, f"creating a temp file for {key} on {disk.path}") from exc
             raise
-        return PendingFile(self, key, disk, tmp_fd, name, fd, size, offset, hasher, resume, row.reserved,
-                           row.token)
+        return PendingFile(key, disk, tmp_fd, name, fd, size, offset, hasher, resume, row.reserved,
+                           row.token, published=self._published, released=self._released)
 
     @staticmethod
     def _resume_offset(key: FileKey, fd: int, size: int) -> int:
@@ -419,14 +419,17 @@ class Store:
     # --- maintenance (scan.py, health.py) --------------------------------------------------------
 
     def scan(self, disk: str | Path) -> ScanResult:
-        return scan_disk(self, str(disk))
+        config = self.disks.get(str(disk))
+        if config is None:
+            raise DiskFailed(f"{disk} is not a disk of this appliance")
+        return scan_disk(self.index, config, self.busy_keys)
 
     def scan_all(self) -> dict[str, ScanResult]:
         failed = self.index.failed_disks()
         return {p: self.scan(p) for p in self.disks if p not in failed}
 
     def check_disks(self) -> list[DiskHealth]:
-        return check_disks(self)
+        return self._checker.check(self.scan)
 
     def clean_tmp(self, now: float, max_age_s: float = 3600.0, part_max_age_s: float = 7 * 86400.0) -> int:
         """Sweep the disks' temp directories (see scan.clean_tmp): dead writers' `.tmp` files go at
@@ -435,7 +438,9 @@ class Store:
         Returns the files removed."""
         with self._placing():
             writes, removed = self._sweep_writes()
-            return removed + clean_tmp(self, now, max_age_s, part_max_age_s, {w.tmp for w in writes})
+            failed = self.index.failed_disks()
+            disks = [d for d in self.disks if d not in failed]
+            return removed + clean_tmp(disks, now, max_age_s, part_max_age_s, {w.tmp for w in writes})
 
 
 def _booked(writes: Iterable[WriteRow]) -> dict[str, int]:

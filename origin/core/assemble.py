@@ -12,9 +12,9 @@ from typing import Any, Mapping
 
 import xxhash
 
+from contracts.catalog import Asset, Metadata, Rendition, Segment, Span, TitleEntry
 from origin.core import layout as keys
 from origin.core import playlists
-from origin.core.catalog import Asset, Metadata, Rendition, Segment, Span, TitleEntry
 from origin.core.errors import MediaError
 from origin.core.mp4 import Layout
 

@@ -4,6 +4,11 @@ Read from the configuration boxes the encoder wrote (avcC, hvcC, av1C, vpcC, esd
 so a player learns the real profile and level: `avc1.64001f`, `hvc1.1.6.L93.B0`, `av01.0.04M.08`,
 `mp4a.40.2`. Formats: RFC 6381 §3.3 (avc), ISO/IEC 14496-15 Annex E (hvc), AV1-ISOBMFF §5 (av01),
 VP9-ISOBMFF (vp09).
+
+Audio channels likewise come from the decoder's configuration when it says: an AAC track's
+AudioSpecificConfig (ISO/IEC 14496-3 §1.6.2.1, `channelConfiguration`). The sample entry's own
+`channelcount` is a template field ("= 2" in ISO/IEC 14496-12 §12.2.3) that ffmpeg writes as 2 for a
+mono AAC track, so a mono title was declared CHANNELS="2"; it is only the fallback.
 """
 from __future__ import annotations
 
@@ -46,7 +51,8 @@ def parse_sample_entry(fourcc: str, body: bytes) -> SampleEntry:
         rate = struct.unpack_from(">I", body, 24)[0] >> 16
         skip = {0: 0, 1: 16, 2: 36}.get(version, 0)
         boxes = dict(children(body[_AUDIO_HEADER + skip:]))
-        return SampleEntry("audio", fourcc, _audio_codec(fourcc, boxes), channels=channels, sample_rate=rate)
+        codec, configured = _audio_codec(fourcc, boxes)
+        return SampleEntry("audio", fourcc, codec, channels=configured or channels, sample_rate=rate)
     raise MediaError(f"unsupported sample entry {fourcc!r} (encrypted or not a codec the origin takes)")
 
 
@@ -95,9 +101,10 @@ def _vp9(c: bytes) -> str:
     return f"vp09.{profile:02d}.{level:02d}.{depth:02d}"
 
 
-def _audio_codec(fourcc: str, boxes: dict[str, bytes]) -> str:
+def _audio_codec(fourcc: str, boxes: dict[str, bytes]) -> tuple[str, int | None]:
+    """The RFC 6381 codec and, when the decoder configuration says, the channel count."""
     if fourcc != "mp4a":
-        return {"ac-3": "ac-3", "ec-3": "ec-3", "Opus": "opus", "fLaC": "fLaC"}[fourcc]
+        return {"ac-3": "ac-3", "ec-3": "ec-3", "Opus": "opus", "fLaC": "fLaC"}[fourcc], None
     esds = boxes.get("esds")
     if esds is None:
         raise MediaError("mp4a sample entry lacks its esds box")
@@ -119,7 +126,11 @@ def _descriptor(data: bytes, pos: int) -> tuple[int, int, int]:
     return tag, pos, length
 
 
-def _mp4a(data: bytes) -> str:
+# channelConfiguration (ISO/IEC 14496-3 Table 1.19) -> channels; 0 means "in a program config element"
+_AAC_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8, 11: 7, 12: 8, 13: 24, 14: 8}
+
+
+def _mp4a(data: bytes) -> tuple[str, int | None]:
     tag, pos, _ = _descriptor(data, 0)
     if tag != 0x03:
         raise MediaError("esds does not start with an ES_Descriptor")
@@ -131,11 +142,29 @@ def _mp4a(data: bytes) -> str:
     object_type = data[pos]
     end, pos = pos + length, pos + 13
     if object_type != 0x40 or pos >= end:
-        return f"mp4a.{object_type:02x}"
-    tag, pos, _ = _descriptor(data, pos)
+        return f"mp4a.{object_type:02x}", None
+    tag, pos, length = _descriptor(data, pos)
     if tag != 0x05:
-        return "mp4a.40"
-    audio_object_type = data[pos] >> 3
+        return "mp4a.40", None
+    config = _Bits(data[pos:pos + length])
+    audio_object_type = config.read(5)
     if audio_object_type == 31:
-        audio_object_type = 32 + (((data[pos] & 0x07) << 3) | (data[pos + 1] >> 5))
-    return f"mp4a.40.{audio_object_type}"
+        audio_object_type = 32 + config.read(6)
+    if config.read(4) == 0xF:  # samplingFrequencyIndex: an explicit 24-bit frequency follows
+        config.read(24)
+    return f"mp4a.40.{audio_object_type}", _AAC_CHANNELS.get(config.read(4))
+
+
+class _Bits:
+    """An MSB-first bit reader over a descriptor's body (IndexError past its end)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            byte = self.data[self.pos >> 3]
+            value = (value << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return value

@@ -1,5 +1,6 @@
 """The origin's errors: one hierarchy, each with the HTTP status a shell would answer and the exit code
-the CLI returns. Pure, so core modules raise them too."""
+the CLI returns. Pure, so core modules raise them too. A malformed catalog entry or title metadata is
+the catalog contract's `contracts.catalog.CatalogError` (same two attributes), shared with its readers."""
 from __future__ import annotations
 
 
@@ -42,10 +43,6 @@ class BackendError(OriginError):
 
 class ObjectNotFound(BackendError):
     status_hint = 404
-
-
-class CatalogError(OriginError):
-    """A catalog entry does not follow the schema (the message names the field)."""
 
 
 class TitleNotFound(OriginError):

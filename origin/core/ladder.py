@@ -16,7 +16,6 @@ from enum import Enum
 from origin.core.errors import SourceError, UsageError
 
 RENDITION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
-_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
 
 
 class Codec(str, Enum):
@@ -121,13 +120,6 @@ def validate_ladder(rungs: tuple[VideoRung, ...]) -> tuple[VideoRung, ...]:
     if not any(r.codec is Codec.H264 for r in rungs):
         raise UsageError("the ladder needs at least one h264 rung (every player decodes it)")
     return rungs
-
-
-def validate_languages(languages: tuple[str, ...]) -> tuple[str, ...]:
-    for language in languages:
-        if not _LANGUAGE.fullmatch(language):
-            raise UsageError(f"language {language!r}: expected a BCP 47 tag such as 'en' or 'pt-BR'")
-    return languages
 
 
 def plan(

@@ -1,6 +1,7 @@
 """Where things live in the origin, one spelling for every backend:
 
     catalog/<title id>.json                     the catalog entry: the single source of truth
+                                                (contracts.catalog: its schema and keys)
     files/<title id>/<version>/<rendition>.mp4  one file per rendition (fill and players fetch these)
     files/<title id>/<version>/<rendition>.m3u8 media playlists, master.m3u8, manifest.mpd, poster.jpg
 
@@ -17,34 +18,15 @@ from typing import Iterable
 
 import xxhash
 
+from contracts.catalog import validate_title_id
 from contracts.ids import FileKey, InvalidFileKey, validate_file_key
 from origin.core.errors import UsageError
 
-CATALOG_PREFIX = "catalog/"
 FILES_PREFIX = "files/"
 MASTER = "master.m3u8"
 DASH = "manifest.mpd"
 POSTER = "poster.jpg"
-_TITLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _VERSION = re.compile(r"v[0-9a-f]{16}")
-
-
-def validate_title_id(raw: str) -> str:
-    if not _TITLE_ID.fullmatch(raw) or raw.endswith(".json"):
-        raise UsageError(f"title id {raw!r}: 1-128 of [A-Za-z0-9_.-], starting with a letter or digit")
-    return raw
-
-
-def catalog_key(title_id: str) -> FileKey:
-    return FileKey(f"{CATALOG_PREFIX}{validate_title_id(title_id)}.json")
-
-
-def title_of_catalog_key(key: str) -> str | None:
-    """The title id a catalog object is for, or None for anything else under catalog/."""
-    if not key.startswith(CATALOG_PREFIX) or not key.endswith(".json"):
-        return None
-    title_id = key[len(CATALOG_PREFIX):-len(".json")]
-    return title_id if _TITLE_ID.fullmatch(title_id) else None
 
 
 def title_prefix(title_id: str) -> str:

@@ -12,7 +12,7 @@ import math
 from typing import Callable
 from xml.sax.saxutils import quoteattr
 
-from origin.core.catalog import Rendition, TitleEntry
+from contracts.catalog import Rendition, TitleEntry
 
 UriFor = Callable[[Rendition], str]
 HLS_VERSION = 7  # EXT-X-MAP in a non-I-frame playlist needs 6; 7 for fMP4 is what players expect

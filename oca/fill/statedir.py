@@ -26,7 +26,9 @@ from oca.fill.core.parts import Range, merge
 from oca.store.fsutil import key_hash
 
 
-class StateBusy(RuntimeError):
+class AgentBusy(RuntimeError):
+    """Another fill agent holds the state directory's lock."""
+
     status_hint = 409
 
 
@@ -37,7 +39,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class State:
+class StateDir:
+    """The agent's state directory: its lock, manifest, managed set, journals and quarantine ledger."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.partials = self.root / "partials"
@@ -50,7 +54,7 @@ class State:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise StateBusy(f"another fill agent holds {self.root / 'fill.lock'}") from None
+            raise AgentBusy(f"another fill agent holds {self.root / 'fill.lock'}") from None
         self._lock_fd = fd
 
     def unlock(self) -> None:

@@ -1,26 +1,75 @@
-"""Catalog entries: the one JSON document per title that playback and fill read (`catalog/<id>.json`).
+"""The catalog: one JSON document per title (`catalog/<id>.json` in the origin's store), written by
+origin's ingest and read by playback (manifests), fill (what to copy and how to check it) and the
+origin's own HTTP API. This module is the contract between them: the schema, its wire form and the
+keys the entries live under.
 
 An entry carries, per rendition, everything a player manifest needs — file key, size, xxh3-128, RFC 6381
 codec, resolution, frame rate, bandwidth, the init and sidx byte ranges and every segment's (offset,
 length, duration) — so playback renders HLS and DASH itself with absolute signed URLs, and fill knows
 what to copy and how to check it. Wire format: camelCase JSON with `"schema": 1`; durations in seconds,
 bandwidths in bits per second, sizes and offsets in bytes. `from_dict` refuses a malformed entry and
-names the field. Search is here too, so every reader ranks the same way.
+names the field. Search is here too, so every reader ranks the same way. Pure: no I/O.
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from origin.core.errors import CatalogError, UsageError
-from origin.core.ladder import validate_languages
-from origin.core.layout import validate_title_id
+from contracts.ids import FileKey
 
 SCHEMA = 1
 MAX_TITLE_LEN = 300
 MAX_GENRES = 16
+CATALOG_PREFIX = "catalog/"
+_TITLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+
+
+class CatalogError(Exception):
+    """A catalog entry does not follow the schema (the message names the field). A stored entry
+    that is broken is the origin's fault: 500 from an HTTP shell, exit 1 from a CLI."""
+
+    status_hint = 500
+    exit_code = 1
+
+
+class BadMetadata(CatalogError):
+    """A title id, title, genre, language or release date outside the schema: the caller's mistake
+    (an ingest's arguments, a requested id)."""
+
+    status_hint = 400
+    exit_code = 2
+
+
+# ---- where entries live in the origin's store ------------------------------------------------------
+
+def validate_title_id(raw: str) -> str:
+    if not _TITLE_ID.fullmatch(raw) or raw.endswith(".json"):
+        raise BadMetadata(f"title id {raw!r}: 1-128 of [A-Za-z0-9_.-], starting with a letter or digit")
+    return raw
+
+
+def catalog_key(title_id: str) -> FileKey:
+    return FileKey(f"{CATALOG_PREFIX}{validate_title_id(title_id)}.json")
+
+
+def title_of_catalog_key(key: str) -> str | None:
+    """The title id a catalog object is for, or None for anything else under catalog/."""
+    if not key.startswith(CATALOG_PREFIX) or not key.endswith(".json"):
+        return None
+    title_id = key[len(CATALOG_PREFIX):-len(".json")]
+    return title_id if _TITLE_ID.fullmatch(title_id) else None
+
+
+def validate_languages(languages: tuple[str, ...]) -> tuple[str, ...]:
+    for language in languages:
+        if not _LANGUAGE.fullmatch(language):
+            raise BadMetadata(f"language {language!r}: expected a BCP 47 tag such as 'en' or 'pt-BR'")
+    return languages
 
 
 @dataclass(frozen=True)
@@ -117,15 +166,15 @@ class TitleEntry:
 def validate_metadata(meta: Metadata) -> Metadata:
     validate_title_id(meta.title_id)
     if not meta.title.strip() or len(meta.title) > MAX_TITLE_LEN:
-        raise UsageError(f"title: 1-{MAX_TITLE_LEN} characters, not blank")
+        raise BadMetadata(f"title: 1-{MAX_TITLE_LEN} characters, not blank")
     if len(meta.genres) > MAX_GENRES or any(not g.strip() or len(g) > 64 for g in meta.genres):
-        raise UsageError(f"genres: at most {MAX_GENRES}, each 1-64 characters")
+        raise BadMetadata(f"genres: at most {MAX_GENRES}, each 1-64 characters")
     validate_languages(meta.languages)
     if meta.release_date is not None:
         try:
             dt.date.fromisoformat(meta.release_date)
         except ValueError:
-            raise UsageError(f"release date {meta.release_date!r}: expected YYYY-MM-DD") from None
+            raise BadMetadata(f"release date {meta.release_date!r}: expected YYYY-MM-DD") from None
     return meta
 
 
@@ -213,7 +262,7 @@ def from_dict(raw: Any) -> TitleEntry:
                     f.get("releaseDate", str, optional=True))
     try:
         validate_metadata(meta)
-    except UsageError as exc:
+    except BadMetadata as exc:  # stored, so not the reader's mistake
         raise CatalogError(str(exc)) from None
     renditions = tuple(_rendition(_Fields(r, f"renditions[{i}]")) for i, r in enumerate(f.get("renditions", list)))
     if not any(r.kind == "video" for r in renditions):
@@ -258,6 +307,22 @@ def _rendition(f: _Fields) -> Rendition:
 
 def _asset(f: _Fields) -> Asset:
     return Asset(f.get("key", str), f.get("size", int), f.get("xxh3", str), f.get("contentType", str))
+
+
+# ---- the wire form: bytes of one catalog object --------------------------------------------------
+
+def decode(raw: bytes, where: str) -> TitleEntry:
+    """An entry from the bytes of `catalog/<id>.json`; CatalogError names `where` and the field."""
+    try:
+        return from_dict(json.loads(raw))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"{where}: not JSON: {exc}") from None
+    except CatalogError as exc:
+        raise CatalogError(f"{where}: {exc}") from None
+
+
+def encode(entry: TitleEntry) -> bytes:
+    return (json.dumps(to_dict(entry), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
 
 
 def summary(entry: TitleEntry) -> dict[str, Any]:
