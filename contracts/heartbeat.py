@@ -2,7 +2,7 @@
 steering's answer. Version 1 on the wire is one flat map:
 
     {"v": 1, "appliance_id": "ams-1", "site": "ams", "boot": "<16 hex>", "seq": 42, "sent_at": 1767225600.5,
-     "accepting": true, "draining": false,
+     "accepting": true, "draining": false, "drain_reason": "",
      "load": {"loadavg": 0.7, "open_connections": 1200},
      "egress_bps": 3200000000, "capacity_bps": 10000000000,
      "disks": [{"path": "/srv/ssd0", "tier": "ssd", "state": "ok", "total_bytes": 4e12 as int,
@@ -15,6 +15,11 @@ steering's answer. Version 1 on the wire is one flat map:
                       "announced": [["192.0.2.0/24", [64500, 64510], med | nil, local_pref | nil,
                                      ["64500:42", ...]], ...],
                       "withdrawn": ["198.51.100.0/24", ...]}}
+
+`draining` is true while the appliance is drained for maintenance (`oca drain`) or shutting down; an
+operator's drain carries its `drain_reason` (free text up to 200 printable characters, no control
+characters; "" when not draining or when none was given), so the fleet page says why. The field is
+optional on the wire: a report that predates it decodes with "".
 
 Inventory travels whole at start (`full`: `added` is the whole set, `base` is nil) and as deltas after:
 a delta turns the set at generation `base` into the set at `generation` (base == generation: nothing
@@ -65,6 +70,9 @@ _COMMUNITY = re.compile(r"[0-9]{1,10}(:[0-9]{1,10}){1,2}|[a-z0-9-]{1,24}:[0-9a-z
 MAX_AS_PATH = 255  # hops on the wire (an appliance refuses far shorter ones by policy)
 MAX_COMMUNITIES = 64
 MAX_SESSIONS = 16
+MAX_DRAIN_REASON = 200  # characters
+# printable text only: no C0/C1 controls, no line/paragraph separators, no lone surrogates or non-characters
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 SESSION_STATES = ("idle", "connect", "up", "down")
 _U32 = 1 << 32
 CONTENT_TYPE = "application/msgpack"
@@ -138,6 +146,7 @@ class HealthSnapshot:
     degraded: tuple[str, ...] = ()  # background tasks that keep failing (still serving; an operator should look)
     pull_through: bool = False  # a miss sent here is fetched from the appliance's parent (steering.core.admission)
     bgp: tuple["BgpSession", ...] = ()  # the appliance's BGP sessions (oca.bgp), none without BGP
+    drain_reason: str = ""  # why an operator drained it (`oca drain --reason`); "" unless draining
 
 
 @dataclass(frozen=True)
@@ -213,7 +222,7 @@ def encode_heartbeat(hb: Heartbeat) -> bytes:
     inv = hb.inventory
     return msgpack.packb({
         "v": SCHEMA_VERSION, "appliance_id": hb.appliance_id, "site": hb.site, "boot": hb.boot, "seq": hb.seq,
-        "sent_at": hb.sent_at, "accepting": h.accepting, "draining": h.draining,
+        "sent_at": hb.sent_at, "accepting": h.accepting, "draining": h.draining, "drain_reason": h.drain_reason,
         "load": {"loadavg": h.load.loadavg, "open_connections": h.load.open_connections},
         "egress_bps": h.egress_bps, "capacity_bps": h.capacity_bps,
         "disks": [{"path": d.path, "tier": d.tier, "state": d.state.value, "total_bytes": d.total_bytes,
@@ -337,8 +346,9 @@ def decode_heartbeat(raw: bytes) -> Heartbeat:
     if version != SCHEMA_VERSION:
         raise UnsupportedVersion(f"v: schema version {version!r} not supported (want {SCHEMA_VERSION})")
     load = _Fields(f.raw("load"), "load")
+    draining = f.bool("draining")
     health = HealthSnapshot(
-        accepting=f.bool("accepting"), draining=f.bool("draining"),
+        accepting=f.bool("accepting"), draining=draining, drain_reason=_drain_reason(f.raw("drain_reason", ""), draining),
         load=Load(loadavg=load.number("loadavg"), open_connections=load.count("open_connections")),
         egress_bps=f.count("egress_bps"), capacity_bps=f.count("capacity_bps"),
         disks=tuple(_disk(d, f"disks[{i}]") for i, d in enumerate(f.list("disks"))),
@@ -426,6 +436,24 @@ def _disk(raw: Any, where: str) -> DiskReport:
     return DiskReport(path=f.str("path"), tier=f.str("tier"), state=DiskState(state),
                       total_bytes=f.count("total_bytes"), free_bytes=f.count("free_bytes"),
                       files=f.count("files"))
+
+
+def check_drain_reason(raw: Any) -> str:
+    """An operator's drain reason as the wire carries it; ValueError naming the rule otherwise (the
+    appliance checks what an operator typed with this too, so it never sends what steering refuses)."""
+    if not isinstance(raw, str) or len(raw) > MAX_DRAIN_REASON or _UNPRINTABLE.search(raw):
+        raise ValueError(f"drain_reason: at most {MAX_DRAIN_REASON} printable characters (no control characters)")
+    return raw
+
+
+def _drain_reason(raw: Any, draining: bool) -> str:
+    try:
+        reason = check_drain_reason(raw)
+    except ValueError as exc:
+        raise MalformedHeartbeat(str(exc)) from None
+    if reason and not draining:
+        raise MalformedHeartbeat("drain_reason: must be empty unless draining")
+    return reason
 
 
 def _boot(raw: str) -> str:

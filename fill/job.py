@@ -8,8 +8,9 @@ before the fill window and hourly inside it; an operator may run it at any time)
 What may be missing, and what may not. A replica that does not answer, or answers something that
 does not decode, is logged and listed in the summary; the plan goes on without it as long as one
 steering replica gave the fleet state. A catalog entry that does not parse is skipped and listed.
-The run fails — writes nothing, so the manifests in force stay in force and no appliance deletes a
-file because of it — when no steering replica answers, no appliance has reported to any of them, the
+Files of a withdrawn title or version (the withdrawal log in the manifest store, fill.withdrawn) are
+left out of every manifest. The run fails — writes nothing, so the manifests in force stay in force
+and no appliance deletes a file because of it — when no steering replica answers, no appliance has reported to any of them, the
 catalog cannot be listed or read, it yields no file, more than `max_catalog_skip_fraction` of its
 entries are broken, or the store cannot be written (the pointer is written last, so a failed write
 leaves the old plan in force). An appliance the fleet knows but no replica has a report for (its
@@ -32,6 +33,7 @@ from traceback import format_exc
 from typing import Any
 
 from contracts import demand as demand_wire
+from contracts.catalog import CATALOG_PREFIX, CatalogError, decode, title_of_catalog_key
 from contracts.keys import DerivedKeys, derived_for, load_keyring
 from contracts.manifest import encode_manifest
 from contracts.tomlconf import ConfigError
@@ -42,7 +44,7 @@ from fill.gather import Gathered, gather, read_token
 from fill.log import log
 from fill.manifeststore import Entry, ManifestStore, Pointer, StoreError, entry_for, manifest_key, plan_id
 from fill.service import Skipped, build_manifests, by_region, checked_catalog, demand_popularity
-from origin.core.errors import BackendError, CatalogError, ObjectNotFound
+from origin.core.errors import BackendError, ObjectNotFound
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 0, 1, 2, 3
 READERS = 8
@@ -77,9 +79,6 @@ def master_keys(path: Path) -> Any:
 def read_catalog(backend: Any) -> tuple[list[Any], list[Skipped]]:
     """Every catalog entry that parses, and one Skipped per entry that does not. The backend's errors
     (listing or reading) propagate: a catalog read in part is not planned on."""
-    from origin.catalog import decode
-    from origin.core.layout import CATALOG_PREFIX, title_of_catalog_key
-
     keys = [info.key for info in backend.list(CATALOG_PREFIX) if title_of_catalog_key(info.key) is not None]
 
     def one(key: str) -> tuple[Any, Skipped | None]:
@@ -229,7 +228,28 @@ class Planner:
         if skipped and len(skipped) > limit * total:
             raise PlanFailed(f"{len(skipped)} of {total} catalog entries are broken (more than "
                              f"planner.max_catalog_skip_fraction = {limit})")
-        return check
+        return self._less_withdrawn(check)
+
+    def _less_withdrawn(self, check: Any) -> Any:
+        """The catalog less every file of a withdrawn title or version (fill.withdrawn): no manifest
+        names them, so agents delete their copies and never fetch them again."""
+        from dataclasses import replace
+
+        from fill.withdrawn import read_withdrawals
+
+        try:
+            withdrawn, rejected = read_withdrawals(open_store(self.cfg.manifests, "manifests.location"))
+        except BackendError as exc:
+            raise PlanFailed(f"the withdrawals cannot be read from the manifest store: {exc}") from None
+        for key, why in rejected.items():
+            log("withdrawal-event-skipped", key=key, reason=why)
+        left_out = [f.key for f in check.files if withdrawn.covers(f.key) is not None]
+        self.run.note("withdrawn", targets=sorted(e.target for e in withdrawn.active.values()),
+                      files_left_out=len(left_out), events_skipped=sorted(rejected))
+        if left_out:
+            log("withdrawn-left-out", files=len(left_out), targets=sorted(e.target for e in withdrawn.active.values()))
+        gone = set(left_out)
+        return replace(check, files=tuple(f for f in check.files if f.key not in gone)) if gone else check
 
     # ---- output -------------------------------------------------------------------------------
     def _write(self, states: list[fleetstate.ApplianceState], planned: dict[str, tuple[str, bytes]],

@@ -25,7 +25,7 @@ from fill.core.popularity import Reports
 
 
 def catalog_files(entries: Iterable[Any], include_assets: bool = False) -> list[CatalogFile]:
-    """Catalog entries (origin.core.catalog.TitleEntry, or CatalogFile already) as fill's files: every
+    """Catalog entries (contracts.catalog.TitleEntry, or CatalogFile already) as fill's files: every
     rendition (the big media files appliances serve); playlists and posters only with include_assets."""
     out: list[CatalogFile] = []
     for e in entries:

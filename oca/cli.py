@@ -11,7 +11,7 @@ from pathlib import Path
 
 from contracts.ids import InvalidFileKey, validate_file_key
 from contracts.keys import load_keyring
-from contracts.token import client_prefix_for, sign_path
+from contracts.token import Keyring, client_prefix_for, sign_path
 from contracts.tomlconf import ConfigError
 from oca import config as oca_config
 from oca.config import OcaConfig, Tier
@@ -33,8 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="serving processes (default: config, or 1 in dev mode)")
     p.add_argument("--no-sendfile", action="store_true", help="copy through user space instead of sendfile")
     p.add_argument("--no-access-log", action="store_true", help="do not log each response")
-    p = sub.add_parser("check-config", help="validate a config file and its key file")
+    p.add_argument("--tls-cert", type=Path, help="dev mode: serve HTTPS too, with this chain file (leaf first)")
+    p.add_argument("--tls-key", type=Path, help="dev mode: the key of --tls-cert")
+    p.add_argument("--tls-port", type=int, default=8443, help="dev mode: HTTPS port (default 8443; 0: any)")
+    p = sub.add_parser("check-config", help="validate a config file, its key files, disks and fill settings")
     p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--fill-config", type=Path,
+                   help="the fill settings to check too (default: fill.toml beside the config, if there is one)")
+    p.add_argument("--allow-missing-disks", action="store_true",
+                   help="a disk directory that is not there (yet) is a warning, not an error")
     p = sub.add_parser("put", help="pre-position a local file under a key")
     _add_source(p)
     p.add_argument("path", type=Path)
@@ -57,6 +64,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", choices=["protocols", "routes"], default="protocols")
     p.add_argument("--admin", help="the running appliance's admin URL (default: from the config)")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("drain", help="drain for maintenance: no new plays, URLs handed out keep working; "
+                                     "durable across restarts until `oca undrain`")
+    _add_source(p)
+    p.add_argument("--reason", default="", help="why (shown on the fleet page; at most 200 characters)")
+    p.add_argument("--admin", help="the running appliance's admin URL (default: from the config)")
+    p = sub.add_parser("undrain", help="end a maintenance drain: steering offers the appliance again")
+    _add_source(p)
+    p.add_argument("--admin", help="the running appliance's admin URL (default: from the config)")
     return parser
 
 
@@ -97,20 +112,50 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http = replace(http, access_log=False)
     if args.dev is not None and args.port is None:
         http = replace(http, port=8080)
+    if args.tls_cert is not None:  # dev mode's [tls]: one certificate, beside the plain port
+        from oca.tlsconf import CertificateConfig, TlsConfig
+
+        if args.tls_key is None:
+            raise ConfigError("--tls-cert needs --tls-key")
+        config = replace(config, tls=TlsConfig(
+            certificates=(CertificateConfig(args.tls_cert.resolve(), args.tls_key.resolve()),),
+            listen=http.listen, port=args.tls_port, handshake_timeout_s=http.header_timeout_s))
     serve(replace(config, http=http))
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Everything `oca serve` and `oca fill` would refuse at start: the config, the key files the
+    workers load (tokens, and pull-through's when on), the disks, the fill settings. 0 ok, 2 not."""
+    from oca.fill import config as fill_config
+    from oca.fill.cli import fill_config_path
+
     config = oca_config.load(args.config)
-    keys = load_keyring(config.tokens.key_file)
-    for disk in config.disks:
-        if not disk.path.is_dir():
-            print(f"warning: tiers.{disk.tier.value}: {disk.path} is not a directory (yet)", file=sys.stderr)
+    keys = _keyring(config.tokens.key_file, "tokens.key_file")
+    if config.pull_through.enabled and config.pull_through.key_file is not None:
+        _keyring(config.pull_through.key_file, "pull_through.key_file")
+    missing = [d for d in config.disks if not d.path.is_dir()]
+    for disk in missing:
+        level = "warning" if args.allow_missing_disks else "error"
+        print(f"{level}: tiers.{disk.tier.value}: {disk.path} is not a directory", file=sys.stderr)
+    if missing and not args.allow_missing_disks:
+        print("(mount the disks first, or pass --allow-missing-disks to check the rest)", file=sys.stderr)
+        return 2
+    fill_path = fill_config_path(args)
+    if fill_path is not None:
+        fill_config.load(fill_path)
     _warn_descriptor_budget(config)
-    print(f"{args.config}: ok — appliance {config.appliance_id}, {len(config.disks)} disk(s), "
-          f"{len(keys.keys)} key(s), signing key {keys.signing_id}")
+    print(f"{args.config}: ok — appliance {config.appliance_id}, {len(config.disks)} disk(s)"
+          + (f" ({len(missing)} missing)" if missing else "") + f", {len(keys.keys)} key(s), signing key "
+          f"{keys.signing_id}; fill settings: {fill_path or 'defaults (no fill.toml beside it)'}")
     return 0
+
+
+def _keyring(path: Path, where: str) -> Keyring:
+    try:
+        return load_keyring(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _warn_descriptor_budget(config: OcaConfig) -> None:
@@ -167,7 +212,17 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 
 def _base_url(config: OcaConfig) -> str:
-    host = config.http.listen
+    if config.tls is not None:  # HTTPS when it is on: the first certificate's name, else the address
+        from oca.tlsconf import certificate_facts
+
+        names = [n for n in certificate_facts(config.tls.certificates[0], "tls.certificates[0]").names
+                 if not n.startswith("*.")]
+        host = names[0] if names else _host(config.tls.listen)
+        return f"https://{host}:{config.tls.port}"
+    return f"http://{_host(config.http.listen)}:{config.http.port}"
+
+
+def _host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
     try:
@@ -175,7 +230,7 @@ def _base_url(config: OcaConfig) -> str:
             host = f"[{host}]"
     except ValueError:
         pass  # a host name: used as it is
-    return f"http://{host}:{config.http.port}"
+    return host
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -209,33 +264,69 @@ def cmd_disks(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bgp(args: argparse.Namespace) -> int:
+def _admin_base(args: argparse.Namespace, config: OcaConfig | None = None) -> str:
+    if args.admin:
+        return args.admin.rstrip("/")
+    config = config or _config(args)
+    host = config.admin.listen if config.admin.listen not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    port = config.admin.port
+    if getattr(args, "dev", None) is not None:  # a dev appliance picks its admin port: it says which in dev.json
+        port = _dev_state(args.dev).get("admin_port", port)
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def _admin_call(url: str, body: dict | None = None, token: str | None = None) -> dict:
+    """GET (or POST `body` as JSON) on the running appliance's admin port; ConfigError with its detail."""
     import urllib.error
     import urllib.request
 
-    from oca.bgp import show
-
-    if args.admin:
-        base = args.admin.rstrip("/")
-    else:
-        config = _config(args)
-        host = config.admin.listen if config.admin.listen not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        base = f"http://{'[' + host + ']' if ':' in host else host}:{config.admin.port}"
-    url = base + "/v1/bgp" + ("?routes=1" if args.what == "routes" else "")
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = json.loads(resp.read())
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as resp:
+            return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
-        raise ConfigError(f"{url}: {detail}") from None
+        try:
+            detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
+        except ValueError:
+            detail = exc.reason
+        raise ConfigError(f"{url}: HTTP {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise ConfigError(f"{url}: is the appliance running? ({exc})") from None
+
+
+def cmd_bgp(args: argparse.Namespace) -> int:
+    from oca.bgp import show
+
+    url = _admin_base(args) + "/v1/bgp" + ("?routes=1" if args.what == "routes" else "")
+    body = _admin_call(url)
     print(json.dumps(body, indent=1) if args.json else show.protocols(body) if args.what == "protocols"
           else show.routes(body))
     return 0
 
 
-COMMANDS = {"bgp": cmd_bgp, "serve": cmd_serve, "check-config": cmd_check_config, "put": cmd_put, "url": cmd_url,
+def cmd_drain(args: argparse.Namespace) -> int:
+    """`oca drain` / `oca undrain`: POST to the admin API with the admin token from the state directory."""
+    from oca.drain import TOKEN_FILE, read_token
+
+    config = _config(args)
+    token_path = config.store.index_path.parent / TOKEN_FILE
+    try:
+        token = read_token(token_path)
+    except OSError as exc:
+        raise ConfigError(f"{token_path}: {exc.strerror or exc} (run as root or the appliance's user; the "
+                          "appliance writes it at start)") from None
+    if args.command == "drain":
+        body = _admin_call(_admin_base(args, config) + "/v1/drain", {"reason": args.reason}, token)
+    else:
+        body = _admin_call(_admin_base(args, config) + "/v1/undrain", {}, token)
+    print(json.dumps(body))
+    return 0
+
+
+COMMANDS = {"bgp": cmd_bgp, "drain": cmd_drain, "undrain": cmd_drain, "serve": cmd_serve, "check-config": cmd_check_config, "put": cmd_put, "url": cmd_url,
             "ls": cmd_ls, "disks": cmd_disks}
 
 

@@ -2,49 +2,41 @@
 workers (one process per core on one SO_REUSEPORT port), sums their counters, and answers the
 control endpoints with aiohttp on the admin port: /healthz, /metrics, /v1/health, /v1/inventory.
 
-Lifecycle: workers are (re)started as a generation; a crashed worker is replaced. SIGHUP re-reads
-the config: if it is valid and changed, a new generation starts and the old one drains — the
+Lifecycle: workers are (re)started as a generation (oca.workers); a crashed worker is replaced.
+SIGHUP re-reads the config: if it is valid and changed, a new generation starts and the old one drains — the
 listening port never closes, so no connection is refused; if only keys changed, workers reload
 them. SIGUSR1 (logrotate) is forwarded to every worker, which reopens its access log file. SIGTERM
-or Ctrl-C: report draining, let the workers drain, exit. With systemd (Type=notify) it sends
-READY=1, WATCHDOG=1 and STOPPING=1.
+or Ctrl-C: report draining, let the workers drain, exit. A maintenance drain (`oca drain`, POST
+/v1/drain on the admin port; oca.drain) only reports draining: workers serve on, the flag is durable.
+With systemd (Type=notify) it sends READY=1, WATCHDOG=1 and STOPPING=1.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
+from contracts.heartbeat import DiskReport, DiskState, HealthSnapshot, Load
 from contracts.logs import log_event, setup_logging
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.keys import write_new_keyfile
 from oca import config as oca_config
+from oca import drain as oca_drain
 from oca.config import OcaConfig
-from oca.http.worker import listening_socket, worker_main
+from oca.http.worker import listening_socket
 from oca.metrics import create_file, read_totals
+from oca.store.health import disk_json
 from oca.store.store import Store
+from oca.workers import METRICS_SLOTS, SLOTS_PER_GENERATION, Generation
 
-WORKER_READY_TIMEOUT_S = 30.0
-# Each generation of workers counts into its own half of the metrics file, so a generation draining
-# after SIGHUP never shares a slot with its successor (two writers of one counter lose updates).
-SLOTS_PER_GENERATION = 64
 CLEANUP_EVERY_S = 600.0  # temp files of crashed writers, cold popularity rows, the old change log
-# Workers come from a fork server that has imported the serving code once: a fresh interpreter per
-# worker ("spawn") re-imports everything, about half a second each, which start-up can't afford.
-# It is started before the supervisor's event loop, so no worker inherits loop state.
-_mp = multiprocessing.get_context("forkserver")
-_mp.set_forkserver_preload(["oca.http.worker"])
-
-
 _log = logging.getLogger("oca")
 
 
@@ -59,59 +51,6 @@ def prepare_dev(config: OcaConfig) -> None:
         write_new_keyfile(config.tokens.key_file)
 
 
-class Generation:
-    """The worker processes started together from one config."""
-
-    def __init__(self, config: OcaConfig, metrics_path: Path, number: int = 0) -> None:
-        self.config = config
-        self.metrics_path = metrics_path
-        self.base_slot = (number % 2) * SLOTS_PER_GENERATION
-        self.procs: list[Any] = []
-
-    def _process(self, slot: int, ready: Any) -> Any:
-        return _mp.Process(target=worker_main, name=f"oca-worker-{slot}", daemon=False,
-                           args=(self.config, self.base_slot + slot, self.metrics_path, ready, os.getpid()))
-
-    def start(self) -> None:
-        events = []
-        for slot in range(self.config.effective_workers()):
-            ready = _mp.Event()
-            proc = self._process(slot, ready)
-            proc.start()
-            self.procs.append(proc)
-            events.append(ready)
-        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        for proc, ready in zip(self.procs, events):
-            while not ready.wait(0.1):
-                if not proc.is_alive() or time.monotonic() > deadline:
-                    self.terminate()
-                    raise RuntimeError(f"{proc.name} did not start (exit code {proc.exitcode})")
-
-    def respawn_dead(self) -> None:
-        for slot, proc in enumerate(self.procs):
-            if not proc.is_alive():
-                log("worker-restart", logging.WARNING, slot=slot, exit_code=proc.exitcode)
-                fresh = self._process(slot, None)
-                fresh.start()
-                self.procs[slot] = fresh
-
-    def signal(self, signum: int) -> None:
-        for proc in self.procs:
-            if proc.is_alive() and proc.pid:
-                os.kill(proc.pid, signum)
-
-    def terminate(self) -> None:
-        self.signal(signal.SIGTERM)
-
-    def join(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join(1)
-
-
 class Supervisor:
     def __init__(self, config: OcaConfig) -> None:
         self.config = config
@@ -120,15 +59,23 @@ class Supervisor:
         self.started_at = time.time()
         self.egress_bps = 0.0
         self.disk_health: list[Any] = []
-        self.reporter: Any = None
+        self.reporter: Any = None  # oca.reporter.Reporter when [steering] urls are set
+        self.follower: Any = None  # oca.inventory.InventoryFollower, with the reporter
         self.bgp: Any = None  # oca.bgp.speaker.Speaker when [bgp] is configured
         self.tasks = TaskSupervisor("oca")
         self.generations = 0  # generations started: which half of the metrics file the next one uses
         self.retiring: Generation | None = None  # the generation draining after a reload
+        self.tls_port_holder: Any = None  # [tls]: the TLS port, held like the plain one
+        self.certificates: Any = None  # [tls]: oca.tlsconf.CertificateWatch (expiry for health, metrics)
         self._reload_lock = asyncio.Lock()  # one reload at a time: at most two generations alive
         from oca.store.scrub import ScrubStats
 
         self.scrub_stats = ScrubStats()
+        # maintenance drain (`oca drain`): an operator's, durable in the state directory (oca.drain);
+        # `draining` above is the SIGTERM one, which also stops accepting
+        self.drain_path = config.store.index_path.parent / oca_drain.STATE_FILE
+        self.maintenance: oca_drain.DrainState = oca_drain.load(self.drain_path)
+        self.admin_token = ""  # made at start (oca.drain.ensure_token): the admin API's POSTs need it
         run_dir = config.store.index_path.parent / "run"
         self.metrics_path = run_dir / f"metrics-{os.getpid()}.bin"
 
@@ -141,7 +88,13 @@ class Supervisor:
         # Hold the port for the workers: with port 0 this picks one they can all bind.
         self.port_holder = listening_socket(config.http.listen, config.http.port, listen=False)
         config = self.config = replace(config, http=replace(config.http, port=self.port_holder.getsockname()[1]))
-        create_file(self.metrics_path, 2 * SLOTS_PER_GENERATION)
+        if config.tls is not None:  # the TLS port too (oca.tlsconf); its certificates watched for health
+            from oca.tlsconf import CertificateWatch
+
+            self.tls_port_holder = listening_socket(config.tls.listen, config.tls.port, listen=False)
+            config = self.config = replace(config, tls=replace(config.tls, port=self.tls_port_holder.getsockname()[1]))
+            self.certificates = CertificateWatch(config.tls)
+        create_file(self.metrics_path, METRICS_SLOTS)
         self.generation = self._new_generation(config)
         self.generations += 1
         # Workers load the index while the supervisor checks the disks: start-up is the slower of two.
@@ -187,6 +140,7 @@ class Supervisor:
     def _announce(self) -> None:
         c = self.config
         log("ready", appliance=c.appliance_id, port=c.http.port, admin_port=self.admin_port,
+            tls_port=c.tls.port if c.tls is not None else None,
             workers=c.effective_workers(), files=self.store.index.count(), sendfile=c.http.sendfile)
         if c.dev:
             state = c.tokens.key_file.parent
@@ -199,6 +153,10 @@ class Supervisor:
     async def _start_admin(self) -> Any:
         from oca.admin import start_admin  # aiohttp: imported once the workers are on their way
 
+        self.admin_token = await asyncio.to_thread(
+            oca_drain.ensure_token, self.config.store.index_path.parent / oca_drain.TOKEN_FILE)
+        if self.maintenance.draining:
+            log("drained-at-start", logging.WARNING, reason=self.maintenance.reason, since=self.maintenance.since)
         runner, self.admin_port = await start_admin(self)
         return runner
 
@@ -230,6 +188,8 @@ class Supervisor:
         await self.tasks.shutdown()
         await runner.cleanup()
         self.port_holder.close()
+        if self.tls_port_holder is not None:
+            self.tls_port_holder.close()
         self.store.close()
         try:
             self.metrics_path.unlink()
@@ -253,12 +213,19 @@ class Supervisor:
             log("reload-refused", logging.ERROR, error=str(exc))
             return
         fresh = replace(fresh, http=replace(fresh.http, port=self.config.http.port))
+        if fresh.tls is not None and self.config.tls is not None:
+            fresh = replace(fresh, tls=replace(fresh.tls, port=self.config.tls.port))
         if fresh == self.config:
             self.generation.signal(signal.SIGHUP)
             log("reloaded", restarted_workers=False)
             return
         if fresh.http.listen != self.config.http.listen or fresh.store != self.config.store:
             log("reload-refused", logging.ERROR, error="http.listen and store.* need a restart")
+            return
+        if (fresh.tls is None) != (self.config.tls is None) or (fresh.tls is not None and (
+                fresh.tls.listen, fresh.tls.plain_port) != (self.config.tls.listen, self.config.tls.plain_port)):
+            log("reload-refused", logging.ERROR, error="adding or removing [tls], tls.listen, tls.plain_port "
+                                                       "need a restart")
             return
         try:
             generation = self._new_generation(fresh)
@@ -267,6 +234,10 @@ class Supervisor:
             log("reload-refused", logging.ERROR, error=str(exc))
             return
         old, self.generation, self.config = self.generation, generation, fresh
+        if fresh.tls is not None:
+            from oca.tlsconf import CertificateWatch
+
+            self.certificates = CertificateWatch(fresh.tls)
         self.generations += 1
         self.retiring = old
         old.terminate()
@@ -325,42 +296,59 @@ class Supervisor:
 
     def _start_reporting(self) -> None:
         """Heartbeats go on while draining (steering must hear "draining"); stopped at the very end."""
-        from oca.heartbeat import HeartbeatSource
-        from oca.reporter import Reporter
+        from oca.inventory import InventoryFollower
+        from oca.reporter import KeyFile, Reporter
 
-        source = HeartbeatSource(self)
+        follower = self.follower = InventoryFollower(self.store.index,
+                                                     lambda: self.config.store.popularity_half_life_s)
         link, c = self.config.steering, self.config
         self.reporter = Reporter(c.appliance_id, c.site, link.urls, link.report_interval_s,
-                                 snapshot=source.snapshot, inventory=source.inventory, keys=source.keys,
+                                 snapshot=self.health_snapshot, inventory=follower.inventory,
+                                 keys=KeyFile(c.tokens.key_file),
                                  routes=self.bgp.routes if self.bgp is not None else None)
 
         async def report() -> None:
-            await source.ready.wait()  # the first report carries the whole inventory
+            await follower.ready.wait()  # the first report carries the whole inventory
             await self.reporter.run(asyncio.Event())
 
-        self.tasks.spawn("inventory-follower", source.follow)
+        self.tasks.spawn("inventory-follower", follower.follow)
         self.tasks.spawn("heartbeat-reporter", report)
 
     def _bytes_sent(self) -> float:
-        totals = read_totals(self.metrics_path, 2 * SLOTS_PER_GENERATION)
+        totals = read_totals(self.metrics_path, METRICS_SLOTS)
         return totals["bytes_ssd"] + totals["bytes_hdd"] + totals["bytes_other"]
 
     # ---- control endpoints --------------------------------------------------------------------
+    async def set_drain(self, state: "oca_drain.DrainState") -> "oca_drain.DrainState":
+        """Drain or undrain for maintenance: saved first (durable), then reported from the next
+        heartbeat on. Serving is untouched: URLs already handed out keep working."""
+        if state.draining == self.maintenance.draining and state.reason == self.maintenance.reason:
+            return self.maintenance  # nothing changes (and a drain keeps its first `since`)
+        await asyncio.to_thread(oca_drain.save, self.drain_path, state)
+        self.maintenance = state
+        log("drained" if state.draining else "undrained", logging.WARNING if state.draining else logging.INFO,
+            reason=state.reason)
+        return state
+
     def health_report(self) -> dict[str, Any]:
         disks = [disk_json(d) for d in self.disk_health]
         workers_alive = sum(p.is_alive() for p in self.generation.procs)
         accepting = not self.draining and workers_alive > 0 and any(d["ok"] for d in disks)
-        totals = read_totals(self.metrics_path, 2 * SLOTS_PER_GENERATION)
+        totals = read_totals(self.metrics_path, METRICS_SLOTS)
         degraded = self.tasks.degraded()
         if totals["access_log_failing"] > 0:  # serving goes on; lines are being dropped (counted)
             degraded.append("access-log")
+        tls = self.certificates.health(port=self.config.tls.port) if self.certificates is not None else None
+        if tls is not None and tls["warnings"]:  # a certificate near (or past) its end: renew it
+            degraded.append("tls-certificate")
         return {
             "appliance": self.config.appliance_id,
             "site": self.config.site,
-            "status": "draining" if self.draining else "down" if not accepting else
+            "status": "draining" if self.draining or self.maintenance.draining else "down" if not accepting else
                       "degraded" if degraded else "ok",
             "accepting": accepting,
-            "draining": self.draining,
+            "draining": self.draining or self.maintenance.draining,
+            "drain": self.maintenance.public(),  # the operator's drain (`oca drain`), durable
             "degraded": degraded,
             "workers": {"alive": workers_alive, "configured": len(self.generation.procs)},
             "load": {"loadavg": list(os.getloadavg()), "open_connections": totals["open_connections"]},
@@ -375,19 +363,22 @@ class Supervisor:
                            "dropped_bytes": int(totals["access_log_dropped_bytes"])},
             "steering": [vars(r) for r in self.reporter.status()] if self.reporter is not None else [],
             "bgp": self.bgp.health() if self.bgp is not None else None,
+            "tls": tls,
         }
 
-
-def disk_json(d: Any) -> dict[str, Any]:
-    return {
-        "path": str(getattr(d, "path", getattr(d, "disk", ""))),
-        "tier": getattr(getattr(d, "tier", None), "value", str(getattr(d, "tier", ""))),
-        "ok": bool(getattr(d, "ok", not getattr(d, "failed", False))),
-        "reason": getattr(d, "reason", "") or "",
-        "total_bytes": getattr(d, "total_bytes", 0),
-        "free_bytes": getattr(d, "free_bytes", 0),
-        "files": getattr(d, "files", 0),
-    }
+    def health_snapshot(self) -> HealthSnapshot:
+        """health_report as a heartbeat carries it (the reporter calls it on the loop: all in memory)."""
+        report = self.health_report()
+        disks = tuple(DiskReport(path=d["path"], tier=d["tier"], state=DiskState.OK if d["ok"] else DiskState.FAILED,
+                                 total_bytes=int(d["total_bytes"]), free_bytes=int(d["free_bytes"]),
+                                 files=int(d["files"])) for d in report["disks"])
+        return HealthSnapshot(
+            accepting=report["accepting"], draining=report["draining"], drain_reason=report["drain"]["reason"],
+            load=Load(loadavg=report["load"]["loadavg"][0], open_connections=int(report["load"]["open_connections"])),
+            egress_bps=int(report["egress_bps"]), capacity_bps=int(report["capacity_bps"]),
+            disks=disks, popularity=self.follower.popularity if self.follower is not None else {},
+            degraded=tuple(report["degraded"]), pull_through=self.config.pull_through.enabled,
+            bgp=tuple(self.bgp.table.public()) if self.bgp is not None else ())
 
 
 def serve(config: OcaConfig) -> None:

@@ -9,8 +9,9 @@ milliseconds, so a restarted appliance never reuses one a replica still holds.
 
 The daemon supplies two cheap callables: `snapshot()` (health, load, disks, popularity) and
 `inventory()` (an `InventoryState`: the set of file keys and a version that changes whenever the set
-does, so an unchanged set costs no diff), and the key ring (or a callable returning the current one)
-that signs each report (contracts.heartbeat.sign_body).
+does, so an unchanged set costs no diff; oca.inventory.InventoryFollower keeps it), and the key ring
+(or a callable returning the current one: `KeyFile`) that signs each report
+(contracts.heartbeat.sign_body).
 
 With BGP, `routes()` (oca.bgp.table.RouteState: a version and the routes by prefix) travels the same
 way with a generation of its own: whole on the first report and after a gap (`routes_need_full`, or
@@ -21,9 +22,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import AbstractSet, Any, Callable, Mapping, Sequence
 
 import aiohttp
@@ -32,10 +35,12 @@ from contracts.heartbeat import (CONTENT_TYPE, SIGNATURE_HEADER, HealthSnapshot,
                                  HeartbeatError, InventoryUpdate, Route, RoutesUpdate, decode_ack, encode_heartbeat,
                                  sign_body)
 from contracts.ids import ApplianceId, FileKey, SiteId
+from contracts.keys import load_keyring
+from contracts.logs import log_event
 from contracts.token import Keyring
 from contracts.tomlconf import ConfigError
 
-__all__ = ["Reporter", "InventoryState", "HealthSnapshot", "ReplicaStatus"]
+__all__ = ["Reporter", "InventoryState", "HealthSnapshot", "ReplicaStatus", "KeyFile"]
 
 log = logging.getLogger("oca.reporter")
 HEARTBEAT_PATH = "/v1/heartbeat"
@@ -235,3 +240,24 @@ class Reporter:
 
 class _Refused(Exception):
     pass
+
+
+class KeyFile:
+    """The appliance's key file as the reporter signs with it: re-read when it changes (rotation without
+    restart). A file caught half rewritten (rotation done with a plain editor) keeps the last good ring
+    until it parses; with no good ring yet, the error goes to the caller (that round fails)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._keys: tuple[float, Keyring] | None = None  # (mtime, ring) of the last good read
+
+    def __call__(self) -> Keyring:
+        try:
+            mtime = os.stat(self.path).st_mtime
+            if self._keys is None or self._keys[0] != mtime:
+                self._keys = (mtime, load_keyring(self.path))
+        except (OSError, ConfigError) as exc:
+            if self._keys is None:
+                raise
+            log_event(log, "keys-reload-failed", logging.WARNING, error=str(exc), keeping="last good keys")
+        return self._keys[1]

@@ -32,13 +32,13 @@ from typing import Any, Callable, Mapping
 import diskcache
 
 from contracts.callers import Caller, authenticate
+from contracts.catalog import TitleEntry
 from contracts.demand import DemandError, decode, encode
+from contracts.demandtable import DemandTable, decayed
 from contracts.ids import FileKey, InvalidFileKey, validate_file_key
 from contracts.logs import log_event
-from origin.core.catalog import TitleEntry
 from playback.config import PlaybackConfig
 from playback.core.events import Event, Popularity
-from contracts.demandtable import DemandTable, decayed
 
 log = logging.getLogger("playback.demand")
 Watched = tuple[FileKey, float, float]  # (file, requests, bytes) one event added

@@ -4,7 +4,8 @@ manifest, viewing events and popularity, the web pages; SIGTERM drains, SIGHUP r
     GET  /v1/titles[?q=&genre=]  /v1/titles/{id}  /v1/titles/{id}/poster
     GET  /v1/playback/{id}/master.m3u8   /v1/playback/{id}/manifest.mpd
     GET  /v1/playback/{id}/{rendition}.m3u8?loc=SIGNED-URL
-    GET  /v1/playback/{id}/steering.json?pathways=a,b[&dash=1]
+    GET  /v1/playback/{id}/steering.json?pathways=SITE:APPLIANCE~…,…[&home=&last=&pen=&rs=][&dash=1]
+         (the session, playback.core.steer; players add _HLS_pathway/_HLS_throughput or the _DASH_ pair)
     POST /v1/events       GET /v1/popularity      GET /v1/fleet (steering's, with catalog totals)
     GET  /v1/fleet/charts?minutes=15  (the fleet page's charts, from Prometheus: playback.charts)
     GET  /v1/demand  (role "demand", callers_file) -> contracts.demand JSON: watched bytes per region and file
@@ -34,23 +35,23 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
+from contracts import catalog as core_catalog
 from contracts.callers import Unauthorized
+from contracts.catalog import TitleEntry
 from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.webguard import GUARD, Guard, GuardedRunner
-
-from origin.core import catalog as core_catalog
-from origin.core.catalog import TitleEntry
 from origin.core.errors import ObjectNotFound, OriginError
 from playback import config as playback_config
 from playback.charts import ChartSource
+from playback import sessions
 from playback.core import cors, manifests, steer
 from playback.core.clientip import client_ip
 from playback.core.events import validate_batch
 from playback.demand import PlaybackDemand, authorize, watched
 from playback.state import State, open_catalog
-from playback.steerclient import SteeringUnavailable
+from playback.steerclient import SteeringUnavailable, Withdrawn
 
 log = logging.getLogger("playback")
 STATE = web.AppKey("state", State)
@@ -93,9 +94,14 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 
 async def _entry(request: web.Request) -> TitleEntry:
-    entry = await request.app[STATE].entry(request.match_info["title_id"])
+    """The title's catalog entry; 404 without one, 410 when it (or its version) is withdrawn."""
+    state = request.app[STATE]
+    entry = await state.entry(request.match_info["title_id"])
     if entry is None:
         raise NotFound(f"no title {request.match_info['title_id']!r}")
+    gone = (await state.steering.withdrawals()).find(entry.title_id, entry.version)
+    if gone is not None:
+        raise Withdrawn(f"{entry.title_id}: withdrawn ({gone.target}) by {gone.by}: {gone.reason}")
     return entry
 
 
@@ -140,57 +146,37 @@ async def poster(request: web.Request) -> web.Response:
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
-async def _play(request: web.Request) -> tuple[TitleEntry, tuple[manifests.Pathway, ...], str]:
-    """One steering call for every file of the title, for this client; pathways per appliance. The
-    play's request id goes to steering, which puts it in the decision log and in every URL, so the
-    appliances' access log lines name it too."""
-    state = request.app[STATE]
+def _client_of(request: web.Request) -> str:
+    client = client_ip(request.remote, request.headers.get("X-Forwarded-For"), request.app[STATE].trusted)
+    if client is None:
+        raise manifests.PlaybackError("client address unknown")
+    return client
+
+
+async def _play(request: web.Request) -> sessions.Play:
+    """One steering call for every file of the title, for this client; one pathway per site
+    (playback.sessions). The play's request id goes to steering, which puts it in the decision log
+    and in every URL, so the appliances' access log lines name it too."""
     given = request.headers.get("X-Request-Id", "")
     request_id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
     entry = await _entry(request)
-    cfg = state.config
-    client = client_ip(request.remote, request.headers.get("X-Forwarded-For"), state.trusted)
-    if client is None:
-        raise manifests.PlaybackError("client address unknown")
-    ttl = manifests.token_ttl_s(entry.duration_s, cfg.token_duration_factor, cfg.token_slack_s,
-                                cfg.token_min_ttl_s, cfg.token_max_ttl_s)
-    located, fleet = await asyncio.gather(state.steering.steer(client, [r.key for r in entry.renditions], ttl,
-                                                               request_id),
-                                          state.steering.fleet(max_age_s=300), return_exceptions=True)
-    if isinstance(located, BaseException):
-        raise located
-    locations, holds, site = located
-    if site is not None:
-        state.play_sites.played(client, entry.title_id, site, time.time() + ttl)
-    names = steer.base_urls(fleet) if isinstance(fleet, dict) else {}
-    refused: list[str] = []
-    pathways = manifests.build_pathways(entry, locations, lambda base: names.get(base, base.split("//", 1)[-1]),
-                                        cfg.max_pathways, holds, refused.append)
-    if refused:
-        state.metrics.urls_refused.inc()
-        log_event(log, "steering-url-refused", logging.WARNING, title=entry.title_id, request_id=request_id,
-                  refused=refused[:8])
-    state.metrics.plays.inc()
-    log_event(log, "play", title=entry.title_id, client=client, request_id=request_id,
-              pathways=[p.id for p in pathways])
-    return entry, pathways, request_id
+    return await sessions.play(request.app[STATE], entry, _client_of(request), request_id)
 
 
-def _steering_uri(request: web.Request, entry: TitleEntry, pathways: tuple[manifests.Pathway, ...],
-                  dash: bool) -> manifests.Url | None:
+def _steering_uri(request: web.Request, play: sessions.Play, dash: bool) -> manifests.Url | None:
     if not request.app[STATE].config.content_steering:
         return None
-    return _absolute_steering_uri(request, entry.title_id, [p.id for p in pathways], dash)
+    return _absolute_steering_uri(request, play.entry.title_id, play.session(), dash)
 
 
-def _absolute_steering_uri(request: web.Request, title_id: str, pathways: list[str], dash: bool) -> manifests.Url:
+def _absolute_steering_uri(request: web.Request, title_id: str, session: steer.Session, dash: bool) -> manifests.Url:
     """On the configured public URL, else the origin this request came to (its Host, validated); a
     Host that is no valid host gives a rooted reference instead."""
     base = request.app[STATE].config.public_url or f"{request.scheme}://{request.host}"
     try:
-        return manifests.steering_uri(title_id, pathways, dash, base)
+        return manifests.steering_uri(title_id, session, dash, base)
     except manifests.PlaybackError:
-        return manifests.steering_uri(title_id, pathways, dash)
+        return manifests.steering_uri(title_id, session, dash)
 
 
 PRIVATE = {"Cache-Control": "private, no-store"}  # signed for one client: no shared cache may keep it
@@ -198,18 +184,19 @@ PRIVATE = {"Cache-Control": "private, no-store"}  # signed for one client: no sh
 
 @refusals
 async def master(request: web.Request) -> web.Response:
-    entry, pathways, request_id = await _play(request)
-    uri = _steering_uri(request, entry, pathways, dash=False)
-    return web.Response(text=manifests.hls_master(entry, pathways, uri), headers={**PRIVATE, "X-Request-Id": request_id},
+    play = await _play(request)
+    uri = _steering_uri(request, play, dash=False)
+    return web.Response(text=manifests.hls_master(play.entry, play.pathways, uri),
+                        headers={**PRIVATE, "X-Request-Id": play.request_id},
                         content_type="application/vnd.apple.mpegurl")
 
 
 @refusals
 async def mpd(request: web.Request) -> web.Response:
-    entry, pathways, request_id = await _play(request)
-    uri = _steering_uri(request, entry, pathways, dash=True)
-    return web.Response(text=manifests.dash_mpd(entry, pathways, uri), headers={**PRIVATE, "X-Request-Id": request_id},
-                        content_type="application/dash+xml")
+    play = await _play(request)
+    uri = _steering_uri(request, play, dash=True)
+    return web.Response(text=manifests.dash_mpd(play.entry, play.pathways, uri),
+                        headers={**PRIVATE, "X-Request-Id": play.request_id}, content_type="application/dash+xml")
 
 
 @refusals
@@ -231,18 +218,16 @@ async def media(request: web.Request) -> web.Response:
 
 @refusals
 async def steering_manifest(request: web.Request) -> web.Response:
-    """Reordered by the fleet's live state; if steering cannot be reached, the session's own order."""
-    state = request.app[STATE]
+    """Reordered by the fleet's live state and the player's report, with clones for new pathways
+    (playback.sessions); if steering cannot be reached, the session's own order. The RELOAD-URI is
+    rebuilt from the parsed session, never echoed."""
     entry = await _entry(request)
-    pathways = manifests.parse_pathways(request.query.get("pathways", ""))
-    dash = request.query.get("dash") == "1"
-    reload_uri = _absolute_steering_uri(request, entry.title_id, pathways, dash).text  # rebuilt, never echoed
-    try:
-        states = steer.fleet_states(await state.steering.fleet(), state.config.saturation_fraction)
-    except SteeringUnavailable:
-        states = None
-    body = steer.steering_manifest(pathways, states, state.config.steering_ttl_s, reload_uri, dash)
-    return _json(body, headers={"Cache-Control": "no-store"})
+    client = client_ip(request.remote, request.headers.get("X-Forwarded-For"), request.app[STATE].trusted)
+    body = await sessions.steering_answer(
+        request.app[STATE], entry, request.query, client,
+        lambda session, dash: _absolute_steering_uri(request, entry.title_id, session, dash))
+    # private: a clone carries URLs signed for this client
+    return _json(body, headers={"Cache-Control": "private, no-store"})
 
 
 # ---- events, popularity, fleet --------------------------------------------------------------------

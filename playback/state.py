@@ -15,10 +15,9 @@ import aiohttp
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from contracts.catalog import CatalogError, TitleEntry
 from origin.backends import open_backend
 from origin.catalog import Catalog
-from origin.core.catalog import TitleEntry
-from origin.core.errors import CatalogError, UsageError
 from playback.config import PlaybackConfig, s3_config
 from playback.core.clientip import parse_networks
 from playback.core.events import Popularity
@@ -99,7 +98,7 @@ class State:
             return hit[1]
         try:
             entry = await asyncio.to_thread(self.catalog.find, title_id)
-        except (UsageError, CatalogError):  # a malformed id or entry: not a title we can play
+        except CatalogError:  # a malformed id or entry: not a title we can play
             entry = None
         if len(self._entries) > 10_000:
             self._entries.clear()
@@ -111,7 +110,10 @@ class State:
         return hit[1] if hit else None
 
     async def titles(self, query: str | None, genre: str | None) -> list[TitleEntry]:
-        return await asyncio.to_thread(self.catalog.search, query, genre)
+        """The catalog's matches, less what is withdrawn (steering's list: playback.steerclient)."""
+        found = await asyncio.to_thread(self.catalog.search, query, genre)
+        withdrawn = await self.steering.withdrawals()
+        return [e for e in found if withdrawn.find(e.title_id, e.version) is None] if withdrawn else found
 
     async def poster(self, key: str) -> bytes:
         return await asyncio.to_thread(self.catalog.backend.get_bytes, key)

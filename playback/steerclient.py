@@ -1,6 +1,7 @@
-"""Playback's client of steering: one POST /v1/steer per play (every rendition file at once) and a
-short-lived cache of GET /v1/fleet. Replicas are independent; each call tries them in order. Anything
-but a usable answer is SteeringUnavailable (503 with Retry-After to the player, never unsigned URLs)."""
+"""Playback's client of steering: one POST /v1/steer per play (every rendition file at once) and
+short-lived caches of GET /v1/fleet and GET /v1/withdrawals. Replicas are independent; each call tries
+them in order. A 410 (a withdrawn file) is an answer: Withdrawn, a 410 to the player. Anything else but
+a usable answer is SteeringUnavailable (503 with Retry-After to the player, never unsigned URLs)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,11 +11,18 @@ from typing import Any, Sequence
 import aiohttp
 
 from contracts.wirefields import IDENT
+from contracts.withdrawals import EMPTY, Event, Withdrawals, check_title, check_version
 
 
 class SteeringUnavailable(Exception):
     status_hint = 503
     reason = "steering-unavailable"
+
+
+class Withdrawn(ValueError):
+    """Steering answered 410: a file of the title was withdrawn fleet-wide (steering.withdrawals)."""
+    status_hint = 410
+    reason = "withdrawn"
 
 
 class SteeringClient:
@@ -26,6 +34,10 @@ class SteeringClient:
         self.session: aiohttp.ClientSession | None = None
         self._fleet: tuple[float, dict[str, Any]] | None = None
         self._fleet_lock = asyncio.Lock()
+        # what is withdrawn (GET /v1/withdrawals), kept as last fetched when steering cannot be reached:
+        # a stale list hides what it hid (steering refuses the plays of anything newer with 410 anyway)
+        self._withdrawals: tuple[float, Withdrawals] | None = None
+        self._withdrawals_lock = asyncio.Lock()
         self.calls = 0
         self.failures = 0
 
@@ -48,7 +60,11 @@ class SteeringClient:
                                                 timeout=self.timeout) as resp:
                     if resp.status == 200:
                         return await resp.json()
+                    if resp.status == 410:  # an answer, not a failure: every replica would say the same
+                        raise Withdrawn(await _detail(resp))
                     last = f"{base}: HTTP {resp.status}"
+            except Withdrawn:
+                raise
             except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
                 last = f"{base}: {type(exc).__name__} {exc}"
         self.failures += 1
@@ -68,6 +84,30 @@ class SteeringClient:
         except (KeyError, TypeError, AttributeError):
             raise SteeringUnavailable("steering answered without files/locations") from None
 
+    async def withdrawals(self) -> Withdrawals:
+        """What steering says is withdrawn, at most fleet_cache_s old; the last list when no replica
+        answers (none ever fetched: nothing is known withdrawn, and steering refuses the plays)."""
+        async with self._withdrawals_lock:
+            now = time.monotonic()
+            if self._withdrawals is not None and now - self._withdrawals[0] <= self.fleet_cache_s:
+                return self._withdrawals[1]
+            try:
+                body = await self._call("GET", "/v1/withdrawals")
+                events = [Event(e["action"], check_title(e["title"]),
+                                None if e.get("version") is None else check_version(e["version"]),
+                                str(e.get("reason", "")), str(e.get("by", "")), float(e.get("at", 0)))
+                          for e in body["withdrawn"]]
+            except SteeringUnavailable:
+                if self._withdrawals is not None:
+                    return self._withdrawals[1]
+                return EMPTY
+            except (KeyError, TypeError, ValueError):  # WithdrawalError is a ValueError
+                self.failures += 1
+                return self._withdrawals[1] if self._withdrawals is not None else EMPTY
+            current = Withdrawals({(e.title, e.version): e for e in events})
+            self._withdrawals = (now, current)
+            return current
+
     async def fleet(self, max_age_s: float | None = None) -> dict[str, Any]:
         """The fleet, at most fleet_cache_s old (or max_age_s when steering cannot be reached)."""
         async with self._fleet_lock:
@@ -82,3 +122,11 @@ class SteeringClient:
                 raise
             self._fleet = (now, fleet)
             return fleet
+
+
+async def _detail(resp: aiohttp.ClientResponse) -> str:
+    try:
+        body = await resp.json(content_type=None)
+        return str(body.get("detail", "withdrawn"))[:500]
+    except (ValueError, aiohttp.ClientError, AttributeError):
+        return "withdrawn"

@@ -1,4 +1,5 @@
-"""`steering serve -c FILE`, `steering check-config -c FILE` and `steering keys derive …`."""
+"""`steering serve -c FILE`, `steering check-config -c FILE`, `steering keys derive …`, `steering callers …`
+and the content team's `steering withdraw …` / `steering withdrawals` (steering.withdrawcli)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ from typing import Sequence
 
 from contracts.logs import log_event, setup_logging
 from contracts.tomlconf import ConfigError
-from steering import config as steering_config, keyscli
+from steering import config as steering_config, keyscli, withdrawcli
 from steering.service import load_all
 
 
@@ -25,7 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("-c", "--config", type=Path, required=True)
     keyscli.add_parser(sub)
     keyscli.add_callers_parser(sub)
+    withdrawcli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("withdraw", "withdrawals"):
+        return withdrawcli.run(args)
     if args.command == "check-config":
         return check_config(args.config)
     if args.command == "keys":

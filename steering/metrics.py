@@ -46,6 +46,8 @@ class SteeringMetrics:
                                           "and its manifests were read).", registry=r)
         self.fill_manifests_rejected = Counter("steering_fill_manifests_rejected", "Appliance manifests of an "
                                                "adopted plan refused (missing, damaged or badly signed).", registry=r)
+        self.withdrawal_events_rejected = Counter("steering_withdrawal_events_rejected", "Withdrawal log events "
+                                                  "skipped (damaged or not an event).", registry=r)
         self.registry.register(_ReplicaCollector(replica, self.decisions))
 
     def text(self) -> str:
@@ -74,6 +76,8 @@ class _ReplicaCollector:
             by_status.add_metric([status.value], n)
         yield by_status
         yield GaugeMetricFamily("steering_draining", "1 while draining after SIGTERM.", value=int(r.draining))
+        yield GaugeMetricFamily("steering_withdrawn", "Titles and title versions withdrawn (steering answers 410 "
+                                "for their files).", value=len(r.withdrawals.active))
         yield CounterMetricFamily("steering_decision_log_dropped", "Decision log lines dropped (backlog or write "
                                   "errors).", value=r.decisions.dropped)
         yield GaugeMetricFamily("steering_prefixes", "Client prefixes in the fleet file.",

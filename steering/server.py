@@ -10,6 +10,8 @@ grace period, in-flight requests finish).
     GET  /v1/fleet, /healthz, /metrics
     GET  /v1/demand  (role "demand") -> contracts.demand JSON: decisions per client site and file
                      (steering.demand: the demand-trim and demand-save chores, saved again at SIGTERM)
+    POST /v1/withdrawals (role "withdraw"), GET /v1/withdrawals (role "fleet" or "withdraw"): withdraw a
+                     title or version fleet-wide, its files answered 410 by every replica (steering.withdrawals)
 
 Every background chore (tick, reload, fleet fetch, fill plan, decision log flush) runs under one
 TaskSupervisor: a failure is logged with its traceback, counted (`steering_task_failures_total{task}`
@@ -53,6 +55,9 @@ from steering.fleetfetch import FleetPoller, log_fleet
 from steering.fleetstate import fleet_state_handler
 from steering.reloader import Reloader
 from steering.service import BadRequest, Loaded, Replica, SteerAnswer, dumps
+from steering.withdrawals import (WITHDRAWALS, NoControlStore, NotWithdrawn, WithdrawalLog, withdrawals_get,
+                                  withdrawals_post)
+from contracts.withdrawals import WithdrawalError
 
 log = logging.getLogger("steering")
 REPLICA = web.AppKey("replica", Replica)
@@ -63,7 +68,8 @@ POLLER = web.AppKey("poller", FleetPoller)
 
 # Our refusals and the contracts' (each carries status_hint and reason). A ValueError outside these
 # is not a bad request but a bug, and must not be dressed up as a 400.
-REFUSALS = (BadRequest, InvalidClientAddress, InvalidFileKey, HeartbeatError, Unauthorized, RequestRefused)
+REFUSALS = (BadRequest, InvalidClientAddress, InvalidFileKey, HeartbeatError, Unauthorized, RequestRefused,
+            WithdrawalError, NoControlStore, NotWithdrawn)
 
 
 # ---- handlers ---------------------------------------------------------------------------------
@@ -192,6 +198,7 @@ async def healthz(request: web.Request) -> web.Response:
     body["degraded"] = sup.degraded()  # names only: the errors are in the log and /metrics
     poller = request.app[POLLER]
     body["fleet"] = poller.health()  # source, revision, skipped zones, the last fetch error
+    body["withdrawals"] = request.app[WITHDRAWALS].health()
     if poller.problem():  # a stale fleet (fetch or document refused) or zones left out
         body["degraded"] = sorted([*body["degraded"], "fleet"])
     if body["degraded"] and not replica.draining:
@@ -222,6 +229,13 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     sup.spawn("fleet-fetch", lambda: poller.run(lambda: sup.succeeded("fleet-fetch")))
     # first plan after a second: let the first heartbeats arrive
     sup.every("fill-plan", lambda: replica.config.fill.replan_interval_s, planner.replan, first_delay_s=1.0)
+    # the withdrawal log, first read before the first request is answered (a restart refuses at once),
+    # but a store that does not answer must not keep the replica from serving: the task retries it
+    try:
+        await asyncio.wait_for(app[WITHDRAWALS].poll(), timeout=10.0)
+    except Exception:  # noqa: BLE001 - the task below retries it (logged, counted, degraded)
+        log.exception("withdrawals-first-read-failed")
+    sup.every("withdrawals", lambda: replica.config.fill.poll_interval_s, app[WITHDRAWALS].poll)
     sup.every("decision-log", 0.25, replica.decisions.flush)
     sup.every("demand-trim", 1.0, lambda: steering_demand.trim(replica))
     sup.every("demand-save", lambda: replica.config.demand.save_interval_s, lambda: steering_demand.save(replica))
@@ -267,6 +281,7 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     app[SUPERVISOR] = TaskSupervisor("steering", logging.getLogger("steering.tasks"),
                                      registry=replica.metrics.registry)
     app[POLLER] = FleetPoller(replica, app[RELOADER], app[SUPERVISOR].registry)
+    app[WITHDRAWALS] = WithdrawalLog(replica)
     app.cleanup_ctx.append(_background)
     app.router.add_get("/v1/steer", steer_get)
     app.router.add_post("/v1/steer", steer_post)
@@ -275,6 +290,8 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     app.router.add_get("/v1/fleet/state", fleet_state_handler(replica))
     app.router.add_get("/v1/fill-manifest", fill_manifest)
     app.router.add_get("/v1/demand", demand)
+    app.router.add_get("/v1/withdrawals", refusals(withdrawals_get))
+    app.router.add_post("/v1/withdrawals", refusals(withdrawals_post))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -20,6 +20,7 @@ from contracts.callers import Caller, parse_callers
 from contracts.keys import DerivedKeys, load_keyring
 from contracts.tomlconf import read_toml
 from contracts.token import Keyring
+from contracts.withdrawals import EMPTY as EMPTY_WITHDRAWALS, Withdrawals
 from steering import config as steering_config
 from steering.config import SteeringConfig
 from contracts.demandtable import DemandTable
@@ -42,6 +43,12 @@ log = logging.getLogger("steering")
 class BadRequest(ValueError):
     status_hint = 400
     reason = "bad-request"
+
+
+class Withdrawn(BadRequest):
+    """A file of a withdrawn title or version (steering.withdrawals): gone for good, until an undo."""
+    status_hint = 410
+    reason = "withdrawn"
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ class Replica:
         self.localiser = self._localiser(config, loaded.fleet)
         self.draining = False
         self.started_at = wall()
+        self.withdrawals: Withdrawals = EMPTY_WITHDRAWALS  # swapped whole by steering.withdrawals' poll
         self._mismatched: set[str] = set()
         self._pair_text: dict[tuple[LocateMethod, Outcome], tuple[str, str]] = {}  # for the decision log
         self.sequence = ReportSequence()  # heartbeat replay protection
@@ -157,6 +165,8 @@ class Replica:
         if not 0 < ttl <= tokens.max_ttl_s:
             raise BadRequest(f"ttl_s: must be 1..{tokens.max_ttl_s}")
         keys = [validate_file_key(f) for f in files]
+        if self.withdrawals:  # one dict lookup or two per key, and only while something is withdrawn
+            self._refuse_withdrawn(keys)
         addr = parse_address(client)
         loc = self.locate(addr)
         prefix = token_prefix(addr, tokens.client_prefix_v4, tokens.client_prefix_v6)
@@ -185,6 +195,13 @@ class Replica:
             self._count(decision, key, prefix, request_id)
             answers.append(SteerAnswer(key, urls, decision))
         return expires_at, answers
+
+    def _refuse_withdrawn(self, keys: Sequence[FileKey]) -> None:
+        gone = [(k, e) for k in keys if (e := self.withdrawals.covers(k)) is not None]
+        if gone:
+            key, e = gone[0]
+            more = f" (and {len(gone) - 1} more files)" if len(gone) > 1 else ""
+            raise Withdrawn(f"{key}{more}: {e.target} was withdrawn at {e.at:.0f} by {e.by}: {e.reason}")
 
     def route_of(self, client: str) -> dict[str, Any] | None:
         """The prefix (static or BGP-learned, with its AS path and MED) that located `client`."""
@@ -281,6 +298,7 @@ class Replica:
             h = report.health
             out.update(last_report_age_s=round(now - report.received_at, 3), seq=report.seq,
                        reported_site=report.site, accepting=h.accepting, draining=h.draining,
+                       drain_reason=h.drain_reason,
                        degraded=list(h.degraded), pull_through=h.pull_through,
                        egress_bps=h.egress_bps, load={"loadavg": h.load.loadavg,
                                                       "open_connections": h.load.open_connections},

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from origin.core.catalog import Rendition, TitleEntry
+from contracts.catalog import Rendition, TitleEntry
 
 KINDS = ("play", "progress", "stop")
 MAX_ID = 128

@@ -1,14 +1,17 @@
 """Player manifests for one play: HLS multivariant + media playlists and a DASH MPD whose URLs point at
-the appliances steering chose for this client, with one *pathway* per appliance.
+the appliances steering chose for this client, with one *pathway* per site (playback.core.pathways:
+labels that name where the bytes come from, holders first, no duplicate pathway).
 
-Strategy. Steering answers every rendition file with its ranked, signed appliance URLs. We regroup them
-by appliance: pathway "oca-1" holds each file's URL on oca-1. The HLS master repeats every variant once
-per pathway (`PATHWAY-ID`, with an audio group per pathway): a player with Content Steering follows the
-steering manifest; one without treats the copies as redundant variants and fails over. Media playlists
-are rendered by playback too (`<rendition>.m3u8?loc=<signed URL>`), stateless: the signed appliance URL
-rides in the query and is checked against the rendition's key and the fleet's appliances. The MPD lists
-one BaseURL per pathway (`serviceLocation`) and a DASH-IF `<ContentSteering>` element.
-The origin's pure renderers (origin.core.playlists) do the per-rendition work.
+Strategy. Steering answers every rendition file with its ranked, signed appliance URLs; pathways group
+them by site. The HLS master repeats every variant once per pathway (`PATHWAY-ID`, an audio group per
+pathway, and `STABLE-VARIANT-ID` / `STABLE-RENDITION-ID` = the rendition's name, the same on every
+pathway, which is what lets the steering manifest add a pathway later as a PATHWAY-CLONE with
+PER-VARIANT-URIS: `pathway_clone`). A player with Content Steering follows the steering manifest; one
+without treats the copies as redundant variants and fails over. Media playlists are rendered by
+playback too (`<rendition>.m3u8?loc=<signed URL>`), stateless: the signed appliance URL rides in the
+query and is checked against the rendition's key and the fleet's appliances. The MPD lists one BaseURL
+per pathway (`serviceLocation`), holders' first, and a DASH-IF `<ContentSteering>` element. The
+origin's pure renderers (origin.core.playlists) do the per-rendition work.
 
 Documents are built from validated parts only (playback.core.parts): every URL — steering's, the
 client's `loc`, our own steering URI — is parsed and re-serialised from its components, never copied;
@@ -17,111 +20,57 @@ and every quoted value we add is checked (HLS) or escaped (XML).
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from contracts.catalog import Rendition, TitleEntry
 from origin.core import playlists
-from origin.core.catalog import Rendition, TitleEntry
-from playback.core import parts
+from playback.core import parts, steer
 from playback.core.parts import BadCatalog, BadLocation, PlaybackError, Url
+from playback.core.pathways import NoLocations, Pathway, Where, pathway_id
+from playback.core.pathways import build_pathways as _build_pathways
 
-__all__ = ["BadCatalog", "BadLocation", "NoLocations", "Pathway", "PlaybackError", "Url", "build_pathways",
-           "check_location", "dash_mpd", "hls_master", "hls_media", "parse_pathways", "pathway_id",
+__all__ = ["BadCatalog", "BadLocation", "NoLocations", "Pathway", "PlaybackError", "Url", "Where", "build_pathways",
+           "check_location", "dash_mpd", "hls_master", "hls_media", "parse_pathways", "pathway_clone", "pathway_id",
            "steering_uri", "token_ttl_s"]
 
 SIGNED_PARAMS = ("e", "k", "c", "s")
 TOKEN_PARAMS = ("e", "k", "c", "s", "t", "f")
-MAX_PATHWAYS_PARAM = 16
-_PATHWAY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+MAX_PATHWAYS_PARAM = steer.MAX_PATHWAYS
 
 
-class NoLocations(PlaybackError):
-    """Steering answered, but some file has no appliance (nothing healthy holds it)."""
-    status_hint = 503
-    reason = "no-locations"
-
-
-@dataclass(frozen=True)
-class Pathway:
-    id: str
-    urls: Mapping[str, Url]  # file key -> signed URL on this pathway's appliance
-
-
-def pathway_id(name: str) -> str:
-    return _PATHWAY_CHARS.sub("_", name)[:64] or "p"
+def build_pathways(entry: TitleEntry, locations: Mapping[str, Sequence[str]],
+                   where: Callable[[str], "Where | str"], max_pathways: int = 4,
+                   holds: Mapping[str, Sequence[bool]] | None = None,
+                   on_refused: Callable[[str], None] | None = None) -> tuple[Pathway, ...]:
+    """playback.core.pathways.build_pathways; `where` maps a URL's origin to its appliance and site
+    (a bare name: an appliance that is its own site)."""
+    def located(origin: str) -> Where:
+        found = where(origin)
+        return found if isinstance(found, Where) else Where(str(found), str(found))
+    return _build_pathways(entry, locations, located, max_pathways, holds, on_refused)
 
 
 def parse_pathways(raw: str) -> list[str]:
-    """The `pathways` query parameter of a steering manifest URL: comma-separated pathway ids."""
-    pathways = [p for p in raw.split(",") if p][:MAX_PATHWAYS_PARAM]
-    if not pathways or any(pathway_id(p) != p for p in pathways):
-        raise PlaybackError("pathways: a comma-separated list of pathway ids")
-    return pathways
+    """The pathway ids of a steering manifest URL's `pathways` parameter."""
+    return steer.parse_session({"pathways": raw}).ids
 
 
-def steering_uri(title_id: str, pathways: Sequence[str], dash: bool, base: str = "") -> Url:
-    """The steering manifest's URI (SERVER-URI / ContentSteering, and its own RELOAD-URI) on this server:
-    absolute on `base` (scheme://host[:port], as players reach us) — dash.js does not resolve a relative
-    one against the MPD's URL — or a rooted reference without it."""
-    if not pathways or any(pathway_id(p) != p for p in pathways):
-        raise PlaybackError("pathways: a comma-separated list of pathway ids")
-    query: parts.Query = (("pathways", ",".join(pathways)),) + ((("dash", "1"),) if dash else ())
+def steering_uri(title_id: str, session: "steer.Session | Sequence[str]", dash: bool, base: str = "") -> Url:
+    """The steering manifest's URI (SERVER-URI / ContentSteering, and its own RELOAD-URI) on this server,
+    carrying the session (playback.core.steer): absolute on `base` (scheme://host[:port], as players
+    reach us) — dash.js does not resolve a relative one against the MPD's URL — or a rooted reference
+    without it. A plain list of ids is a session of one-appliance pathways."""
+    if not isinstance(session, steer.Session):
+        ids = list(session)
+        if not ids or any(pathway_id(p) != p for p in ids):
+            raise PlaybackError("pathways: a comma-separated list of pathway ids")
+        session = steer.Session(tuple(steer.SessionPathway(p, (p,)) for p in ids))
+    query: parts.Query = steer.session_query(session) + ((("dash", "1"),) if dash else ())
     segments = ("v1", "playback", parts.check_title_id(title_id), "steering.json")
     if not base:
         return Url.reference(segments, query)
     origin = parts.parse_url(base + "/", "this server's public URL")
     return Url(origin.scheme, origin.host, origin.port, True, segments, query)
-
-
-def _ranked(key: str, urls: Sequence[str], flags: Sequence[bool],
-            on_refused: Callable[[str], None] | None) -> list[tuple[Url, bool | None]]:
-    """Steering's URLs for one file, parsed (a malformed one is left out and reported), each with its
-    `holds` flag (None: steering didn't say)."""
-    out = []
-    for rank, text in enumerate(urls):
-        try:
-            url = parts.parse_url(text, f"steering's URL for {key}")
-        except BadLocation as exc:
-            if on_refused is not None:
-                on_refused(str(exc))
-            continue
-        out.append((url, flags[rank] if rank < len(flags) else None))
-    return out
-
-
-def build_pathways(entry: TitleEntry, locations: Mapping[str, Sequence[str]], name_of: Callable[[str], str],
-                   max_pathways: int = 4, holds: Mapping[str, Sequence[bool]] | None = None,
-                   on_refused: Callable[[str], None] | None = None) -> tuple[Pathway, ...]:
-    """Group every file's ranked URLs by appliance (`name_of(base URL)`), best-ranked appliance first.
-    Fill places files one by one, so an appliance may hold only some of a title: where steering says
-    (`holds`, a flag per location) that a pathway's appliance lacks a file, that pathway takes the
-    file's best holder instead, so no pathway leads a player to a 404. A pathway needs every audio
-    rendition and at least one video rendition; raises NoLocations when a file has no URL at all or
-    no pathway is complete. A URL that doesn't parse is left out and told to `on_refused`."""
-    ranked = {r.key: _ranked(r.key, locations.get(r.key) or (), (holds or {}).get(r.key) or (), on_refused)
-              for r in entry.renditions}
-    missing = [key for key, urls in ranked.items() if not urls]
-    if missing:
-        raise NoLocations(f"no appliance serves {missing[0]}")
-    score: dict[str, float] = {}
-    urls: dict[str, dict[str, Url]] = {}
-    for key, located in ranked.items():
-        held = [u for u, h in located if h]
-        best = held[0] if held else located[0][0]  # the URL on the file's best-ranked holder
-        for rank, (url, flag) in enumerate(located):
-            pid = pathway_id(name_of(url.origin))
-            urls.setdefault(pid, {})[key] = best if flag is False else url
-            score[pid] = score.get(pid, 0.0) + rank
-    n = len(entry.renditions)
-    out = []
-    for pid in sorted(urls, key=lambda p: (score[p] + 100 * (n - len(urls[p])), p)):
-        got = urls[pid]
-        if all(a.key in got for a in entry.audio) and any(v.key in got for v in entry.video):
-            out.append(Pathway(pid, got))
-    if not out:
-        raise NoLocations("no appliance holds a playable set of renditions")
-    return tuple(out[:max_pathways])
 
 
 def _checked(entry: TitleEntry) -> TitleEntry:
@@ -141,7 +90,9 @@ def _media_uri(r: Rendition, url: Url) -> str:
 
 
 def hls_master(entry: TitleEntry, pathways: Sequence[Pathway], steering: Url | str | None) -> str:
-    """Every variant per pathway; the origin's renderer does one pathway, we relabel its groups."""
+    """Every variant per pathway; the origin's renderer does one pathway, we relabel its groups and
+    add the pathway and stable ids (rendition names: checked against their grammar, which HLS's
+    stable-id grammar contains)."""
     entry = _checked(entry)
     lines = ["#EXTM3U", f"#EXT-X-VERSION:{playlists.HLS_VERSION}", "#EXT-X-INDEPENDENT-SEGMENTS"]
     if steering is not None:
@@ -151,17 +102,42 @@ def hls_master(entry: TitleEntry, pathways: Sequence[Pathway], steering: Url | s
     for i, p in enumerate(pathways):
         pid = parts.hls_quoted(p.id, "pathway", PlaybackError)
         held = [r for r in entry.renditions if r.key in p.urls]
+        index = {r.key: n for n, r in enumerate(held)}
         sub = TitleEntry(meta=entry.meta, version=entry.version, duration_s=entry.duration_s,
                          renditions=tuple(held), assets=(), master="", dash="", poster=None)
-        text = playlists.master_playlist(sub, lambda r, p=p: _media_uri(r, p.urls[r.key]))
+        text = playlists.master_playlist(sub, lambda r: f"\x00{index[r.key]}\x00")  # validated: no NUL inside
         group = f"{playlists.AUDIO_GROUP}-{i}"
         for line in text.rstrip("\n").split("\n")[3:]:
-            line = line.replace(f'GROUP-ID="{playlists.AUDIO_GROUP}"', f'GROUP-ID="{group}"')
-            if line.startswith("#EXT-X-STREAM-INF:"):
+            r = held[int(line.split("\x00")[1])] if "\x00" in line else None
+            if r is not None:
+                line = line.replace(f"\x00{index[r.key]}\x00", _media_uri(r, p.urls[r.key]))
+            if line.startswith("#EXT-X-MEDIA:") and r is not None:
+                line = line.replace(f'GROUP-ID="{playlists.AUDIO_GROUP}"', f'GROUP-ID="{group}"')
+                line += f',STABLE-RENDITION-ID="{r.name}"'
+            elif line.startswith("#EXT-X-STREAM-INF:"):
                 line = line.replace(f'AUDIO="{playlists.AUDIO_GROUP}"', f'AUDIO="{group}"')
                 line += f",PATHWAY-ID={pid}"
+            elif r is not None and lines[-1].startswith("#EXT-X-STREAM-INF:"):
+                lines[-1] += f',STABLE-VARIANT-ID="{r.name}"'
             lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def pathway_clone(entry: TitleEntry, clone: Pathway, base_id: str, media_base: Url) -> dict[str, Any]:
+    """A PATHWAY-CLONES entry (HLS Content Steering): `clone`'s media playlists, absolute on
+    `media_base` (this server, as players reach it: hls.js takes a per-variant URI as it is), by the
+    stable ids hls_master gave every variant and audio rendition. `clone` has every rendition
+    (steer.new_pathways), so no variant of the base keeps the base's URI."""
+    entry = _checked(entry)
+    origin = parts.parse_url(media_base.origin + "/", "this server's public URL")
+
+    def uri(r: Rendition) -> str:
+        segments = ("v1", "playback", entry.title_id, f"{r.name}.m3u8")
+        return Url(origin.scheme, origin.host, origin.port, True, segments, (("loc", clone.urls[r.key].text),)).text
+
+    return {"BASE-ID": base_id, "ID": clone.id, "URI-REPLACEMENT": {
+        "PER-VARIANT-URIS": {r.name: uri(r) for r in entry.video if r.key in clone.urls},
+        "PER-RENDITION-URIS": {r.name: uri(r) for r in entry.audio if r.key in clone.urls}}}
 
 
 def check_location(r: Rendition, loc: str, known_bases: Sequence[str]) -> Url:
@@ -207,7 +183,8 @@ def dash_mpd(entry: TitleEntry, pathways: Sequence[Pathway], steering: Url | str
         if "<BaseURL>\x00" in line:
             key = entry.renditions[int(line.split("\x00")[1])].key
             indent = line[: len(line) - len(line.lstrip())]
-            for p in pathways:
+            # holders' BaseURLs first (a player without steering tries them in order), else pathway order
+            for p in sorted(pathways, key=lambda p: p.held.get(key) is False):
                 if key in p.urls:
                     out.append(f"{indent}<BaseURL serviceLocation={parts.xml_attr(p.id, 'pathway', PlaybackError)}>"
                                f"{parts.xml_text(p.urls[key].text, 'URL', PlaybackError)}</BaseURL>")

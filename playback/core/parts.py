@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import quote, unquote, unquote_plus
 
+from contracts.catalog import BadMetadata, Rendition, validate_title_id
 from contracts.ids import InvalidFileKey, validate_file_key
-from origin.core.catalog import Rendition
-from origin.core.errors import UsageError
-from origin.core.layout import validate_title_id
 
 MAX_URL_LEN = 4096
 SCHEMES = ("http", "https")
@@ -245,7 +243,7 @@ def xml_attr(value: str, where: str, error: type[PlaybackError] = BadCatalog) ->
 def check_title_id(title_id: str) -> str:
     try:
         return validate_title_id(title_id)
-    except UsageError as exc:
+    except BadMetadata as exc:
         raise BadCatalog(f"id: {exc}") from None
 
 

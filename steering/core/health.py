@@ -1,8 +1,8 @@
 """Is an appliance up? A pure state machine fed with reports and "no report in time" events.
 
 Down fast, up slow, with a band between: an appliance goes down on `down_after` consecutive breaching
-reports (egress above `egress_down_fraction` of capacity, too many failed disks, draining or not
-accepting) or after `missed_reports` intervals without a report. It comes back only after `up_after`
+reports (egress above `egress_down_fraction` of capacity, too many failed disks, or not accepting) —
+on its first report that says draining (an operator's drain is no measurement to smooth) — or after `missed_reports` intervals without a report. It comes back only after `up_after`
 consecutive clean reports, and "clean" for a down appliance means egress below the lower
 `egress_up_fraction`: a load signal that wobbles around one threshold cannot make it flap (Traffic
 Monitor's users' first complaint). An appliance never seen before is up on its first clean report, so
@@ -103,7 +103,8 @@ def observe(state: Health, event: Vitals | Missed, now: float, policy: HealthPol
     if reason is None:
         return _clean(replace(state, last_report_at=now), now, policy)
     bad = state.bad_streak + 1
-    if state.status is Status.UP and bad < policy.down_after:
+    # a drain is an operator's decision, not a noisy measurement: it takes effect on its first report
+    if state.status is Status.UP and bad < policy.down_after and reason != "draining":
         return replace(state, last_report_at=now, good_streak=0, bad_streak=bad)
     return _to(replace(state, last_report_at=now), Status.DOWN, reason, now, good=0, bad=bad)
 

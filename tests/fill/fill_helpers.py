@@ -222,9 +222,9 @@ def wait_until(predicate, timeout: float = 20.0, step: float = 0.05) -> bool:
 
 
 def title_entry(title_id: str, files: dict[str, bytes], release_date: str | None = None):
-    """A catalog entry (origin.core.catalog.TitleEntry) whose video renditions are `files` (name -> bytes);
+    """A catalog entry (contracts.catalog.TitleEntry) whose video renditions are `files` (name -> bytes);
     returns (entry, {key: bytes})."""
-    from origin.core.catalog import Metadata, Rendition, Segment, Span, TitleEntry
+    from contracts.catalog import Metadata, Rendition, Segment, Span, TitleEntry
     from origin.core.layout import file_key, version_of
 
     version = version_of((name, h(data)) for name, data in files.items())

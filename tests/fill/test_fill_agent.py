@@ -20,11 +20,11 @@ from contracts.token import Keyring, fill_keys, fill_token
 from oca.fill.agent import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, RunOptions, run
 from oca.fill.config import FillConfig, OriginConfig, TransferConfig, WindowConfig
 from oca.fill.core.window import Window
-from oca.fill.state import State
+from oca.fill.statedir import StateDir
 from fill_helpers import FakeSource, ThreadServer, h, title_entry, write_keyfile, write_oca_config
+from contracts.catalog import to_dict
 from oca import config as oca_config
 from oca.store.index import Index
-from origin.core.catalog import to_dict
 from tests.support.prom import Samples, samples, total, value
 
 KB = 1024
@@ -40,7 +40,7 @@ class Lab:
         self.keyfile = keyfile = write_keyfile(root / "keys.toml")  # a1's own keys
         self.cfg_path = write_oca_config(root / "oca", "a1", "s1", keyfile)
         self.oca = oca_config.load(self.cfg_path)
-        self.state = State(self.oca.store.index_path.parent / "fill")
+        self.state_dir = StateDir(self.oca.store.index_path.parent / "fill")
 
     def add(self, key: str, data: bytes, peer: bool = True, origin: bool = True) -> None:
         if peer:
@@ -73,7 +73,7 @@ class Lab:
             idx.close()
 
     def metrics(self) -> Samples:
-        return samples((self.state.root / "fill-metrics.prom").read_text())
+        return samples((self.state_dir.root / "fill-metrics.prom").read_text())
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_corrupt_peer_is_quarantined_and_origin_used(lab):
     lab.psrc.modes["t/c.mp4"] = "corrupt"
     assert lab.fill([lab.file("t/c.mp4", data)]) == EXIT_OK
     assert lab.index()["t/c.mp4"].xxh3 == h(data)
-    (q,) = lab.state.quarantined()
+    (q,) = lab.state_dir.quarantined()
     assert q["key"] == "t/c.mp4" and q["source"].startswith("peer:a2:") and q["expected"] == h(data)
     assert value(lab.metrics(), "fill_hash_mismatches_total", kind="peer") == 1
 
@@ -152,7 +152,7 @@ def test_corrupt_everywhere_is_never_published(lab):
     assert lab.fill([lab.file("t/d.mp4", data)]) == EXIT_FAILED
     assert "t/d.mp4" not in lab.index()
     assert not (lab.root / "oca/hdd0/t/d.mp4").exists() and not (lab.root / "oca/ssd0/t/d.mp4").exists()
-    assert len(lab.state.quarantined()) == 2
+    assert len(lab.state_dir.quarantined()) == 2
     assert not list((lab.root / "oca/hdd0/.tmp").iterdir()) and not list((lab.root / "oca/ssd0/.tmp").iterdir())
 
 
@@ -270,7 +270,7 @@ def test_stop_at_window_end_then_resume_without_refetching(lab):
     assert lab.fill([f], cfg, max_run_s=0.6) == EXIT_INCOMPLETE
     assert "t/big" not in lab.index() and not (lab.root / "oca/hdd0/t/big").exists()
     disk = str(lab.oca.disks[1].path)
-    done = lab.state.load_journal("t/big", len(data), h(data), disk)
+    done = lab.state_dir.load_journal("t/big", len(data), h(data), disk)
     finished = sum(e - s for s, e in done)
     assert 0 < finished < len(data)
     lab.osrc.modes["t/big"] = "ok"
@@ -279,7 +279,7 @@ def test_stop_at_window_end_then_resume_without_refetching(lab):
     assert lab.osrc.sent["t/big"] - before == len(data) - finished  # only the missing bytes
     assert lab.index()["t/big"].xxh3 == h(data)
     assert value(lab.metrics(), "fill_resumed_bytes_total") == finished
-    assert not list(lab.state.partials.iterdir())
+    assert not list(lab.state_dir.partials.iterdir())
 
 
 def test_resumed_bytes_count_once_when_a_filling_peer_is_waited_for(lab):
@@ -290,7 +290,7 @@ def test_resumed_bytes_count_once_when_a_filling_peer_is_waited_for(lab):
     slow = replace(FAST, part_bytes=512 * KB, parts_per_file=3)
     cfg = FillConfig(transfer=slow, origin=OriginConfig(verify_catalog=False))
     assert lab.fill([lab.file("t/big", data, peer=False)], cfg, max_run_s=0.6) == EXIT_INCOMPLETE
-    finished = sum(e - s for s, e in lab.state.load_journal("t/big", len(data), h(data), str(lab.oca.disks[1].path)))
+    finished = sum(e - s for s, e in lab.state_dir.load_journal("t/big", len(data), h(data), str(lab.oca.disks[1].path)))
     assert 0 < finished < len(data)
     lab.psrc.not_yet["t/big"] = 2
     assert lab.fill([_pending(lab, "t/big", data, 5.0)], cfg) == EXIT_OK

@@ -27,7 +27,7 @@ import pytest
 from contracts.ids import FileKey
 from fill.core.model import ApplianceView, ClusterView, FleetView, OriginRef, PlanPolicy
 from fill.service import build_manifests
-from oca.fill.state import State
+from oca.fill.statedir import StateDir
 from fill_helpers import (AWS_ENV, SteeringStandIn, ThreadServer, moto_s3, stop_appliances, h, title_entry, wait_until, write_derived_keyfile,
                           write_keyfile, write_oca_config)
 from oca.store.fsutil import hash_file
@@ -102,8 +102,8 @@ class World:
         finally:
             idx.close()
 
-    def state(self, name: str) -> State:
-        return State(self.configs[name].parent / "state/fill")
+    def state_dir(self, name: str) -> StateDir:
+        return StateDir(self.configs[name].parent / "state/fill")
 
     def metrics(self, name: str) -> Samples:
         return samples((self.configs[name].parent / "state/fill/fill-metrics.prom").read_text())
@@ -218,7 +218,7 @@ def test_corrupted_origin_object_is_refused_reported_never_served(world):
     assert key not in w.index(name)
     m = w.metrics(name)
     assert value(m, "fill_hash_mismatches_total", kind="origin") >= 1 and value(m, "fill_complete") == 0
-    ledger = w.state(name).quarantined()
+    ledger = w.state_dir(name).quarantined()
     assert any(q["key"] == key and q["expected"] == h(w.objects[key]) for q in ledger)
     assert w.get(name, key)[0] == 404
     app_root = w.configs[name].parent
@@ -236,8 +236,8 @@ def test_killed_mid_file_resumes_without_refetching(world):
     app_root = w.configs[name].parent
     size, digest = len(w.objects[key]), h(w.objects[key])
     proc = w.agent(name, "--rate-limit-bps", str(24_000_000), "--parts-per-file", "3")
-    journal = lambda: w.state(name).load_journal(key, size, digest, str(app_root / "hdd0")) or \
-        w.state(name).load_journal(key, size, digest, str(app_root / "ssd0"))
+    journal = lambda: w.state_dir(name).load_journal(key, size, digest, str(app_root / "hdd0")) or \
+        w.state_dir(name).load_journal(key, size, digest, str(app_root / "ssd0"))
     seen_partial = []
 
     def progressed() -> bool:

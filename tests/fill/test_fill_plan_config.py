@@ -23,11 +23,11 @@ BASE = {"planner": {"key_file": "/k.toml"}, "steering": {"replicas": ["http://s1
 
 def test_example_parses():
     cfg = plan_config.load(EXAMPLE)
-    assert cfg.planner.key_file == Path("/etc/opencdn/keys.toml") and cfg.planner.keep_plans == 5
+    assert cfg.planner.key_file == EXAMPLE.parent / "keys.example.toml" and cfg.planner.keep_plans == 5
     assert len(cfg.steering.urls) == 2 and cfg.playback.token_file == cfg.steering.token_file
-    assert cfg.manifests.location == "s3://media-control/fill"
-    assert cfg.manifests.endpoint_url == "https://s3.example.net"
-    assert cfg.policy.origin.s3_bucket == "media-origin" and cfg.policy.origin.s3_prefix == "prod"
+    assert cfg.origin.location == "/var/lib/opencdn/origin" and cfg.origin.endpoint_url is None
+    assert cfg.manifests.location == "/var/lib/opencdn/fill-manifests"
+    assert cfg.policy.origin.url == "http://origin.example.net:8070" and cfg.policy.origin.s3_bucket is None
 
 
 def test_defaults_manifests_beside_the_origin_and_regions_by_site(tmp_path):

@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 
 from contracts.ids import FileKey
+from contracts.planpointer import POINTER, Entry, Pointer, PointerError, decode_pointer, encode_pointer
 from fill import fleetstate
 from fill.core.model import CatalogFile
 from fill.fleetstate import FleetStateError
-from contracts.planpointer import POINTER, Entry, Pointer, PointerError, decode_pointer, encode_pointer
 from fill.manifeststore import ManifestStore, StoreError, plan_id
-from origin.backends.local import LocalDirBackend
 from fill.service import by_region, checked_catalog, demand_popularity
+from origin.backends.local import LocalDirBackend
 from fill_helpers import title_entry
 from steering import fillplan
 from steering.fleetstate import encode as encode_fleet_state

@@ -15,9 +15,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 from origin_testkit import AWS_ENV, BUCKET, SAMPLE_FPS, SAMPLE_SECONDS, TEST_CONFIG, OriginProcess, free_port
 
+from contracts.catalog import Metadata
 from origin.backends import Backend, open_backend
 from origin.config import EncodeConfig, Location, OriginConfig, S3Config, parse
-from origin.core.catalog import Metadata
 from origin.encode import sample
 from origin.ingest import IngestRequest, IngestResult, ingest
 

@@ -12,11 +12,11 @@ import pytest
 from origin_testkit import BUCKET, TEST_CONFIG
 from origin_testkit import ffprobe_streams
 
+from contracts.catalog import Metadata
 from contracts.keys import load_keyring
 from contracts.token import Scope, parse_query, verify
 from origin.catalog import Catalog
 from origin.cli import main
-from origin.core.catalog import Metadata
 from origin.ingest import IngestRequest, ingest
 
 

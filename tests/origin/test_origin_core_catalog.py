@@ -1,5 +1,6 @@
-"""Catalog entries (schema, round trip, named errors), search ranking, manifests rendered from an
-entry, object keys and garbage-collection plans."""
+"""Catalog entries (the contract in contracts/catalog.py: schema, round trip, named errors, search
+ranking, catalog keys), and origin's side: manifests rendered from an entry, object keys and
+garbage-collection plans."""
 from __future__ import annotations
 
 import copy
@@ -8,10 +9,10 @@ from xml.etree import ElementTree
 
 import pytest
 
-from origin.core import catalog as cat
+from contracts import catalog as cat
+from contracts.catalog import Asset, BadMetadata, CatalogError, Metadata, Rendition, Segment, Span, TitleEntry
 from origin.core import layout, playlists
-from origin.core.catalog import Asset, Metadata, Rendition, Segment, Span, TitleEntry
-from origin.core.errors import CatalogError, UsageError
+from origin.core.errors import UsageError
 
 V = "v0123456789abcdef"
 
@@ -105,7 +106,7 @@ def test_validate_metadata(meta, error):
     if error is None:
         assert cat.validate_metadata(meta) == meta
     else:
-        with pytest.raises(UsageError, match=error):
+        with pytest.raises(BadMetadata, match=error):
             cat.validate_metadata(meta)
 
 
@@ -181,9 +182,9 @@ def test_mpd_segment_base_and_fallback():
 
 
 def test_keys_and_versions():
-    assert layout.catalog_key("t1") == "catalog/t1.json"
-    assert layout.title_of_catalog_key("catalog/t1.json") == "t1"
-    assert layout.title_of_catalog_key("catalog/x/y.json") is None
+    assert cat.catalog_key("t1") == "catalog/t1.json"
+    assert cat.title_of_catalog_key("catalog/t1.json") == "t1"
+    assert cat.title_of_catalog_key("catalog/x/y.json") is None
     assert layout.file_key("t1", V, "720p.mp4") == f"files/t1/{V}/720p.mp4"
     with pytest.raises(UsageError):
         layout.file_key("t1", V, "../x")

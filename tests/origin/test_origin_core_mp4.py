@@ -174,6 +174,23 @@ def test_codec_strings(fourcc_body, codec):
         assert (entry.channels, entry.sample_rate) == (2, 48000)
 
 
+# AudioSpecificConfig bits: audioObjectType(5) samplingFrequencyIndex(4) [frequency(24)] channelConfiguration(4)
+CHANNELS = [
+    ("mono", bytes([0x12, 0x08]), 1),  # 00010 0100 0001 000: what ffmpeg writes under a template channelcount of 2
+    ("stereo", bytes([0x12, 0x10]), 2),
+    ("5.1", bytes([0x12, 0x30]), 6),
+    ("7.1", bytes([0x12, 0x38]), 8),
+    ("explicit-frequency-mono", bytes([0x17, 0x80, 0x5D, 0xC0, 0x08]), 1),  # index 15, then 24 bits of 48000
+    ("program-config-element", bytes([0x12, 0x00]), 2),  # 0: the count is elsewhere; the sample entry's stands
+]
+
+
+@pytest.mark.parametrize("asc,channels", [(c[1], c[2]) for c in CHANNELS], ids=[c[0] for c in CHANNELS])
+def test_aac_channels_come_from_the_decoder_config(asc, channels):
+    entry = parse_sample_entry(*_audio("mp4a", box("esds", _esds(asc=asc))))
+    assert entry.codec == "mp4a.40.2" and entry.channels == channels
+
+
 def test_missing_config_box():
     kind, body = _visual("avc1", "free", b"")
     with pytest.raises(MediaError, match="lacks its avcC"):

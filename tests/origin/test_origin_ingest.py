@@ -9,10 +9,10 @@ import pytest
 from origin_testkit import BUCKET, SAMPLE_FRAMES, SAMPLE_SECONDS
 from origin_testkit import CrashingBackend, PowerCut, ffprobe_streams, tree
 
+from contracts.catalog import Metadata, catalog_key, to_dict
 from origin.catalog import Catalog
-from origin.core.catalog import Metadata, to_dict
 from origin.core.errors import SourceError
-from origin.core.layout import catalog_key, title_prefix
+from origin.core.layout import title_prefix
 from origin.encode import sample
 from origin.hashing import hash_bytes
 from origin.ingest import IngestRequest, ingest
@@ -80,6 +80,23 @@ def test_playlists_are_relative_and_byte_ranged(world, kind):
     assert "#EXT-X-BYTERANGE:" in media and '#EXT-X-MAP:URI="' in media and media.rstrip().endswith("#EXT-X-ENDLIST")
     mpd = backend.get_bytes(entry.dash).decode()
     assert "<SegmentBase indexRange=" in mpd and "<BaseURL>144p.mp4</BaseURL>" in mpd
+
+
+def test_declared_audio_channels_are_what_ffprobe_decodes(world, kind, tmp_path):
+    """The sample's tone is mono: the catalog, the HLS master (CHANNELS) and the MPD
+    (AudioChannelConfiguration) must say 1, as ffprobe does — not the MP4 sample entry's template 2."""
+    entry = world.ingested(kind).entry
+    backend = world.backend(kind)
+    (audio,) = entry.audio
+    local = tmp_path / "audio.mp4"
+    local.write_bytes(backend.get_bytes(audio.key))
+    (stream,) = ffprobe_streams(str(local))
+    decoded = int(stream["channels"])
+    assert decoded == 1 and audio.channels == decoded
+    master = backend.get_bytes(entry.master).decode()
+    assert f'CHANNELS="{decoded}"' in master and 'CHANNELS="2"' not in master
+    mpd = backend.get_bytes(entry.dash).decode()
+    assert f'audio_channel_configuration:2011" value="{decoded}"' in mpd
 
 
 def test_reingest_same_content_uploads_nothing(world, kind):

@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from origin_testkit import SAMPLE_FRAMES, SAMPLE_SECONDS
 from origin_testkit import OriginProcess, decoded_audio_seconds, decoded_frames
 
+from contracts.catalog import to_dict
 from contracts.keys import load_keyring
 from contracts.token import Grant, Scope, encode_query, fill_keys, fill_token, sign_path
-from origin.core.catalog import to_dict
 
 
 @pytest.fixture(scope="module")

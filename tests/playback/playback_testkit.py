@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contracts.catalog import Metadata, Rendition, Segment, Span, TitleEntry
 from origin.backends.local import LocalDirBackend
 from origin.catalog import Catalog
-from origin.core.catalog import Metadata, Rendition, Segment, Span, TitleEntry
 from tests.steering.steer_helpers import OPERATOR_TOKEN, log_events, wait_for_port
 
 TITLE = "sample"

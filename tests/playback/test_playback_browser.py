@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import requests
 
 from playback_testkit import TITLE
+from tests.steering.steer_helpers import wait_until
 
 import playwright.sync_api as playwright  # noqa: E402 - installed by scripts/setup (never `playwright install`)
 CHROMIUM = "/usr/bin/chromium"
@@ -95,3 +96,73 @@ def test_browser_plays_and_fails_over_when_the_serving_appliance_dies(stack, art
     for name in ("playback-catalog.png", "playback-player.png", "playback-fleet.png"):
         assert (artifacts / name).stat().st_size > 1000
     assert urlsplit(stack.playback.url).hostname == "127.0.0.1"
+
+
+def test_browser_moves_off_a_drained_appliance_without_a_stall(stack, artifacts):
+    """`oca drain` on the appliance serving a play: steering stops naming it, the steering manifest
+    leaves its pathway out and hls.js moves to the other site's at its next reload — no stall, while
+    the drained appliance still answers the URLs it was given; the fleet page says why it drains;
+    `oca undrain` and it is offered again."""
+    args = list(ARGS)
+    if not appliance_sends_cors(stack):
+        args.append("--disable-web-security")
+    by_host = {f"127.0.0.1:{port}": name for name, port in stack.ports.items()}
+    reason = "fan swap 14:00 (OPS-1234)"
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        victim = None
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(stack.playback.url + f"/play/{TITLE}?buffer=4")
+            wait_js(page, "document.getElementById('video').currentTime > 2", 30)
+            page.evaluate("""() => {
+                window.drainWatch = {waiting: 0, urls: [], armed: false};
+                window.hls.on(Hls.Events.FRAG_LOADED, (_, d) => window.drainWatch.urls.push(d.frag.url));
+                document.getElementById('video').addEventListener('waiting', () => {
+                    if (window.drainWatch.armed) window.drainWatch.waiting += 1; });
+            }""")
+            wait_js(page, "window.drainWatch.urls.length > 0", 20)
+            served = page.evaluate("window.playerState.servedBy")
+            victim = by_host[served]
+            app = stack.apps[victim]
+            admin = ("--admin", f"http://127.0.0.1:{app.admin_port}")
+            page.evaluate("window.drainWatch.armed = true")
+            drained_at = page.evaluate("document.getElementById('video').currentTime")
+            app.cli("drain", "--reason", reason, *admin)
+            victim_port = f":{stack.ports[victim]}/"
+            # no new steer answer names it (one heartbeat later), and none does after
+            wait_until(lambda: (locs := stack.locations()) and not any(victim_port in u for us in locs.values()
+                                                                        for u in us), timeout_s=10, every_s=0.1)
+            for _ in range(5):
+                assert not any(victim_port in u for us in stack.locations().values() for u in us)
+                time.sleep(0.1)
+            # the player moves to the other site's pathway at a steering reload and plays on
+            wait_js(page, f"window.playerState.hosts[window.playerState.hosts.length - 1] !== '{served}'", 20)
+            wait_js(page, f"document.getElementById('video').currentTime > {drained_at + 8}", 40)
+            state = page.evaluate("window.playerState")
+            watch = page.evaluate("window.drainWatch")
+            assert by_host[state["hosts"][-1]] != victim and victim.split("-")[0] not in (state["steering"] or [])
+            assert watch["waiting"] == 0, f"the player stalled: {state['errors']}"
+            assert not any("fatal" in e or "bufferStalled" in e for e in state["errors"]), state["errors"]
+            # every URL the drained appliance was given still works
+            old = [u for u in watch["urls"] if urlsplit(u).netloc == served]
+            assert old
+            for url in old[-3:]:
+                r = requests.get(url, headers={"Range": "bytes=0-1023"}, timeout=10)
+                assert r.status_code == 206 and len(r.content) == 1024
+            page.screenshot(path=str(artifacts / "playback-drained-player.png"))
+            page.goto(stack.playback.url + "/fleet")
+            cell = page.wait_for_selector(f'tr[data-appliance="{victim}"] td.draining', timeout=15_000)
+            assert reason in cell.text_content()
+            page.screenshot(path=str(artifacts / "playback-drained-fleet.png"))
+            # undrain: steering offers it again
+            app.cli("undrain", *admin)
+            victim = None
+            wait_until(lambda: any(victim_port in u for us in stack.locations().values() for u in us),
+                       timeout_s=15, every_s=0.1)
+        finally:
+            browser.close()
+            if victim is not None:
+                stack.apps[victim].cli("undrain", "--admin", f"http://127.0.0.1:{stack.apps[victim].admin_port}",
+                                       check=False)
+    stack.wait_steered(2)

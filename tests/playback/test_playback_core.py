@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from origin.core.catalog import from_dict
+from contracts.catalog import from_dict
 from playback import config as pconfig
 from playback.core import events, manifests, steer
 from playback.core.clientip import client_ip, parse_networks
@@ -62,20 +62,6 @@ def test_pathways_follow_rank_and_skip_incomplete_appliances():
     assert [p.id for p in paths] == ["oca-b"]
     assert [p.id for p in manifests.build_pathways(ENTRY, locs(["http://b:1", "http://a:1"]), NAMES.__getitem__)] \
         == ["oca-b", "oca-a"]
-
-
-def test_a_file_an_appliance_lacks_goes_to_its_holder_on_that_pathway():
-    """Fill places files one by one: oca-a holds lo and aud, oca-b holds hi and aud. Each pathway
-    keeps its own appliance where it holds the file and borrows the best holder where it does not."""
-    located = locs(["http://a:1", "http://b:1"])
-    holds = {"f/t1/lo.mp4": [True, False], "f/t1/hi.mp4": [False, True], "f/t1/aud.mp4": [True, True]}
-    paths = {p.id: p.urls for p in manifests.build_pathways(ENTRY, located, NAMES.__getitem__, holds=holds)}
-    assert paths["oca-a"]["f/t1/lo.mp4"].text.startswith("http://a:1/")
-    assert paths["oca-a"]["f/t1/hi.mp4"].text.startswith("http://b:1/")  # borrowed: a would 404
-    assert paths["oca-b"]["f/t1/lo.mp4"].text.startswith("http://a:1/")
-    assert paths["oca-b"]["f/t1/hi.mp4"].text.startswith("http://b:1/")
-    assert all(u.text.startswith(f"http://{n[-1]}:1/") for n, urls in paths.items() for k, u in urls.items()
-               if k == "f/t1/aud.mp4")
 
 
 def test_no_location_is_a_503_not_a_manifest():
@@ -138,10 +124,11 @@ FLEET = {"sites": [{"id": "s", "appliances": [
 ], ids=["down-dropped", "saturated-last", "none-usable"])
 def test_steering_priority(session, want):
     states = steer.fleet_states(FLEET, 0.9)
-    assert steer.priority(session, states) == want
-    body = steer.steering_manifest(session, states, 10, "/x", dash=False)
+    verdict = steer.decide(steer.parse_session({"pathways": ",".join(session)}), states, steer.Hints(), 0.0)
+    assert list(verdict.priority) == want
+    body = steer.steering_manifest(verdict.priority, 10, "/x", dash=False)
     assert body == {"VERSION": 1, "TTL": 10, "RELOAD-URI": "/x", "PATHWAY-PRIORITY": want}
-    assert "SERVICE-LOCATION-PRIORITY" in steer.steering_manifest(session, states, 10, "/x", dash=True)
+    assert "SERVICE-LOCATION-PRIORITY" in steer.steering_manifest(verdict.priority, 10, "/x", dash=True)
 
 
 def test_token_outlasts_the_title():
@@ -209,5 +196,6 @@ def test_config_errors_name_the_key(extra, where):
 def test_example_config_parses():
     from pathlib import Path
     cfg = pconfig.load(Path(__file__).resolve().parents[2] / "config/playback.example.toml")
-    assert cfg.steering_urls == ("http://127.0.0.1:8100",) and cfg.port == 8090
+    assert cfg.steering_urls == ("http://steering-1.example.net:8100", "http://steering-2.example.net:8100")
+    assert cfg.port == 8090
     assert pconfig.parse(tomllib.loads(BASE)).trusted_proxies == ()

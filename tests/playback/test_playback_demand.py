@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from contracts.catalog import Metadata, Rendition, Segment, Span, TitleEntry
 from contracts.demand import DemandReport, decay_to, decode
 from origin.backends.local import LocalDirBackend
 from origin.catalog import Catalog
-from origin.core.catalog import Metadata, Rendition, Segment, Span, TitleEntry
 from playback_testkit import PlaybackProcess, playback_toml
 from tests.steering.steer_helpers import AUTH, callers_toml, free_port, wait_until
 

@@ -3,6 +3,7 @@ catalog, manifests with signed appliance URLs bound to the connection's client, 
 events and popularity, the fleet view, bad input, a steering outage, check-config and SIGTERM."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ def test_master_media_playlists_point_at_steered_appliances_for_this_client(stac
     assert r.status_code == 200 and r.headers["Content-Type"].startswith(M3U8)
     assert "no-store" in r.headers["Cache-Control"]
     found = variants(r.text)
-    assert {inf.rsplit('PATHWAY-ID="', 1)[1][:-1] for inf, _ in found} == {"ams-1", "fra-1"}
+    assert {re.search(r'PATHWAY-ID="([^"]+)"', inf)[1] for inf, _ in found} == {"ams", "fra"}  # one per site
     assert "#EXT-X-CONTENT-STEERING" in r.text
     inf, uri = found[0]
     loc = unquote(parse_qs(urlsplit(uri).query)["loc"][0])
@@ -82,16 +83,18 @@ def test_media_playlist_refuses_foreign_or_unsigned_locations(stack):
     assert get(stack, f"/v1/playback/{TITLE}/nope.m3u8", params={"loc": "x"}).status_code == 404
 
 
-def test_dash_manifest_lists_every_appliance_per_representation(stack):
+def test_dash_manifest_lists_every_site_per_representation(stack):
     r = get(stack, f"/v1/playback/{TITLE}/manifest.mpd")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/dash+xml")
     ns = "{urn:mpeg:dash:schema:mpd:2011}"
     root = ET.fromstring(r.content)
-    assert root.find(f"{ns}ContentSteering").get("defaultServiceLocation") == "ams-1"
+    assert root.find(f"{ns}ContentSteering").get("defaultServiceLocation") == "ams"
     reps = list(root.iter(f"{ns}Representation"))
     assert len(reps) == 3
     for rep in reps:
-        assert [b.get("serviceLocation") for b in rep.findall(f"{ns}BaseURL")] == ["ams-1", "fra-1"]
+        bases = rep.findall(f"{ns}BaseURL")
+        assert [b.get("serviceLocation") for b in bases] == ["ams", "fra"]  # a pathway per site
+        assert [urlsplit(b.text).port for b in bases] == [stack.ports["ams-1"], stack.ports["fra-1"]]
 
 
 PAGE = "http://player.example.test:8080"  # a player page on another origin
@@ -145,6 +148,46 @@ def test_steering_manifest_follows_live_state(stack):
     mpd = get(stack, f"/v1/playback/{TITLE}/manifest.mpd").text
     assert f">{stack.playback.url}/v1/playback/{TITLE}/steering.json?pathways=" in mpd
     assert get(stack, f"/v1/playback/{TITLE}/steering.json", params={"pathways": "a b"}).status_code == 400
+
+
+def test_pathways_name_their_site_and_steering_heeds_the_player(stack):
+    """The real stack (one appliance per site): a pathway per site whose every URL is on that site,
+    stable ids for clones, the audio declared as encoded; the player's report penalises the pathway it
+    left; a pathway whose appliance is gone from a site that has a live one is replaced by a clone."""
+    site_of_port = {port: name.split("-")[0] for name, port in stack.ports.items()}
+    master = get(stack, f"/v1/playback/{TITLE}/master.m3u8").text
+    for inf, uri in variants(master):
+        pathway = re.search(r'PATHWAY-ID="([^"]+)"', inf)[1]
+        loc = unquote(parse_qs(urlsplit(uri).query)["loc"][0])
+        assert site_of_port[urlsplit(loc).port] == pathway, (pathway, loc)
+        assert re.search(r'STABLE-VARIANT-ID="[A-Za-z0-9._-]+"', inf)
+    (audio,) = [r for r in stack.entry["renditions"] if r["type"] == "audio"]
+    media = [line for line in master.splitlines() if line.startswith("#EXT-X-MEDIA")]
+    assert len(media) == 2 and all(f'CHANNELS="{audio["channels"]}"' in m and "STABLE-RENDITION-ID=" in m
+                                   for m in media)
+    url = f"/v1/playback/{TITLE}/steering.json"
+    left = get(stack, url, params={"pathways": "ams:ams-1,fra:fra-1", "last": "ams", "_HLS_pathway": "fra",
+                                   "_HLS_throughput": "4000000"}).json()
+    assert left["PATHWAY-PRIORITY"] == ["fra", "ams"]  # it failed the player there: last, for 300 s
+    assert re.search(r"[?&]pen=ams:[0-9]+(&|$)", left["RELOAD-URI"]) and "&last=fra" in left["RELOAD-URI"]
+    again = get(stack, left["RELOAD-URI"].replace(stack.playback.url, ""), params={"_HLS_pathway": "fra"}).json()
+    assert again["PATHWAY-PRIORITY"] == ["fra", "ams"] and "pen=ams:" in again["RELOAD-URI"]
+    # fra's pathway used an appliance that is gone (fra-9); fra-1 is live: steering is asked again and
+    # fra on fra-1 alone comes back as a clone, with absolute media URIs on playback for this client
+    body = get(stack, url, params={"pathways": "ams:ams-1,fra:fra-1~fra-9"}).json()
+    (clone,) = body["PATHWAY-CLONES"]
+    assert clone["ID"] == "fra.2" and clone["BASE-ID"] == "ams" and body["PATHWAY-PRIORITY"][:2] == ["ams", "fra.2"]
+    assert "fra.2:fra-1" in body["RELOAD-URI"] and "&rs=" in body["RELOAD-URI"]
+    uris = {**clone["URI-REPLACEMENT"]["PER-VARIANT-URIS"], **clone["URI-REPLACEMENT"]["PER-RENDITION-URIS"]}
+    assert set(uris) == {r["name"] for r in stack.entry["renditions"]}
+    playlist = requests.get(uris[audio["name"]], timeout=10)
+    assert playlist.status_code == 200 and uris[audio["name"]].startswith(stack.playback.url)
+    segment = next(line for line in playlist.text.splitlines() if line.startswith("http"))
+    assert urlsplit(segment).port == stack.ports["fra-1"]
+    assert requests.get(segment, headers={"Range": "bytes=0-99"}, timeout=10).status_code == 206
+    # the reload after: the clone is in the session, nothing new to offer
+    after = get(stack, body["RELOAD-URI"].replace(stack.playback.url, "")).json()
+    assert "PATHWAY-CLONES" not in after and after["PATHWAY-PRIORITY"][:2] == ["ams", "fra.2"]
 
 
 def test_events_feed_popularity_and_bad_ones_store_nothing(stack):

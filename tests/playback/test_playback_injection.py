@@ -16,8 +16,8 @@ import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings, strategies as st
 
+from contracts.catalog import from_dict
 from contracts.token import Keyring, client_prefix_for, parse_query, sign_path, verify_signature
-from origin.core.catalog import from_dict
 from playback.core import manifests, parts
 from playback.core.manifests import BadCatalog, BadLocation, PlaybackError
 from playback.core.parts import Url
@@ -451,12 +451,15 @@ def test_http_steering_manifest_rebuilds_its_reload_uri(stack):
     url = f"{stack.playback.url}/v1/playback/{TITLE}/steering.json"
     body = requests.get(url, params=[("pathways", "ams-1,fra-1"), ("x", '"\n'), ("_HLS_pathway", "ams-1")],
                         timeout=10).json()
-    assert body["RELOAD-URI"] == f"{stack.playback.url}/v1/playback/{TITLE}/steering.json?pathways=ams-1,fra-1"
+    # rebuilt from the parsed session (an old-style session: one appliance per pathway), plus what it
+    # put first: the next reload can tell whether the player left it (playback.core.steer)
+    assert body["RELOAD-URI"] == (f"{stack.playback.url}/v1/playback/{TITLE}/steering.json"
+                                  f"?pathways=ams-1,fra-1&last={body['PATHWAY-PRIORITY'][0]}")
     # a Host header that names no valid host: the URI falls back to a rooted reference, never echoes it
     hostile = requests.get(url, params={"pathways": "ams-1"}, headers={"Host": 'evil"\\x'}, timeout=10)
     assert hostile.status_code in (200, 400)
     if hostile.status_code == 200:
-        assert hostile.json()["RELOAD-URI"] == f"/v1/playback/{TITLE}/steering.json?pathways=ams-1"
+        assert hostile.json()["RELOAD-URI"] == f"/v1/playback/{TITLE}/steering.json?pathways=ams-1&last=ams-1"
     for bad in ("ams-1\n", 'ams-1"', "ams-1&x"):
         r = requests.get(url, params={"pathways": bad}, timeout=10)
         assert r.status_code == 400 and r.json()["detail"].startswith("pathways: ")

@@ -20,14 +20,18 @@ MINIMAL = {"steering": {"fleet_file": "/f.toml", "key_file": "/k.toml", "default
 
 
 def test_examples_pass_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Where it sits (it names the fleet, key and callers examples beside it), and copied elsewhere
+    with its key file replaced: relative paths are taken against the config's folder."""
+    assert main(["check-config", "-c", str(ROOT / "config" / "steering.example.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "3 sites, 5 appliances, 6 prefixes" in out and "signing k1" in out
     for name in ("steering.example.toml", "fleet.example.toml", "callers.example.toml"):
         shutil.copy(ROOT / "config" / name, tmp_path / name)
     write_new_keyfile(tmp_path / "keys.toml")
     cfg = tmp_path / "steering.example.toml"
-    cfg.write_text(cfg.read_text().replace("/etc/opencdn/keys.toml", "keys.toml"))
+    cfg.write_text(cfg.read_text().replace('"keys.example.toml"', '"keys.toml"'))
     assert main(["check-config", "-c", str(cfg)]) == 0
-    out = capsys.readouterr().out
-    assert "3 sites, 5 appliances, 6 prefixes" in out and "signing k1" in out
+    assert f"keys: {tmp_path / 'keys.toml'}" in capsys.readouterr().out
 
 
 def test_check_config_reports_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -97,3 +97,12 @@ def test_noise_under_the_high_mark_never_flaps_once_up() -> None:
     first_up = ups.index(True)
     assert all(ups[first_up:])
     assert state.transitions == 2  # down once, up once
+
+
+def test_a_drain_takes_effect_on_its_first_report_whatever_down_after_says():
+    """down_after smooths noisy measurements; a drain is an operator's decision (oca drain), so the
+    first report that says so takes the appliance out of new plays. Back after up_after clean reports."""
+    slow = HealthPolicy(interval_s=1.0, down_after=3, up_after=2)
+    assert run([v(), v(9500), v(9500)], slow) == ["up:ok", "up:ok", "up:ok"]  # high egress: smoothed
+    assert run([v(), v(draining=True), v(draining=True), v(), v()], slow) == [
+        "up:ok", "down:draining", "down:draining", "down:draining", "up:ok"]

@@ -71,7 +71,8 @@ def test_an_appliance_without_bgp_reports_no_routes_and_an_older_one_decodes() -
 def test_the_wire_map_is_flat_and_versioned() -> None:
     data = msgpack.unpackb(encode_heartbeat(heartbeat("ams-1", "ams", added=["t/a.mp4"])))
     assert data["v"] == 1
-    assert set(data) == {"v", "appliance_id", "site", "boot", "seq", "sent_at", "accepting", "draining", "load",
+    assert set(data) == {"v", "appliance_id", "site", "boot", "seq", "sent_at", "accepting", "draining",
+                         "drain_reason", "load",
                          "egress_bps", "capacity_bps", "disks", "popularity", "degraded", "pull_through", "inventory",
                          "bgp", "routes"}
     assert data["routes"] is None and data["bgp"] == []  # no BGP on this appliance
@@ -269,3 +270,34 @@ def test_freshness(age_s: float, ok: bool) -> None:
     else:
         with pytest.raises(StaleHeartbeat):
             check_fresh(hb, hb.sent_at + age_s, 300)
+
+
+DRAIN_REASONS = [
+    ("ok", True, "disk swap at 14:00 (OPS-42)", None),
+    ("unicode", True, "Wartung: Lüfter tauschen", None),
+    ("none-given", True, "", None),
+    ("longest", True, "x" * 200, None),
+    ("too-long", True, "x" * 201, "drain_reason: at most 200"),
+    ("newline", True, "a\nb", "drain_reason: at most 200 printable"),
+    ("escape", True, "\x1b[31mred", "drain_reason"),
+    ("line-separator", True, "a\u2028b", "drain_reason"),
+    ("not-a-string", True, 42, "drain_reason"),
+    ("without-draining", False, "why?", "drain_reason: must be empty unless draining"),
+]
+
+
+@pytest.mark.parametrize("draining,reason,error", [c[1:] for c in DRAIN_REASONS], ids=[c[0] for c in DRAIN_REASONS])
+def test_drain_reason_travels_strictly_validated(draining, reason, error) -> None:
+    raw = wire(draining=draining, drain_reason=reason)
+    if error is None:
+        hb = decode_heartbeat(raw)
+        assert hb.health.draining is draining and hb.health.drain_reason == reason
+        assert decode_heartbeat(encode_heartbeat(hb)) == hb
+    else:
+        with pytest.raises(MalformedHeartbeat, match=error):
+            decode_heartbeat(raw)
+
+
+def test_a_report_from_before_drain_reasons_decodes() -> None:
+    assert decode_heartbeat(wire(drain_reason=DELETE)).health.drain_reason == ""
+

@@ -129,3 +129,22 @@ def test_without_pull_a_puller_changes_nothing() -> None:
     plain = decide(holders={"t/f.mp4": {"lon-3"}})
     live = LiveView(set(ALL), {"t/f.mp4": {"lon-3"}}, {"ams-1", "ams-2", "ams-3"})
     assert rank(LOC, FLEET, live, "t/f.mp4") == plain
+
+
+def test_holders_rank_before_non_holders_in_every_answer() -> None:
+    """Whatever is up and whoever holds the file, no appliance that lacks it is named before one that
+    holds it (pull-through aside: there the puller first is the point)."""
+    from hypothesis import given, settings, strategies as st
+
+    apps = sorted(FLEET.appliances)
+
+    @settings(max_examples=300, deadline=None)
+    @given(up=st.sets(st.sampled_from(apps)), held=st.sets(st.sampled_from(apps)),
+           key=st.sampled_from(["t/a.mp4", "t/b.mp4", "x/y/z.mp4"]), want=st.integers(1, 5))
+    def check(up, held, key, want):
+        d = decide(up, {key: held}, key, RankPolicy(max_locations=want))
+        flags = [c.holds for c in d.candidates]
+        assert flags == sorted(flags, reverse=True), (ids(d), flags)
+        assert all(c.holds == (c.appliance.id in held) for c in d.candidates)
+
+    check()

@@ -1,5 +1,5 @@
 """The fleet test with the real appliance daemon: `steering serve` and 3 sites x 3 `oca serve`
-processes reporting with oca.heartbeat / oca.reporter. A file held by one appliance only is steered
+processes reporting with oca.inventory / oca.reporter. A file held by one appliance only is steered
 there first and its signed URL really streams from it; an appliance killed with SIGKILL disappears
 from every answer within K x interval + 1 s and comes back when restarted."""
 from __future__ import annotations
