@@ -3,13 +3,14 @@ and names the dotted key of any error. `dev_config(dir)` is the one-disk config 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.tomlconf import ConfigError, Section, read_toml
 from oca.bgp.config import BgpConfig, parse_bgp
+from oca.tlsconf import TlsConfig, parse_tls
 
 __all__ = ["ConfigError", "Tier", "DiskConfig", "HttpConfig", "AdminConfig", "TokenConfig",
            "StoreConfig", "MoverConfig", "PullThroughConfig", "SteeringLinkConfig", "OcaConfig", "load", "parse", "dev_config"]
@@ -113,6 +114,7 @@ class OcaConfig:
     pull_through: PullThroughConfig = field(default_factory=PullThroughConfig)
     steering: SteeringLinkConfig = field(default_factory=SteeringLinkConfig)
     bgp: BgpConfig | None = None  # [bgp]: sessions with the ISP's routers (oca.bgp); None: no BGP
+    tls: TlsConfig | None = None  # [tls]: HTTPS listener (oca.tlsconf, oca/http/tls.py); None: plain HTTP only
     egress_capacity_bps: int = 10_000_000_000
     source: Path | None = None  # the file it was read from (for SIGHUP reloads)
     dev: bool = False
@@ -147,6 +149,9 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         bgp=parse_bgp(top.section("bgp"), base) if top.has("bgp") else None,
         source=source,
     )
+    if top.has("tls"):
+        config = replace(config, tls=parse_tls(top.section("tls"), base, config.http.listen,
+                                               config.http.header_timeout_s))
     app.done()
     top.done()
     return config

@@ -23,6 +23,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -68,6 +69,7 @@ class Worker:
         self.supervisor_fd = supervisor_fd  # a pidfd: readable once the supervisor has exited
         self.orphaned = False
         self.stop = asyncio.Event()
+        self.tls: Any = None  # oca.http.tls.TlsListener when [tls] is configured
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -91,8 +93,15 @@ class Worker:
         config = self.config
         if config.pull_through.enabled:
             self._start_puller()
-        sock = listening_socket(config.http.listen, config.http.port)
-        server = await loop.create_server(lambda: Connection(self.state), sock=sock, backlog=4096)
+        servers = []
+        if config.tls is None or config.tls.plain_port:
+            sock = listening_socket(config.http.listen, config.http.port)
+            servers.append(await loop.create_server(lambda: Connection(self.state), sock=sock, backlog=4096))
+        if config.tls is not None:  # HTTPS beside (or instead of) the plain port: oca/http/tls.py
+            from oca.http.tls import TlsListener
+
+            self.tls = TlsListener(config.tls, self.state)
+            servers.append(await self.tls.serve(loop, listening_socket(config.tls.listen, config.tls.port)))
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         loop.add_signal_handler(signal.SIGUSR1, self.state.reopen_log)
@@ -106,11 +115,15 @@ class Worker:
         chores.every("sweep", SWEEP_S, self.state.sweep)
         if self.state.access_log is not None:
             chores.every("flush-access-log", config.http.access_log_flush_s, self.state.flush_log)
-        self.state.log_event("worker-ready", port=sock.getsockname()[1], files=len(entries))
+        if self.tls is not None:
+            chores.every("tls-watch", config.tls.reload_check_s, self.tls.maybe_reload)
+        self.state.log_event("worker-ready", port=servers[0].sockets[0].getsockname()[1], files=len(entries),
+                             tls=self.tls is not None)
         if self.ready is not None:
             self.ready.set()
         await self.stop.wait()
-        server.close()
+        for server in servers:
+            server.close()
         await self._drain()
         await chores.shutdown()
         await self._flush_once()
@@ -189,6 +202,8 @@ class Worker:
     def _on_hup(self) -> None:
         self.state.flush_log()
         self._reload_keys()
+        if self.tls is not None:
+            self.tls.reload()  # new certificates for new connections; open ones keep theirs
 
     def _reload_keys(self) -> None:
         try:

@@ -31,6 +31,7 @@ class Appliance:
     config_path: Path
     port: int = 0
     admin_port: int = 0
+    tls_port: int | None = None  # with [tls] in the config
     proc: subprocess.Popen | None = None
     log_path: Path = field(default=None)  # type: ignore[assignment]
 
@@ -108,6 +109,7 @@ class Appliance:
             for ready in self.log_events("ready"):
                 if ready.get("worker") == "supervisor":
                     self.port, self.admin_port = ready["port"], ready["admin_port"]
+                    self.tls_port = ready.get("tls_port")
                     return
             if self.proc.poll() is not None:
                 break

@@ -80,7 +80,7 @@ def test_defaults() -> None:
     (with_("http.access_log_buffer_bytes", -1), "http.access_log_buffer_bytes: must be at least 0"),
     (with_("http.access_log_buffer_bytes", "64k"), "http.access_log_buffer_bytes: must be an integer"),
     (with_("http.access_log_flush_s", 0), "http.access_log_flush_s: must be at least 0.01"),
-    (with_("http.access_log_flushs", 1), "http.access_log_flushs: unknown setting"),
+    (with_("http.access_log_flushs", 1), "http.access_log_flushs: unknown setting (did you mean 'access_log_flush_s'?)"),
 ], ids=["number", "empty", "directory", "relative-without-base", "format", "negative-buffer", "buffer-string",
         "zero-flush", "typo"])
 def test_config_errors_name_the_key(mapping: dict, message: str) -> None:
@@ -145,6 +145,25 @@ def test_combined_line_is_nginx_s_with_the_request_id_and_prefix_and_no_token(tm
     assert "SECRET" not in first
     assert re.fullmatch(rf'192\.0\.2\.7 - - {stamp} "GET - HTTP/1\.1" 206 1234 "https://player/x" "-" "-" '
                         r'"192\.0\.2\.0/24"', second), second
+
+
+@pytest.mark.parametrize("fmt", ["json", "combined"])
+@pytest.mark.parametrize("target, range_, status, agent", [
+    (b"/t/a.mp4?e=1&s=x", "bytes=0-99", 206, None),
+    (b"/t/a.mp4?e=1&rid=play-7f3a&s=x", "bytes=-5", 206, b"ExoPlayer/2.19"),
+    (b"/t/a.mp4?e=1&rid=&s=x", "bytes=100-", 206, None),  # `rid=` without an id: none logged
+    (b"/t/a.mp4?grid=1&s=x", None, 200, b'quote " in agent'),
+], ids=["range", "rid-suffix", "empty-rid", "whole"])
+def test_the_hot_path_s_entry_writes_the_general_line(tmp_path: Path, fmt: str, target: bytes, range_: str | None,
+                                                      status: int, agent: bytes | None) -> None:
+    general, _, _ = _log(tmp_path / "general.log", fmt)
+    hot, _, _ = _log(tmp_path / "hot.log", fmt)
+    for now, seconds in ((1_700_000_000.25, 0.000125), (1_700_000_000.2509, 0.0123456), (1_700_000_001.0, 2.5)):
+        general.line(general.client_piece("192.0.2.7"), "GET", target, "1.1", range_, None, agent,
+                     b"https://player/x", status, 1234, now, seconds, _OF, None)
+        hot.hit(hot.client_piece("192.0.2.7"), target, range_, status, 1234, now, seconds, _OF, agent,
+                b"https://player/x")
+    assert hot.lines == general.lines and len(hot.lines) == 3
 
 
 def test_lines_wait_in_the_buffer_until_it_is_full_or_flushed(tmp_path: Path) -> None:

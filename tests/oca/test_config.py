@@ -3,6 +3,7 @@ example config in config/ (parses, documents every key, passes `oca check-config
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import subprocess
 import sys
@@ -151,7 +152,7 @@ def test_load_refuses_bad_toml(tmp_path: Path) -> None:
 
 def test_example_config_loads() -> None:
     cfg = oca_config.load(EXAMPLE)
-    assert cfg.source == EXAMPLE.resolve() and cfg.appliance_id == "ams-oca-01"
+    assert cfg.source == EXAMPLE.resolve() and cfg.appliance_id == "ams-1"
     assert cfg.tokens.key_file == EXAMPLE.resolve().parent / "keys.example.toml"
     assert load_keyring(cfg.tokens.key_file).signing_id == "k1"
     assert cfg.store.index_path == Path("/var/lib/oca/index.db")
@@ -187,10 +188,40 @@ def test_example_config_documents_every_key() -> None:
 
 
 def test_example_config_passes_check_config() -> None:
-    out = subprocess.run([sys.executable, "-m", "oca.cli", "check-config", "-c", str(EXAMPLE)],
-                         capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    """Its disks are not mounted here: an error, unless asked to allow it (tests/ops/test_examples.py
+    checks every example where it sits)."""
+    cmd = [sys.executable, "-m", "oca.cli", "check-config", "-c", str(EXAMPLE)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    assert out.returncode == 2 and "error: tiers.ssd: /srv/oca/ssd0 is not a directory" in out.stderr, out.stderr
+    assert "--allow-missing-disks" in out.stderr and "ok" not in out.stdout
+    out = subprocess.run(cmd + ["--allow-missing-disks"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                         check=False)
     assert out.returncode == 0, out.stderr
-    assert "ok" in out.stdout and "4 disk(s)" in out.stdout and "signing key k1" in out.stdout
+    assert "ok" in out.stdout and "4 disk(s) (4 missing)" in out.stdout and "signing key k1" in out.stdout
+    assert "warning: tiers.hdd: /srv/oca/hdd1 is not a directory" in out.stderr
+
+
+def test_check_config_loads_the_key_files_and_fill_settings(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """What the workers and `oca fill` would refuse at start, check-config refuses: the pull-through key
+    file (when on), the fill settings beside the config; every disk present passes."""
+    disks = [tmp_path / n for n in ("ssd0", "ssd1", "hdd0", "hdd1")]
+    for d in disks:
+        d.mkdir()
+    text = EXAMPLE.read_text().replace('"keys.example.toml"', f'"{EXAMPLE.parent / "keys.example.toml"}"')
+    for d in disks:
+        text = text.replace(f'"/srv/oca/{d.name}"', f'"{d}"')
+    cfg = tmp_path / "oca.toml"
+    cfg.write_text(text)
+    assert main(["check-config", "-c", str(cfg)]) == 0
+    assert "4 disk(s), 1 key(s)" in capsys.readouterr().out  # no fill.toml beside it: the defaults
+    cfg.write_text(re.sub(r'(\[pull_through\][\s\S]*?key_file = )"[^"]*"', r'\1"pull-keys.toml"', text))
+    assert main(["check-config", "-c", str(cfg)]) == 2
+    assert "pull_through.key_file: key file " in capsys.readouterr().err
+    cfg.write_text(text)
+    (tmp_path / "fill.toml").write_text("[transfer]\nmax_fils = 3\n")
+    assert main(["check-config", "-c", str(cfg)]) == 2
+    assert "transfer.max_fils: unknown setting (did you mean 'max_files'?)" in capsys.readouterr().err
 
 
 def test_check_config_names_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

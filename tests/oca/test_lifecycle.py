@@ -305,3 +305,48 @@ def test_disk_turning_read_only_under_load_fails_alone(make_appliance):
         loader.join()
         subprocess.run(["umount", "-l", str(app.hdd)], capture_output=True)
     assert len(ssd_statuses) > 20 and set(ssd_statuses) == {206}
+
+
+def test_maintenance_drain_is_durable_serves_on_and_needs_the_admin_token(make_appliance):
+    """`oca drain --reason` through the admin API: health says draining (and why), the data port still
+    serves URLs handed out, the flag survives a restart, anonymous POSTs get 401, `oca undrain` ends it."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    app = make_appliance()
+    app.put(b"still here", "keep/file.mp4")
+    url_before = app.path_and_query("keep/file.mp4")
+    app.wait_for(lambda: _status(app, url_before) == (200, b"still here"), what="the file served")
+    assert app.health()["draining"] is False and app.health()["drain"]["draining"] is False
+    admin = ("--admin", f"http://127.0.0.1:{app.admin_port}")  # the test's config lets it pick a port
+    out = app.cli("drain", "--reason", "disk swap at 14:00 (ticket OPS-42)", *admin)
+    assert json.loads(out.stdout)["reason"] == "disk swap at 14:00 (ticket OPS-42)"
+    health = app.health()
+    assert health["draining"] is True and health["status"] == "draining" and health["accepting"] is True
+    assert health["drain"]["reason"] == "disk swap at 14:00 (ticket OPS-42)" and health["drain"]["since"] > 0
+    assert app.metric("oca_draining") == 1
+    assert _status(app, url_before) == (200, b"still here")  # the data port serves on
+    # the state file makes it durable: a restart comes back drained, with its reason and time
+    app.stop()
+    app.start()
+    health = app.health()
+    assert health["draining"] is True and health["drain"]["reason"] == "disk swap at 14:00 (ticket OPS-42)"
+    assert [e["reason"] for e in app.log_events("drained-at-start")] == ["disk swap at 14:00 (ticket OPS-42)"]
+    assert _status(app, url_before) == (200, b"still here")
+    # nobody without the admin token; no reason a heartbeat could not carry
+    for path, body in (("/v1/drain", b'{"reason": "x"}'), ("/v1/undrain", b"{}")):
+        req = urllib.request.Request(f"http://127.0.0.1:{app.admin_port}{path}", data=body, method="POST")
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=5)
+        assert err.value.code == 401
+    admin = ("--admin", f"http://127.0.0.1:{app.admin_port}")
+    bad = app.cli("drain", "--reason", "line one\nline two", *admin, check=False)
+    assert bad.returncode == 2 and "HTTP 400" in bad.stderr
+    assert app.health()["drain"]["reason"] == "disk swap at 14:00 (ticket OPS-42)"
+    out = app.cli("undrain", *admin)
+    assert json.loads(out.stdout)["draining"] is False
+    assert app.health()["draining"] is False and app.health()["status"] != "draining"
+    app.stop()
+    app.start()
+    assert app.health()["draining"] is False

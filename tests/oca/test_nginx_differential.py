@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -180,10 +181,12 @@ class Reply:
 
 
 def send(port: int, method: str, path: str, headers: list[tuple[str, str]],
-         conn: http.client.HTTPConnection | None = None) -> Reply:
-    """One request with exactly these headers (plus Host); reuses `conn` when given."""
+         conn: http.client.HTTPConnection | None = None, tls: ssl.SSLContext | None = None) -> Reply:
+    """One request with exactly these headers (plus Host); reuses `conn` when given; over HTTPS
+    with `tls` (test_tls_differential.py)."""
     own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn = conn or (http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=tls) if tls is not None
+                    else http.client.HTTPConnection("127.0.0.1", port, timeout=30))
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
         for name, value in headers:
@@ -197,9 +200,9 @@ def send(port: int, method: str, path: str, headers: list[tuple[str, str]],
             conn.close()
 
 
-def validators(port: int, path: str) -> dict[str, str]:
+def validators(port: int, path: str, tls: ssl.SSLContext | None = None) -> dict[str, str]:
     """The If-Range templates filled from this server's own ETag and Last-Modified."""
-    reply = send(port, "HEAD", path, [])
+    reply = send(port, "HEAD", path, [], tls=tls)
     assert reply.status == 200, f"HEAD {path}: {reply.status}"
     etag, lm = reply.header("ETag"), reply.header("Last-Modified")
     assert etag and lm, f"HEAD {path}: no ETag or Last-Modified"

@@ -225,10 +225,11 @@ def test_relocated_venv_runs_from_anywhere(unpacked, tmp_path):
 
     oca_toml = build.render_conffile(build.Conffile("x", str(unpacked / "etc/oca/oca.toml"), (
         ("tokens", "key_file", f'"{REPO / "config/keys.example.toml"}"'),
+        ("pull_through", "key_file", f'"{REPO / "config/keys.example.toml"}"'),
         ("store", "index", f'"{tmp_path / "index.db"}"'))))
     (tmp_path / "oca.toml").write_text(oca_toml)
     result = sh([str(oca_py), str(unpacked / "opt/opencdn/oca/bin/oca"), "check-config",
-                 "-c", str(tmp_path / "oca.toml")])
+                 "-c", str(tmp_path / "oca.toml"), "--allow-missing-disks"])
     assert result.returncode == 0, result.stdout + result.stderr
 
     steering_toml = build.render_conffile(build.Conffile("x", str(unpacked / "etc/opencdn/steering.toml"), (
@@ -271,7 +272,8 @@ mount --bind "$debs" "$m/tmp/debs"
 exec chroot "$m" /bin/sh -eu -c "$script"
 """
 
-# The install guide's secrets, made with the installed commands and owned as the guide says.
+# The install guide's secrets, made with the installed commands and owned as the guide says, and the
+# disks the installed oca.toml names (the guide's step 1: mounted and owned by `oca`).
 SECRETS = r"""
 secret=$(/opt/opencdn/control/bin/python -c 'from contracts.keys import new_secret; print(new_secret())')
 printf 'signing = "k1"\n[keys]\nk1 = "%s"\n' "$secret" > /tmp/master.toml
@@ -280,8 +282,12 @@ steering callers add playback --roles steer,fleet -c /etc/opencdn/steering.toml 
 steering callers add planner --roles demand,fleet -c /etc/opencdn/steering.toml > /etc/opencdn/fill-plan.token
 chgrp opencdn /etc/opencdn/callers.toml /etc/opencdn/playback.token /etc/opencdn/fill-plan.token
 chmod 0640 /etc/opencdn/callers.toml /etc/opencdn/playback.token /etc/opencdn/fill-plan.token
-steering keys derive -c /etc/opencdn/steering.toml --appliance ams-oca-01 -o /tmp/ams-oca-01.keys.toml
-install -o root -g oca -m 0640 /tmp/ams-oca-01.keys.toml /etc/oca/keys.toml
+steering keys derive -c /etc/opencdn/steering.toml --appliance ams-1 -o /tmp/ams-1.keys.toml
+install -o root -g oca -m 0640 /tmp/ams-1.keys.toml /etc/oca/keys.toml
+steering keys derive -c /etc/opencdn/steering.toml --appliance ams-1 --pull-from origin -o /tmp/ams-1.pull.toml
+install -o root -g oca -m 0640 /tmp/ams-1.pull.toml /etc/oca/pull-keys.toml
+mkdir -p /srv/oca/ssd0 /srv/oca/ssd1 /srv/oca/hdd0 /srv/oca/hdd1
+chown -R oca: /srv/oca
 """
 
 
@@ -352,7 +358,7 @@ def test_installed_configs_pass_check_config_as_the_service_users(view):
     for user, cmd in checks.items():
         result = view.run(f"runuser -u {user} -- sh -ec '{cmd}'")
         assert "error" not in result.stderr.lower(), result.stderr
-    assert "appliance ams-oca-01" in view.run("oca check-config -c /etc/oca/oca.toml").stdout
+    assert "appliance ams-1" in view.run("oca check-config -c /etc/oca/oca.toml").stdout
 
 
 def test_installed_units_verify_and_none_is_enabled(view):

@@ -58,9 +58,9 @@ http {{
     scgi_temp_path {prefix}/tmp/scgi;
 
     server {{
-        listen 127.0.0.1:{port}{reuseport};
+        listen 127.0.0.1:{port}{reuseport}{ssl};
         server_name localhost;
-        root {root};
+{ssl_lines}        root {root};
         location / {{
         }}
     }}
@@ -78,7 +78,11 @@ class NginxServer:
 
     def __init__(self, root: Path | str, *, workers: int | str = "auto", access_log: Path | str | None = None,
                  sendfile: bool = True, open_file_cache: str = "off", reuseport: bool = False,
-                 start_timeout_s: float = 15.0) -> None:
+                 start_timeout_s: float = 15.0, ssl_cert: Path | str | None = None, ssl_key: Path | str | None = None,
+                 ssl_ciphers: str | None = None) -> None:
+        self.ssl_cert = ssl_cert  # with ssl_key: HTTPS (TLS 1.2 and 1.3) on the port instead of HTTP
+        self.ssl_key = ssl_key
+        self.ssl_ciphers = ssl_ciphers
         self.root = Path(root).resolve()
         self.workers = workers
         self.access_log = access_log
@@ -108,7 +112,17 @@ class NginxServer:
             workers=self.workers, prefix=self.prefix, types=types, sendfile="on" if self.sendfile else "off",
             access_log=log, open_file_cache=self.open_file_cache, port=self.port,
             reuseport=" reuseport" if self.reuseport else "", root=self.root,
+            ssl=" ssl" if self.ssl_cert else "", ssl_lines=self._ssl_lines(),
         )
+
+    def _ssl_lines(self) -> str:
+        if not self.ssl_cert:
+            return ""
+        lines = [f"ssl_certificate {self.ssl_cert};", f"ssl_certificate_key {self.ssl_key};",
+                 "ssl_protocols TLSv1.2 TLSv1.3;", "ssl_session_cache shared:SSL:10m;"]
+        if self.ssl_ciphers:
+            lines.append(f"ssl_ciphers {self.ssl_ciphers};")
+        return "".join(f"        {line}\n" for line in lines)
 
     def start(self) -> None:
         self.prefix = Path(tempfile.mkdtemp(prefix="nginx-test-"))
@@ -154,7 +168,7 @@ class NginxServer:
         return cpu_seconds(pids)
 
     def url(self, key: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{key}"
+        return f"{'https' if self.ssl_cert else 'http'}://127.0.0.1:{self.port}/{key}"
 
     def error_log_tail(self, lines: int = 20) -> str:
         if self.prefix is None:

@@ -34,7 +34,11 @@ class OcaProcess:
 
     def __init__(self, root: Path | str, *, workers: int | None = None, sendfile: bool = True,
                  access_log: bool = False, log_path: Path | str | None = None, extra_args: tuple[str, ...] = (),
-                 start_timeout_s: float = 120.0, stop_timeout_s: float = 20.0) -> None:
+                 start_timeout_s: float = 120.0, stop_timeout_s: float = 20.0,
+                 tls_cert: Path | str | None = None, tls_key: Path | str | None = None) -> None:
+        self.tls_cert = tls_cert  # with tls_key: HTTPS too, on tls_port (oca serve --tls-cert/--tls-key)
+        self.tls_key = tls_key
+        self.tls_port = 0
         self.root = Path(root).resolve()
         self.workers = workers
         self.sendfile = sendfile
@@ -65,6 +69,8 @@ class OcaProcess:
             cmd.append("--no-sendfile")
         if not self.access_log:
             cmd.append("--no-access-log")
+        if self.tls_cert is not None:
+            cmd += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key), "--tls-port", str(self.tls_port)]
         return cmd + list(self.extra_args)
 
     def start(self) -> None:
@@ -75,6 +81,7 @@ class OcaProcess:
         self._stdout = open(self.log_path, "wb")
         self._stderr = tempfile.TemporaryFile()
         self.port = free_port()
+        self.tls_port = free_port() if self.tls_cert is not None else 0
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=self._stdout,
