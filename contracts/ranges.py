@@ -3,7 +3,10 @@
 The one Range parser: the appliance (oca.core.request, oca.http) and `origin serve` both answer with
 it, so an appliance filling from the origin and a player reading from an appliance meet the same
 semantics. `decide(range, if_range, size, etag, last_modified)` is the whole decision; `parse_range`
-the Range header alone; `multipart_layout` the framing of a several-range 206.
+the Range header alone; `multipart_layout` the framing of a several-range 206. `single_range` is the
+appliance's hot path's shortcut for the one case players send on every segment (one plain range,
+lower-case `bytes=`, no spaces): the bounds `parse_range` would put in its one ByteRange, without
+building a verdict, or None for everything else, which then goes to `parse_range`.
 
 Where the RFC leaves a choice we answer as nginx 1.22 does (its ngx_http_range_parse, checked by
 tests/oca/test_nginx_differential.py), so the appliance is a drop-in for it:
@@ -75,6 +78,31 @@ OVERLAP = Whole("ranges overlap beyond the representation")
 _SIMPLE = re.compile(r"[Bb][Yy][Tt][Ee][Ss]=([0-9]{1,18})-([0-9]{0,18})")
 # One range-spec of the general grammar, spaces where nginx skips them.
 _SPEC = re.compile(r" *(?:([0-9]+) *- *([0-9]*)|-([0-9]+)) *")
+
+
+# The hot path's case: `bytes=a-b`, `bytes=a-` or `bytes=-n`, exactly so (other spellings are parse_range's).
+_SINGLE = re.compile(r"bytes=(?:([0-9]{1,18})-([0-9]{0,18})|-([0-9]{1,18}))").fullmatch
+
+
+def single_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end) when `header` is one plain range that `parse_range` answers with a one-range
+    Partial: exactly that range's bounds (RFC 9110 §14.1.2: `b` past the end clamped, `-n` the last
+    n bytes). None for anything else — another spelling, several ranges, 416, 200 — and the caller
+    asks `parse_range`. Builds no verdict: it runs per request on the appliance's hot path, where
+    parse_range's NamedTuples were a fifth of the request's Python time."""
+    m = _SINGLE(header)
+    if m is None:
+        return None
+    first, last, suffix = m.groups()
+    if suffix is None:
+        start = int(first)
+        end = size if not last else int(last) + 1  # (18 digits: no off_t overflow, as in _SIMPLE)
+        if end > size:
+            end = size
+    else:
+        count = int(suffix)
+        start, end = (size - count if count < size else 0), size
+    return (start, end) if start < end else None
 
 
 def _number(digits: str) -> int:

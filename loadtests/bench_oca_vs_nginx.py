@@ -25,6 +25,12 @@ nginx's combined format with --log-format combined — and the lines each wrote 
 
     python loadtests/bench_oca_vs_nginx.py --duration 10 --rounds 3 [--json out.json]
     python loadtests/bench_oca_vs_nginx.py --workers 1 --threads 1 --access-log   # the logs-on comparison
+    python loadtests/bench_oca_vs_nginx.py --workers 1 --threads 1 --tls          # both HTTPS
+
+With --tls both serve HTTPS only through the same certificate (a throwaway CA's ECDSA P-256 leaf, made
+with `cryptography`), TLS 1.2/1.3, and wrk negotiates the same cipher with both (printed): nginx
+`listen ... ssl` (no sendfile under TLS without kTLS, as for us), the appliance's [tls] listener (pread
+into a reused buffer, OpenSSL via uvloop's SSL protocol). Targets under TLS: W2 >= 0.9, W3 req/s >= 0.7.
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ import argparse
 import json
 import os
 import shutil
+import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -86,6 +94,12 @@ class OcaFromConfig(OcaProcess):
         self.log_file = access_log
         self.log_format = log_format
 
+    def _tls_section(self) -> str:
+        if self.tls_cert is None:
+            return ""
+        return (f'[tls]\nlisten = "127.0.0.1"\nport = {self.tls_port}\n'
+                f'[[tls.certificates]]\ncert = "{self.tls_cert}"\nkey = "{self.tls_key}"\n')
+
     def command(self) -> list[str]:
         state = self.root / ".oca"
         log = json.dumps(str(self.log_file)) if self.log_file is not None else "false"
@@ -110,7 +124,7 @@ index = "{state / 'index.db'}"
 path = "{self.root}"
 [mover]
 enabled = false
-""")
+{self._tls_section()}""")
         return [sys.executable, "-m", "oca.cli", "serve", "-c", str(config)]
 
 
@@ -151,10 +165,10 @@ def warm_page_cache(root: Path) -> None:
                 pass
 
 
-def sanity_check(url: str, chunk: int, size: int) -> None:
+def sanity_check(url: str, chunk: int, size: int, tls: ssl.SSLContext | None = None) -> None:
     """One request as wrk will send it: the right status and length, or the numbers mean nothing."""
     req = urllib.request.Request(url, headers={"Range": f"bytes=0-{chunk - 1}"} if chunk else {})
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=30, context=tls) as resp:
         body = resp.read()
     want = (206, chunk) if chunk else (200, size)
     if (resp.status, len(body)) != want:
@@ -212,11 +226,16 @@ METRICS = [  # (workload, metric, label, unit, target kind, target)
 ]
 
 
-def summarize(runs: dict[tuple[str, str], list[dict]], present: set[str]) -> list[dict]:
+TLS_TARGETS = {("W1", "gbps"): 0.9, ("W2", "gbps"): 0.9, ("W3", "rps"): 0.7}  # issue 17's, over HTTPS
+
+
+def summarize(runs: dict[tuple[str, str], list[dict]], present: set[str], tls: bool = False) -> list[dict]:
     rows = []
     for wl, metric, label, unit, kind, target in METRICS:
         if wl not in present:
             continue
+        if tls:
+            target = TLS_TARGETS.get((wl, metric), target)
         ngx = statistics.median(r[metric] for r in runs[(wl, "nginx")])
         ours = statistics.median(r[metric] for r in runs[(wl, "oca")])
         ratio = ours / ngx if ngx else float("nan")
@@ -271,6 +290,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-format", choices=("json", "combined"), default="json",
                    help="the appliance's access_log_format with --access-log (default json)")
     p.add_argument("--nginx-reuseport", action="store_true", help="nginx: listen ... reuseport")
+    p.add_argument("--tls", action="store_true", help="both over HTTPS: same certificate, TLS 1.2/1.3, same cipher")
     p.add_argument("--nginx-open-file-cache", action="store_true", help="nginx: open_file_cache max=1000")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per server (default 2)")
     p.add_argument("--workloads", default="W1,W2,W3", help="subset, e.g. W3 (default W1,W2,W3)")
@@ -294,12 +314,20 @@ def main(argv: list[str] | None = None) -> int:
         warm_page_cache(root)
         nginx_log = tmp / "nginx-access.log" if args.access_log else None
         oca_log = tmp / "oca-access.log" if args.access_log else None
+        cert = key = None
+        if args.tls:
+            from tests.support.tlsca import TestCA
+
+            args.ca = TestCA(tmp / "ca")
+            cert, key = args.ca.issue("localhost", "127.0.0.1")
         with NginxServer(root, workers=args.workers, access_log=nginx_log, reuseport=args.nginx_reuseport,
-                         open_file_cache="max=1000 inactive=60s" if args.nginx_open_file_cache else "off") as ngx, \
+                         open_file_cache="max=1000 inactive=60s" if args.nginx_open_file_cache else "off",
+                         ssl_cert=cert, ssl_key=key) as ngx, \
              OcaFromConfig(root, workers=args.workers, sendfile=args.sendfile, access_log=oca_log,
-                           log_format=args.log_format, log_path=tmp / "oca-stdout.log") as oca:
+                           log_format=args.log_format, log_path=tmp / "oca-stdout.log",
+                           tls_cert=cert, tls_key=key) as oca:
             runs = bench(ngx, oca, workloads, args)
-            rows = summarize(runs, {w.name for w in workloads})
+            rows = summarize(runs, {w.name for w in workloads}, args.tls)
             describe_setup(args, ngx, oca)
             print_table(rows)
             print_problems(runs, args)
@@ -321,11 +349,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(ngx: NginxServer, oca: OcaFromConfig, workloads: list[Workload], args: argparse.Namespace):
     urls = {("nginx", w.name): ngx.url(w.key) for w in workloads}
-    urls.update({("oca", w.name): oca.signed_url(w.key) for w in workloads})
+    if args.tls:
+        urls.update({("oca", w.name): f"https://127.0.0.1:{oca.tls_port}{oca.signed_path(w.key)}" for w in workloads})
+    else:
+        urls.update({("oca", w.name): oca.signed_url(w.key) for w in workloads})
     servers = {"nginx": ngx, "oca": oca}
+    tls = ssl.create_default_context(cafile=str(args.ca.root_path)) if args.tls else None
     for w in workloads:
         for name in servers:
-            sanity_check(urls[(name, w.name)], w.chunk, W1_SIZE if w.chunk == 0 else BIG_SIZE)
+            sanity_check(urls[(name, w.name)], w.chunk, W1_SIZE if w.chunk == 0 else BIG_SIZE, tls)
+    if tls is not None:  # what a default OpenSSL client (wrk) gets from each
+        args.negotiated = {name: negotiated(port, tls) for name, port in (("nginx", ngx.port), ("oca", oca.tls_port))}
+        print(f"negotiated: {args.negotiated}", flush=True)
     if args.warmup > 0:
         for name in servers:
             for w in workloads:
@@ -346,6 +381,12 @@ def bench(ngx: NginxServer, oca: OcaFromConfig, workloads: list[Workload], args:
     return runs
 
 
+def negotiated(port: int, tls: ssl.SSLContext) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+            tls.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        return f"{s.version()} {s.cipher()[0]}"
+
+
 def _answered(runs: dict[tuple[str, str], list[dict]], server: str) -> int:
     return sum(r["requests"] for (_, name), results in runs.items() if name == server for r in results)
 
@@ -359,14 +400,18 @@ def describe_setup(args: argparse.Namespace, ngx: NginxServer, oca: OcaFromConfi
     print(f"\n== appliance/nginx, medians of {args.rounds} round(s) x {args.duration:g} s, ABBA order ==")
     print(f"workers: {args.workers} each (nginx {len(ngx.worker_pids())} worker processes, oca "
           f"{oca.ready.get('workers')} workers); wrk -t{args.threads} -c{args.connections}; cores: {os.cpu_count()}")
-    print(f"oca sendfile: {'on' if args.sendfile else 'OFF (--no-sendfile)'}; nginx: sendfile on, tcp_nopush on, "
-          f"{nginx_extra}; access logs: {logs}")
+    if args.tls:
+        print(f"HTTPS on both, one certificate (ECDSA P-256, throwaway CA), {args.negotiated}; no sendfile on either "
+              f"(no kTLS); nginx {nginx_extra}; access logs: {logs}")
+    else:
+        print(f"oca sendfile: {'on' if args.sendfile else 'OFF (--no-sendfile)'}; nginx: sendfile on, tcp_nopush on, "
+              f"{nginx_extra}; access logs: {logs}")
     print("CPU = utime+stime of the serving processes (nginx workers; oca workers = children of its fork server); "
           "Gbit/s counts headers too")
 
 
 def _config(args: argparse.Namespace) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "ca"} | {
         "cpus": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from email.utils import formatdate
-from typing import Mapping
+from typing import Callable, Mapping
 
 from contracts.ids import FileKey
 from oca.core.request import FileFacts
@@ -95,15 +95,14 @@ class OpenFiles:
                  cors: bytes = b"") -> None:
         self.cors = cors
         self.entries: dict[FileKey, FileEntry] = dict(entries)
-        self._open: OrderedDict[FileKey, OpenFile] = OrderedDict()
+        self._open: OrderedDict[FileKey, OpenFile] = OrderedDict()  # emptied in place, never replaced
+        # `open_file(key) -> OpenFile | None`: the file if it is open already (the hot path never
+        # opens); changes evict entries here, so whatever is found is current. The dict's own lookup,
+        # without a Python frame around it: it runs per request.
+        self.open_file: Callable[[FileKey], OpenFile | None] = self._open.get
         self._cache_control = cache_control
         self._capacity = capacity
         self._disk_roots: dict[str, str] = {}
-
-    def open_file(self, key: FileKey) -> OpenFile | None:
-        """The file if it is open already (the hot path never opens); changes evict entries here,
-        so whatever is found is current."""
-        return self._open.get(key)
 
     def acquire_key(self, key: FileKey) -> OpenFile | None:
         """The open file for `key` if the index holds it (the caller must `release()` it)."""

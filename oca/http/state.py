@@ -12,7 +12,7 @@ import sys
 import time
 from email.utils import formatdate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from contracts.ids import FileKey
 from contracts.logs import json_line
@@ -23,8 +23,17 @@ from oca.http.accesslog import AccessLog
 from oca.http.files import OpenFile, OpenFiles
 from oca.metrics import WorkerMetrics
 
-if TYPE_CHECKING:
-    from oca.http.protocol import Connection
+class Tracked(Protocol):
+    """What the worker asks of each connection it tracks (oca.http.protocol.Connection, which imports
+    this module: named here by its shape so the import goes one way)."""
+
+    deadline: float
+
+    def check_deadline(self, now: float) -> None: ...
+
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class ServerState:
@@ -39,7 +48,7 @@ class ServerState:
         self.metrics = metrics
         self.loop = loop
         self.use_sendfile = config.sendfile
-        self.connections: set[Connection] = set()
+        self.connections: set[Tracked] = set()
         self.draining = False
         self.hits: dict[FileKey, list[int]] = {}
         self.worker = worker

@@ -1,16 +1,19 @@
 """contracts.ranges, the one Range parser (the appliance's and `origin serve`'s): RFC 9110 §14 decisions,
 table-tested against what nginx answers (tests/oca/test_nginx_differential.py puts the appliance
-beside a real nginx), and properties: whatever the header, a verdict is sound.
+beside a real nginx), and properties: whatever the header, a verdict is sound, and the hot path's
+`single_range` answers only what parse_range answers (one plain range), never anything else.
 
 The cases marked "origin:" came from the origin's own parser (origin/core/ranges.py, removed): the
 comment gives what the origin used to answer where it differed; it now answers as the appliance and
 nginx do."""
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.ranges import (ByteRange, Partial, Unsatisfiable, Whole, decide, if_range_matches,
-                              multipart_layout, parse_range)
+                              multipart_layout, parse_range, single_range)
 
 SIZE = 1000
 R = ByteRange
@@ -137,3 +140,48 @@ def test_any_header_gives_a_sound_verdict(header, size):
             assert 0 <= r.start < r.end <= size
     elif isinstance(verdict, Unsatisfiable):
         assert verdict.size == size
+
+
+# single_range, the hot path's shortcut: parse_range's own answer whenever it answers, None otherwise.
+def _agrees(header, size):
+    span = single_range(header, size)
+    verdict = parse_range(header, size)
+    if span is not None:
+        assert verdict == Partial((ByteRange(*span),))
+    return span, verdict
+
+
+@pytest.mark.parametrize("header,expected", CASES, ids=[repr(c[0]) for c in CASES])
+def test_single_range_agrees_with_the_table(header, expected):
+    if header is None:
+        return
+    span, verdict = _agrees(header, SIZE)
+    plain = header.startswith("bytes=") and " " not in header and "," not in header
+    short = all(len(number) <= 18 for number in re.findall("[0-9]+", header))  # longer ones: parse_range's
+    if isinstance(verdict, Partial) and len(verdict.ranges) == 1 and plain and short:
+        assert span is not None  # the common spellings never fall off the fast path
+
+
+@pytest.mark.parametrize("header,size,span", [
+    ("bytes=0-99", 1000, (0, 100)), ("bytes=100-", 1000, (100, 1000)), ("bytes=-100", 1000, (900, 1000)),
+    ("bytes=-5000", 1000, (0, 1000)), ("bytes=0-99999", 1000, (0, 1000)), ("bytes=999-999", 1000, (999, 1000)),
+    ("bytes=0-0", 0, None), ("bytes=-5", 0, None), ("bytes=-0", 1000, None), ("bytes=1000-", 1000, None),
+    ("bytes=5-3", 1000, None), ("Bytes=0-0", 1000, None), ("bytes= 1-2", 1000, None), ("bytes=0-1,3-4", 1000, None),
+    ("bytes=" + "0" * 19 + "1-2", 1000, None), ("bytes=0-" + "9" * 19, 1000, None), ("bytes=\u0661-2", 1000, None),
+    ("bytes=0-1\n", 1000, None), ("bytes=209698462-209714845", 200 << 20, (209698462, 209714846)),
+], ids=lambda v: repr(v) if isinstance(v, str) else None)
+def test_single_range(header, size, span):
+    assert _agrees(header, size)[0] == span
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(alphabet="bytes=0123456789-, B\t", max_size=30), st.integers(0, 10_000))
+def test_single_range_is_parse_range_whenever_it_answers(header, size):
+    _agrees(header, size)
+
+
+@given(st.integers(0, 10**6), st.integers(0, 2 * 10**6), st.integers(0, 2 * 10**6), st.booleans(), st.booleans())
+def test_single_range_takes_every_plain_satisfiable_range(size, a, b, open_end, suffix):
+    header = f"bytes=-{a}" if suffix else f"bytes={a}-" if open_end else f"bytes={a}-{b}"
+    span, verdict = _agrees(header, size)
+    assert (span is not None) == isinstance(verdict, Partial)

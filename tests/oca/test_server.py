@@ -296,3 +296,24 @@ def test_prefix_check_on_one_keepalive_connection(served):
             assert resp.status == status
     finally:
         conn.close()
+
+
+def test_the_fast_path_counts_what_the_general_path_counts(served):
+    """Range requests on one keep-alive connection through one URL: the first is answered by the
+    general path (it checks the token and fills the memo), the rest by the one-call fast path (with
+    sendfile on); every one counts a 206, a hit, its bytes and its latency."""
+    names = ('oca_requests_total{status="206"}', 'oca_cache_lookups_total{result="hit"}',
+             'oca_bytes_sent_total{tier="ssd"}', "oca_request_duration_seconds_count")
+    before = [served.metric(n) for n in names]
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    target = served.path_and_query(KEY)
+    try:
+        for header, body in (("bytes=0-99", DATA[:100]), ("bytes=100-299", DATA[100:300]), ("bytes=-50", DATA[-50:]),
+                             ("bytes=3145000-", DATA[3145000:]), ("bytes=7-7", DATA[7:8])):
+            conn.request("GET", target, headers={"Range": header})
+            resp = conn.getresponse()
+            assert (resp.status, resp.read()) == (206, body)
+    finally:
+        conn.close()
+    after = [served.metric(n) for n in names]
+    assert [a - b for a, b in zip(after, before)] == [5, 5, 100 + 200 + 50 + len(DATA) - 3145000 + 1, 5]
