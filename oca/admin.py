@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from oca.drain import UNDRAINED, authorized, drained
-from oca.metrics import read_totals, render
+from oca.metrics import SharedCounters, read_totals
 from oca.store.health import disk_json
 from oca.workers import SLOTS_PER_GENERATION
 
@@ -132,13 +132,11 @@ async def _metrics(request: web.Request) -> web.Response:
         gauges.append(("oca_disk_free_bytes", "Free bytes on the disk.", labels, d["free_bytes"]))
         gauges.append(("oca_disk_total_bytes", "Size of the disk.", labels, d["total_bytes"]))
         gauges.append(("oca_disk_files", "Files indexed on the disk.", labels, d["files"]))
-    if sup.certificates is not None:  # [tls]: certificate expiry, handshakes by outcome
-        from oca.tlsconf import render_counters
-
+    if sup.certificates is not None:  # [tls]: certificate expiry (handshakes by outcome: SharedCounters)
         gauges += sup.certificates.gauges()
-    text = render(totals, gauges) + generate_latest(sup.tasks.registry).decode()
-    if sup.certificates is not None:
-        text += render_counters(totals)
+    scrape = CollectorRegistry(auto_describe=False)  # this scrape's summed counters and gauges
+    scrape.register(SharedCounters(totals, gauges, tls=sup.certificates is not None))
+    text = generate_latest(scrape).decode() + generate_latest(sup.tasks.registry).decode()
     if sup.bgp is not None:
         text += generate_latest(sup.bgp.registry).decode()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")

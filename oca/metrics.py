@@ -11,7 +11,9 @@ import mmap
 from bisect import bisect_left
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 STATUSES = (200, 204, 206, 304, 400, 403, 404, 405, 408, 413, 414, 416, 431, 500, 501, 503, 505)
 TOKEN_REASONS = ("token-missing", "token-malformed", "token-expired", "unknown-key", "bad-signature",
@@ -134,55 +136,66 @@ def read_totals(path: Path, slots: int) -> dict[str, float]:
     return totals
 
 
-def render(totals: dict[str, float], gauges: Iterable[tuple[str, str, dict[str, str], float]]) -> str:
-    """Prometheus text exposition of the summed counters plus the supervisor's own gauges
-    (name, help, labels, value)."""
-    out: list[str] = []
+class SharedCounters:
+    """prometheus-client's view of the workers' shared-memory counters (summed by `read_totals` at
+    scrape time) and the supervisor's own gauges (name, help, labels, value): a custom collector, so
+    the hot path keeps its plain float slots and the library does the exposition and escaping."""
 
-    def family(name: str, kind: str, help_text: str) -> None:
-        out.append(f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n")
+    def __init__(self, totals: dict[str, float], gauges: Iterable[tuple[str, str, dict[str, str], float]],
+                 tls: bool = False) -> None:
+        self.totals, self.gauges, self.tls = totals, list(gauges), tls
 
-    family("oca_requests_total", "counter", "Responses by HTTP status.")
-    for s in STATUSES:
-        out.append(f'oca_requests_total{{status="{s}"}} {totals[f"status_{s}"]:.0f}\n')
-    out.append(f'oca_requests_total{{status="other"}} {totals["status_other"]:.0f}\n')
-    family("oca_bytes_sent_total", "counter", "Body bytes sent, by the tier they were read from.")
-    for t in TIERS:
-        out.append(f'oca_bytes_sent_total{{tier="{t}"}} {totals[f"bytes_{t}"]:.0f}\n')
-    family("oca_token_refusals_total", "counter", "Requests refused for their token, by reason.")
-    for r in TOKEN_REASONS:
-        out.append(f'oca_token_refusals_total{{reason="{r}"}} {totals[f"token_{r}"]:.0f}\n')
-    family("oca_cache_lookups_total", "counter", "Signed requests for a file held (hit) or not (miss).")
-    out.append(f'oca_cache_lookups_total{{result="hit"}} {totals["hits"]:.0f}\n')
-    out.append(f'oca_cache_lookups_total{{result="miss"}} {totals["misses"]:.0f}\n')
-    family("oca_request_duration_seconds", "histogram", "From request parsed to last byte handed to the kernel.")
-    cumulative = 0.0
-    for i, bound in enumerate(LATENCY_BUCKETS):
-        cumulative += totals[f"latency_le_{i}"]
-        out.append(f'oca_request_duration_seconds_bucket{{le="{bound}"}} {cumulative:.0f}\n')
-    out.append(f'oca_request_duration_seconds_bucket{{le="+Inf"}} {totals["latency_count"]:.0f}\n')
-    out.append(f'oca_request_duration_seconds_sum {totals["latency_sum"]:.6f}\n')
-    out.append(f'oca_request_duration_seconds_count {totals["latency_count"]:.0f}\n')
-    for name, kind, help_text in (
-        ("open_connections", "gauge", "Client connections open now."),
-        ("connections_total", "counter", "Client connections accepted."),
-        ("disk_errors", "counter", "Read errors that failed a disk."),
-        ("client_aborts", "counter", "Responses cut short by the client going away."),
-        ("timeouts", "counter", "Connections closed for a header, idle or send timeout."),
-        ("worker_task_failures", "counter", "Serving workers' background task failures (logged, restarted)."),
-        ("access_log_dropped_lines", "counter", "Access log lines lost to a failing write (a full log disk); "
-                                                "serving goes on."),
-        ("access_log_dropped_bytes", "counter", "Access log bytes lost to a failing write."),
-        ("access_log_failing", "gauge", "Serving workers whose last access log write failed."),
-    ):
-        metric = f"oca_{name}" + ("_total" if kind == "counter" and not name.endswith("_total") else "")
-        family(metric, kind, help_text)
-        out.append(f"{metric} {totals[name]:.0f}\n")
-    seen: set[str] = set()
-    for name, help_text, labels, value in gauges:
-        if name not in seen:
-            family(name, "gauge", help_text)
-            seen.add(name)
-        label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
-        out.append(f"{name}{{{label_text}}} {value}\n" if label_text else f"{name} {value}\n")
-    return "".join(out)
+    def collect(self) -> Iterator[Metric]:
+        t = self.totals
+        yield _labelled(CounterMetricFamily("oca_requests", "Responses by HTTP status.", labels=["status"]),
+                        [((s,), t[f"status_{s}"]) for s in STATUSES] + [(("other",), t["status_other"])])
+        yield _labelled(CounterMetricFamily("oca_bytes_sent", "Body bytes sent, by the tier they were read from.",
+                                            labels=["tier"]), [((x,), t[f"bytes_{x}"]) for x in TIERS])
+        yield _labelled(CounterMetricFamily("oca_token_refusals", "Requests refused for their token, by reason.",
+                                            labels=["reason"]), [((r,), t[f"token_{r}"]) for r in TOKEN_REASONS])
+        yield _labelled(CounterMetricFamily("oca_cache_lookups", "Signed requests for a file held (hit) or not (miss).",
+                                            labels=["result"]), [(("hit",), t["hits"]), (("miss",), t["misses"])])
+        cumulative, buckets = 0.0, []
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            cumulative += t[f"latency_le_{i}"]
+            buckets.append((str(bound), cumulative))
+        buckets.append(("+Inf", t["latency_count"]))
+        yield HistogramMetricFamily("oca_request_duration_seconds",
+                                    "From request parsed to last byte handed to the kernel.",
+                                    buckets=buckets, sum_value=t["latency_sum"])
+        for name, kind, help_text in _PLAIN:
+            family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(f"oca_{name}", help_text)
+            family.add_metric([], t[name])
+            yield family
+        if self.tls:
+            yield _labelled(CounterMetricFamily("oca_tls_handshakes",
+                                                "TLS handshakes by outcome (ok, or why the connection was closed).",
+                                                labels=["outcome"]),
+                            [((o,), t.get("tls_" + o, 0.0)) for o in TLS_OUTCOMES])
+        families: dict[str, GaugeMetricFamily] = {}
+        for name, help_text, labels, value in self.gauges:
+            g = families.get(name)
+            if g is None:
+                g = families[name] = GaugeMetricFamily(name, help_text, labels=sorted(labels))
+            g.add_metric([str(labels[k]) for k in sorted(labels)], float(value))
+        yield from families.values()
+
+
+_PLAIN = (
+    ("open_connections", "gauge", "Client connections open now."),
+    ("connections_total", "counter", "Client connections accepted."),
+    ("disk_errors", "counter", "Read errors that failed a disk."),
+    ("client_aborts", "counter", "Responses cut short by the client going away."),
+    ("timeouts", "counter", "Connections closed for a header, idle or send timeout."),
+    ("worker_task_failures", "counter", "Serving workers' background task failures (logged, restarted)."),
+    ("access_log_dropped_lines", "counter", "Access log lines lost to a failing write (a full log disk); "
+                                            "serving goes on."),
+    ("access_log_dropped_bytes", "counter", "Access log bytes lost to a failing write."),
+    ("access_log_failing", "gauge", "Serving workers whose last access log write failed."),
+)
+
+
+def _labelled(family: Any, values: list[tuple[tuple[Any, ...], float]]) -> Any:
+    for labels, value in values:
+        family.add_metric([str(x) for x in labels], value)
+    return family

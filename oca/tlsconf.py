@@ -239,13 +239,3 @@ class CertificateWatch:
                              for f in facts],
             "warnings": expiry_warnings(by_name, now, self.cfg.expiry_warning_s) + self.errors,
         }
-
-
-def render_counters(totals: dict[str, float]) -> str:
-    """`oca_tls_handshakes_total{outcome=...}` from the workers' summed counters (oca.metrics)."""
-    from oca.metrics import TLS_OUTCOMES
-
-    lines = ["# HELP oca_tls_handshakes_total TLS handshakes by outcome (ok, or why the connection was closed).\n",
-             "# TYPE oca_tls_handshakes_total counter\n"]
-    lines += [f'oca_tls_handshakes_total{{outcome="{o}"}} {totals.get("tls_" + o, 0):.0f}\n' for o in TLS_OUTCOMES]
-    return "".join(lines)

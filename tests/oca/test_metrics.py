@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from oca.metrics import INDEX, LATENCY_BUCKETS, NAMES, WorkerMetrics, render
+from prometheus_client import CollectorRegistry, generate_latest
+
+from oca.metrics import INDEX, LATENCY_BUCKETS, NAMES, SharedCounters, WorkerMetrics
+from tests.support.prom import types, value
 
 
 def _values(m: WorkerMetrics) -> dict[str, float]:
@@ -38,10 +41,14 @@ def test_latency_buckets_render_cumulative() -> None:
     m = WorkerMetrics(None, 0)
     for seconds in (0.0001, 0.0005, 0.0007, 0.003, 30.0):
         m.served(206, "ssd", 1, seconds)
-    text = render(_values(m), [])
-    assert 'oca_request_duration_seconds_bucket{le="0.0005"} 2\n' in text
-    assert 'oca_request_duration_seconds_bucket{le="0.001"} 3\n' in text
-    assert 'oca_request_duration_seconds_bucket{le="0.005"} 4\n' in text
-    assert 'oca_request_duration_seconds_bucket{le="10.0"} 4\n' in text
-    assert 'oca_request_duration_seconds_bucket{le="+Inf"} 5\n' in text
-    assert 'oca_cache_lookups_total{result="hit"} 5\n' in text
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SharedCounters(_values(m), [("oca_disk_up", "1 when up.", {"disk": '/d"0', "tier": "ssd"}, 1)]))
+    text = generate_latest(registry).decode()
+    bucket = "oca_request_duration_seconds_bucket"
+    assert [value(text, bucket, le=le) for le in ("0.0005", "0.001", "0.005", "10.0", "+Inf")] == [2, 3, 4, 4, 5]
+    assert value(text, "oca_request_duration_seconds_count") == 5
+    assert value(text, "oca_cache_lookups_total", result="hit") == 5
+    assert value(text, "oca_disk_up", disk='/d"0', tier="ssd") == 1  # label escaping by the library
+    kinds = types(text)
+    assert kinds["oca_request_duration_seconds"] == "histogram" and kinds["oca_requests"] == "counter"
+    assert kinds["oca_open_connections"] == "gauge"
