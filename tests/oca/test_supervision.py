@@ -126,7 +126,29 @@ def test_temp_files_of_crashed_writers_are_cleaned_at_start(make_appliance):
     assert '"cleanup"' in app.log_path.read_text()
 
 
-def test_sighup_reload_under_load_keeps_every_request_and_each_generations_counters(make_appliance):
+@pytest.fixture
+def migrate_queued_connections():
+    """A reload closes the old workers' SO_REUSEPORT listeners; connections still queued on one are reset
+    unless the kernel hands them to a live listener of the group (net.ipv4.tcp_migrate_req, Linux 5.14+),
+    which a zero-loss reload needs (README: operating the appliance). Set for this test when we may
+    (root, as CI is), and put back after."""
+    path = "/proc/sys/net/ipv4/tcp_migrate_req"
+    try:
+        before = open(path).read().strip()
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(before)
+
+
+def test_sighup_reload_under_load_keeps_every_request_and_each_generations_counters(make_appliance,
+                                                                                      migrate_queued_connections):
     app = make_appliance(workers=1)
     app.put(b"z" * 65536, "titles/r.mp4")
     url = app.url("titles/r.mp4")
