@@ -12,6 +12,7 @@ from pathlib import Path
 from contracts.ids import InvalidFileKey, validate_file_key
 from contracts.keys import load_keyring
 from contracts.token import Keyring, client_prefix_for, sign_path
+from contracts.jsoncall import CallFailed, call_json
 from contracts.tomlconf import ConfigError
 from oca import config as oca_config
 from oca.config import OcaConfig, Tier
@@ -277,24 +278,10 @@ def _admin_base(args: argparse.Namespace, config: OcaConfig | None = None) -> st
 
 def _admin_call(url: str, body: dict | None = None, token: str | None = None) -> dict:
     """GET (or POST `body` as JSON) on the running appliance's admin port; ConfigError with its detail."""
-    import urllib.error
-    import urllib.request
-
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data is not None else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
-        except ValueError:
-            detail = exc.reason
-        raise ConfigError(f"{url}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise ConfigError(f"{url}: is the appliance running? ({exc})") from None
+        return call_json(url, body, token, timeout_s=10)
+    except CallFailed as exc:
+        raise ConfigError(f"{exc} (is the appliance running?)") from None
 
 
 def cmd_bgp(args: argparse.Namespace) -> int:

@@ -17,12 +17,11 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from contracts.withdrawals import WithdrawalError, parse_target
+from contracts.jsoncall import CallFailed, call_json
 
 
 def add_parsers(sub: Any) -> None:
@@ -76,19 +75,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _call(url: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"Bearer {token}", **({"Content-Type": "application/json"} if data else {})}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=30) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read() or b"{}").get("detail", exc.reason)
-        except ValueError:
-            detail = exc.reason
-        raise RuntimeError(f"{url}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise RuntimeError(f"{url}: {exc}") from None
+        return call_json(url, body, token)
+    except CallFailed as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _target(e: dict[str, Any]) -> str:
