@@ -1,0 +1,270 @@
+"""Typed config and wire messages as msgspec Structs: one class per table, each default written once,
+on the field. `convert(Cls, mapping)` checks and builds; every error names the dotted key, the way an
+operator reads it ("tiers.ssd[1].path: must be an absolute path"), and is raised as the caller's own
+error class (ConfigError for TOML, a contract's error for a wire message).
+
+Keys are checked before types, so a typo is named as what it is, before anything it causes: a required
+key missing while the table holds an unknown key spelt like it ("origin.locaton" for
+"origin.location") is reported as that unknown key; any other unknown key is refused, with the
+setting it resembles suggested. msgspec itself then checks types and bounds (`Annotated[int,
+Meta(ge=1)]`) and runs each Struct's `__post_init__`, which raises `invalid("field", "what")` for a
+rule types cannot say. msgspec names a dict entry "[...]"; `explain` finds which key it was.
+
+Paths: a `Path` field takes an absolute path, or a relative one against `base` (the config file's
+folder) when the caller gives one."""
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+import msgspec
+from msgspec import inspect as mi
+
+from contracts.tomlconf import ConfigError, read_toml
+
+__all__ = ["Conf", "ConfigError", "convert", "explain", "invalid", "load_toml", "read_toml"]
+
+T = TypeVar("T")
+# difflib ratios: from TYPO an unknown key is taken for a misspelt required one ("locaton": 0.93, while
+# "fleet_url" beside a missing "fleet_file" is 0.74: both real settings); from HINT it is suggested.
+_TYPO = 0.8
+_HINT = 0.75
+_AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
+_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+|\.\.\.)\]")
+_FIELD_FIRST = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?(?:\.[A-Za-z_][A-Za-z0-9_]*)*): (.*)$", re.S)
+
+
+class Conf(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every config table: immutable, keyword-built, unknown keys refused."""
+
+
+def invalid(field: str, what: str) -> ValueError:
+    """The error a `__post_init__` raises for one of its fields: `raise invalid("port", "must be ...")`."""
+    return ValueError(f"{field}: {what}")
+
+
+def load_toml(cls: type[T], path: Path, **kw: Any) -> T:
+    """Read a TOML file and convert it; relative paths in it are taken against its folder."""
+    path = Path(path).resolve()
+    return convert(cls, read_toml(path), base=path.parent, **kw)
+
+
+def convert(cls: type[T], data: Any, *, where: str = "", base: Path | None = None,
+            error: type[Exception] = ConfigError, strict: bool = True) -> T:
+    """`data` (a decoded TOML/JSON/msgpack map) as a `cls`, or `error` naming the dotted key."""
+    info = mi.type_info(cls)
+    problem = _unknown_keys(info, data, where)
+    if problem:
+        raise error(problem)
+    hook = _dec_hook(base)
+    try:
+        return msgspec.convert(data, cls, strict=strict, dec_hook=hook)
+    except msgspec.ValidationError as exc:
+        raise error(explain(exc, cls, data, where=where, base=base, strict=strict)) from None
+
+
+def explain(exc: msgspec.ValidationError, cls: Any, data: Any, *, where: str = "",
+            base: Path | None = None, strict: bool = True) -> str:
+    """msgspec's error as "dotted.key: what is wrong", with "[...]" resolved to the dict key at fault."""
+    text = str(exc)
+    m = _AT.match(text)
+    message, path = (m.group(1), m.group(2)) if m else (text, "")
+    dotted, leaf, value = _resolve(mi.type_info(cls), data, path, where, base, strict)
+    inner = _FIELD_FIRST.match(message)
+    if inner and not message.startswith(("Expected", "Object", "Invalid")):
+        dotted, message = _join(dotted, inner.group(1)), inner.group(2)
+    return f"{dotted or '(top level)'}: {_plain(message, leaf, value)}"
+
+
+# ---- unknown and misspelt keys ------------------------------------------------------------------
+
+def _unknown_keys(info: Any, data: Any, where: str) -> str | None:
+    info = _unwrap(info, data)
+    if isinstance(info, mi.StructType) and isinstance(data, Mapping):
+        fields = {f.encode_name: f for f in info.fields}
+        unknown = [k for k in data if k not in fields]
+        missing = [name for name, f in fields.items() if f.required and name not in data]
+        for name in missing:
+            for typo in difflib.get_close_matches(name, [str(k) for k in unknown], n=1, cutoff=_TYPO):
+                return (f"{_join(where, typo)}: unknown setting (did you mean {name!r}? "
+                        f"{_join(where, name)} is required)")
+        if unknown and info.forbid_unknown_fields:
+            absent = [name for name in fields if name not in data]
+            hint = difflib.get_close_matches(str(unknown[0]), absent, n=1, cutoff=_HINT)
+            return f"{_join(where, str(unknown[0]))}: unknown setting" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        if missing:
+            return f"{_join(where, missing[0])}: required"
+        for name, f in fields.items():
+            if name in data:
+                problem = _unknown_keys(f.type, data[name], _join(where, name))
+                if problem:
+                    return problem
+    elif isinstance(info, (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)) and isinstance(data, list):
+        for i, item in enumerate(data):
+            problem = _unknown_keys(info.item_type, item, f"{where}[{i}]")
+            if problem:
+                return problem
+    elif isinstance(info, mi.DictType) and isinstance(data, Mapping):
+        for key, item in data.items():
+            problem = _unknown_keys(info.value_type, item, _join(where, str(key)))
+            if problem:
+                return problem
+    return None
+
+
+def _unwrap(info: Any, data: Any) -> Any:
+    """The member of an Optional/Union that `data`'s shape would take (a table → its Struct)."""
+    if isinstance(info, mi.UnionType):
+        for member in info.types:
+            if isinstance(member, mi.StructType) and isinstance(data, Mapping):
+                return member
+            if isinstance(member, (mi.ListType, mi.VarTupleType)) and isinstance(data, list):
+                return member
+            if isinstance(member, mi.DictType) and isinstance(data, Mapping):
+                return member
+    return info
+
+
+def _join(where: str, name: str) -> str:
+    if not name:
+        return where
+    if name.startswith("["):
+        return where + name
+    return f"{where}.{name}" if where else name
+
+
+# ---- locating and wording a type error ----------------------------------------------------------
+
+def _resolve(info: Any, data: Any, path: str, where: str, base: Path | None, strict: bool) -> tuple[str, Any, Any]:
+    """Walk msgspec's path ("$.tiers[...][1].path") through the types and the data: the dotted key,
+    the leaf's type info and the value found there (None when absent)."""
+    dotted = where
+    for attr, index in _SEGMENT.findall(path):
+        info = _unwrap(info, data)
+        if attr:
+            if isinstance(info, mi.StructType):
+                f = next((f for f in info.fields if f.encode_name == attr), None)
+                info = f.type if f else None
+            dotted = _join(dotted, attr)
+            data = data.get(attr) if isinstance(data, Mapping) else None
+        elif index == "...":
+            value_type = info.value_type if isinstance(info, mi.DictType) else None
+            key = _failing_key(value_type, data, base, strict)
+            dotted = _join(dotted, str(key)) if key is not None else dotted + "[...]"
+            info, data = value_type, (data.get(key) if key is not None and isinstance(data, Mapping) else None)
+        else:
+            i = int(index)
+            item = getattr(info, "item_type", None)
+            if item is None and isinstance(info, mi.TupleType):
+                item = info.item_types[i] if i < len(info.item_types) else None
+            dotted = f"{dotted}[{i}]"
+            info = item
+            data = data[i] if isinstance(data, list) and i < len(data) else None
+    return dotted, _unwrap(info, data), data
+
+
+def _failing_key(value_type: Any, data: Any, base: Path | None, strict: bool) -> Any:
+    """The first key of a dict whose value does not convert (msgspec says only "[...]")."""
+    if value_type is None or not isinstance(data, Mapping):
+        return None
+    target = _python_type(value_type)
+    for key, value in data.items():
+        try:
+            msgspec.convert(value, target, strict=strict, dec_hook=_dec_hook(base))
+        except msgspec.ValidationError:
+            return key
+        except Exception:
+            return key
+    return None
+
+
+def _python_type(info: Any) -> Any:
+    if isinstance(info, mi.StructType):
+        return info.cls
+    if isinstance(info, mi.ListType):
+        return list[_python_type(info.item_type)]
+    if isinstance(info, mi.DictType):
+        return dict[_python_type(info.key_type), _python_type(info.value_type)]
+    if isinstance(info, mi.UnionType):
+        out = None
+        for member in info.types:
+            t = _python_type(member)
+            out = t if out is None else out | t
+        return out
+    simple = {mi.IntType: int, mi.FloatType: float, mi.StrType: str, mi.BoolType: bool, mi.NoneType: type(None)}
+    if type(info) in simple:
+        return simple[type(info)]
+    if isinstance(info, mi.CustomType):
+        return info.cls
+    return Any
+
+
+def _plain(message: str, leaf: Any, value: Any) -> str:
+    """msgspec's wording ("Expected `int` >= 1") in the house's ("must be at least 1")."""
+    if message.startswith("Object missing required field"):
+        return message.replace("Object missing required field", "required:").replace("`", "")
+    if not message.startswith(("Expected", "Invalid enum value")):
+        return message
+    if isinstance(leaf, mi.LiteralType):
+        return "must be one of " + ", ".join(str(v) for v in leaf.values)
+    if isinstance(leaf, mi.EnumType):
+        return "must be one of " + ", ".join(str(getattr(m, "value", m)) for m in leaf.cls)
+    if isinstance(leaf, (mi.IntType, mi.FloatType)):
+        noun = "an integer" if isinstance(leaf, mi.IntType) else "a number"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (isinstance(leaf, mi.IntType) and not isinstance(value, int)):
+            return f"must be {noun}"
+        for bound, word in ((leaf.ge, "at least"), (leaf.gt, "above"), (leaf.le, "at most"), (leaf.lt, "below")):
+            if bound is not None and not _holds(value, bound, word):
+                return f"must be {word} {bound}"
+        return f"must be {noun}"
+    if isinstance(leaf, mi.BoolType):
+        return "must be true or false"
+    if isinstance(leaf, mi.StrType):
+        if not isinstance(value, str):
+            return "must be a string"
+        if leaf.min_length and len(value) < leaf.min_length:
+            return "must not be empty" if leaf.min_length == 1 else f"must be at least {leaf.min_length} characters"
+        if leaf.max_length is not None and len(value) > leaf.max_length:
+            return f"must be at most {leaf.max_length} characters"
+        if leaf.pattern:
+            return f"must match {leaf.pattern}"
+        return "must be a string"
+    if isinstance(leaf, (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)):
+        if isinstance(value, list):
+            if leaf.min_length and len(value) < leaf.min_length:
+                return "must not be empty" if leaf.min_length == 1 else f"must have at least {leaf.min_length} items"
+            if leaf.max_length is not None and len(value) > leaf.max_length:
+                return f"must have at most {leaf.max_length} items"
+        if isinstance(leaf.item_type, mi.StrType):
+            return "must be a list of strings"
+        if isinstance(leaf.item_type, mi.StructType):
+            return "must be an array of tables"
+        return "must be an array"
+    if isinstance(leaf, (mi.StructType, mi.DictType, mi.TypedDictType)):
+        return "must be a table"
+    if isinstance(leaf, mi.CustomType) and leaf.cls is Path:
+        return "must be a path string"
+    return message.replace("`", "")
+
+
+def _holds(value: float, bound: float, word: str) -> bool:
+    return {"at least": value >= bound, "above": value > bound,
+            "at most": value <= bound, "below": value < bound}[word]
+
+
+def _dec_hook(base: Path | None) -> Callable[[type, Any], Any]:
+    def hook(kind: type, value: Any) -> Any:
+        if kind is Path:
+            if not isinstance(value, str) or not value:
+                raise TypeError("must be a path string")
+            path = Path(value)
+            if not path.is_absolute():
+                if base is None:
+                    raise ValueError("must be an absolute path")
+                path = base / path
+            return path
+        raise NotImplementedError
+    return hook

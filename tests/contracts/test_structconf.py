@@ -1,0 +1,82 @@
+"""contracts.structconf: msgspec Structs from TOML/wire maps, every error naming the dotted key."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import msgspec
+import pytest
+
+from contracts.structconf import ConfigError, Conf, convert, invalid
+
+
+class Tier(Conf):
+    path: Path
+    size: Annotated[int, msgspec.Meta(ge=1)] = 1
+    kind: Literal["ssd", "hdd"] = "ssd"
+    ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.5
+
+    def __post_init__(self) -> None:
+        if self.size > 100:
+            raise invalid("size", "too big for this tier")
+
+
+class Origin(Conf):
+    location: str
+    key: Path | None = None
+
+
+class Top(Conf):
+    origin: Origin
+    tiers: dict[str, list[Tier]] = {}
+    names: list[str] = []
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 80
+
+
+OK = {"location": "x"}
+
+ERRORS = [
+    ({"origin": {"locaton": "x"}}, "origin.locaton: unknown setting (did you mean 'location'? origin.location is required)"),
+    ({"origin": OK, "portt": 3}, "portt: unknown setting (did you mean 'port'?)"),
+    ({"origin": {**OK, "colour": 1}}, "origin.colour: unknown setting"),
+    ({}, "origin: required"),
+    ({"origin": "x"}, "origin: must be a table"),
+    ({"origin": OK, "port": 0}, "port: must be at least 1"),
+    ({"origin": OK, "port": 70000}, "port: must be at most 65535"),
+    ({"origin": OK, "port": "80"}, "port: must be an integer"),
+    ({"origin": OK, "port": 1.5}, "port: must be an integer"),
+    ({"origin": OK, "port": True}, "port: must be an integer"),
+    ({"origin": {**OK, "key": "rel"}}, "origin.key: must be an absolute path"),
+    ({"origin": {**OK, "key": 3}}, "origin.key: must be a path string"),
+    ({"origin": OK, "tiers": {"ssd": [{"path": "/a"}], "hdd": [{"path": "/b"}, {"path": "/c", "size": 0}]}},
+     "tiers.hdd[1].size: must be at least 1"),
+    ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "size": 200}]}}, "tiers.hdd[0].size: too big for this tier"),
+    ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "kind": "nvme"}]}}, "tiers.hdd[0].kind: must be one of"),
+    ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "ratio": 2}]}}, "tiers.hdd[0].ratio: must be at most 1"),
+    ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "sise": 1}]}}, "tiers.hdd[0].sise: unknown setting (did you mean 'size'?)"),
+    ({"origin": OK, "names": "a"}, "names: must be a list of strings"),
+    ({"origin": OK, "names": ["a", 1]}, "names[1]: must be a string"),
+    ([], "(top level): must be a table"),
+]
+
+
+@pytest.mark.parametrize("data,message", ERRORS, ids=[m.split(":")[0] + str(i) for i, (_, m) in enumerate(ERRORS)])
+def test_errors_name_the_dotted_key(data, message):
+    with pytest.raises(ConfigError) as err:
+        convert(Top, data)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_defaults_and_relative_paths_against_base():
+    top = convert(Top, {"origin": {**OK, "key": "keys.toml"}, "tiers": {"hdd": [{"path": "/c", "ratio": 1}]}},
+                  base=Path("/etc/opencdn"))
+    assert top.origin.key == Path("/etc/opencdn/keys.toml")
+    assert top.tiers["hdd"][0] == Tier(path=Path("/c"), size=1, kind="ssd", ratio=1.0)
+    assert top.port == 80 and top.names == []
+
+
+def test_the_callers_error_class():
+    class WireError(ValueError):
+        pass
+    with pytest.raises(WireError, match=r"^port: must be at least 1$"):
+        convert(Top, {"origin": OK, "port": 0}, error=WireError)
