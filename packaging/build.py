@@ -71,6 +71,7 @@ class Package:
     dirs: tuple[str, ...]                      # made (owned by the user, 0750) in postinst, removed on purge
     unit_filter: str                           # "oca" (units named oca*) or "rest"
     user_units: bool = False                   # DynamicUser= → User=/Group= of the package's user
+    sysctl: str | None = None                  # packaging/sysctl/<this>.conf → /usr/lib/sysctl.d/60-<pkg>.conf
 
 
 def packages() -> dict[str, Package]:
@@ -93,7 +94,7 @@ def packages() -> dict[str, Package]:
             Conffile("/etc/logrotate.d/oca", "packaging/logrotate/oca"),
         ),
         secrets=("/etc/oca/keys.toml", "/etc/oca/pull-keys.toml"),
-        home="/var/lib/oca", dirs=("/var/lib/oca", "/var/log/oca"), unit_filter="oca")
+        home="/var/lib/oca", dirs=("/var/lib/oca", "/var/log/oca"), unit_filter="oca", sysctl="oca")
     control = Package(
         name="opencdn-control", venv="/opt/opencdn/control",
         commands=("steering", "playback", "origin", "fill"), user="opencdn",
@@ -328,6 +329,12 @@ def render_unit(pkg: Package, unit: Path) -> str:
     return text
 
 
+def sysctl_path(pkg: Package) -> str:
+    """Where the package's kernel settings go: /usr/lib, package-owned (not a conffile); an admin
+    overrides them with a file of the same name in /etc/sysctl.d."""
+    return f"/usr/lib/sysctl.d/60-{pkg.name}.conf"
+
+
 def state_dirs(pkg: Package, rendered: dict[str, str]) -> list[str]:
     dirs = set(pkg.dirs)
     for text in rendered.values():
@@ -345,6 +352,7 @@ def render_script(pkg: Package, name: str, units: list[str], dirs: list[str]) ->
         "@VENV@": pkg.venv, "@SERVICES@": " ".join(services), "@TIMERS@": " ".join(timers),
         "@UNITS@": " ".join(timers + services), "@STATE_DIRS@": " ".join(dirs),
         "@SECRETS@": " ".join(pkg.secrets),
+        "@SYSCTL@": sysctl_path(pkg) if pkg.sysctl else "",
         "@CONFDIRS@": " ".join(sorted({str(Path(c.dest).parent) for c in pkg.conffiles
                                        if not c.dest.startswith("/etc/logrotate.d")})),
         "@UNIT_NAMES_FIND@": " -o ".join(f"-name {u}" for u in units),
@@ -449,6 +457,8 @@ def assemble(pkg: Package, venv: Path, stage: Path, version: str, arch: str, pyt
         write(root / udir / name, text)
     for conf in pkg.conffiles:
         write(root / conf.dest.lstrip("/"), render_conffile(conf))
+    if pkg.sysctl:
+        write(root / sysctl_path(pkg).lstrip("/"), (HERE / "sysctl" / f"{pkg.sysctl}.conf").read_text())
     docs(pkg, root, version)
     normalise_modes(root)
     dirs = state_dirs(pkg, rendered)

@@ -101,6 +101,20 @@ def unpacked(debs, tmp_path_factory) -> Path:
     return root
 
 
+def test_appliance_ships_its_kernel_settings(unpacked):
+    """60-opencdn-oca.conf sets tcp_migrate_req (reloads lose no queued connection); applied in a
+    network namespace of its own, so the host's setting is left alone."""
+    conf = unpacked / "usr/lib/sysctl.d/60-opencdn-oca.conf"
+    assert "net.ipv4.tcp_migrate_req = 1" in conf.read_text()
+    need(os.geteuid() == 0 and Path("/proc/sys/net/ipv4/tcp_migrate_req").exists(),
+         "applying it needs root and Linux 5.14+")
+    result = sh(["unshare", "--net", "sh", "-ec",
+                 f"echo 0 > /proc/sys/net/ipv4/tcp_migrate_req; sysctl -q -p {conf}; "
+                 "cat /proc/sys/net/ipv4/tcp_migrate_req"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
 def info(deb: Path, member: str) -> str:
     result = sh(["dpkg-deb", "--info", str(deb), member])
     assert result.returncode == 0, result.stderr
