@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import xxhash
 from aiohttp import web
 
+from tests.support.appthread import AppThread
 from contracts.keys import DerivedKeys, derive_keyring, keyfile_text, load_keyring, new_secret
 from contracts.manifest import Manifest
 from fill.credentials import authorize
@@ -78,40 +78,11 @@ def h(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-class ThreadServer:
+class ThreadServer(AppThread):
     """An aiohttp app on 127.0.0.1 in a thread of its own."""
 
     def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(self.app, access_log=None)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._runner = runner
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "ThreadServer":
-        self._thread.start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        super().__init__(lambda: app)
 
 
 @dataclass

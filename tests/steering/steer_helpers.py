@@ -1,21 +1,19 @@
 """Shared helpers for steering tests: fleet and config files, heartbeats, a real server in a thread."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import requests
-from aiohttp import web
 
+from tests.support.appthread import AppThread
 from contracts.heartbeat import (CONTENT_TYPE, SIGNATURE_HEADER, DiskReport, DiskState, HealthSnapshot, Heartbeat,
                                  InventoryUpdate, Load, encode_heartbeat, sign_body)
 from contracts.ids import ApplianceId, FileKey, SiteId
@@ -143,21 +141,15 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 5.0, every_s: fl
         time.sleep(every_s)
 
 
-class ServerThread:
-    """A real steering server on 127.0.0.1 (an ephemeral port) on its own loop in a thread."""
+class ServerThread(AppThread):
+    """A real steering server on 127.0.0.1 (an ephemeral port) on its own loop in a thread; `call`
+    runs a function on that loop (the replica is not thread-safe)."""
 
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         config = steering_config.load(config_path)
         self.replica = Replica(config, load_all(config))
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__(lambda: make_app(self.replica, self.config_path), port=config.server.port)
 
     @property
     def keys(self) -> Keyring:
@@ -165,34 +157,6 @@ class ServerThread:
 
     def post_heartbeat(self, hb: Heartbeat, accept: str = CONTENT_TYPE) -> requests.Response:
         return post_heartbeat(self.url, hb, self.keys, accept)
-
-    def __enter__(self) -> "ServerThread":
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("steering server did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.app = make_app(self.replica, self.config_path)
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=1)
-        self.loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.replica.config.server.port)
-        self.loop.run_until_complete(site.start())
-        self.port = self._runner.addresses[0][1]
-        self._ready.set()
-        self.loop.run_forever()
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Run fn on the server's loop (the replica is not thread-safe) and return its result."""
-        async def run() -> Any:
-            return fn()
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
 
 def log_events(path: Path, event: str | None = None) -> list[dict[str, Any]]:

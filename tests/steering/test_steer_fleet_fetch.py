@@ -10,7 +10,6 @@ import asyncio
 import copy
 import hashlib
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 import requests
 from aiohttp import web
 
+from tests.support.appthread import AppThread
 from steer_helpers import AUTH, ServerThread, heartbeat, wait_until, write_setup
 from steering.fleetfetch import FetchFailed, redact
 from steering.server import POLLER
@@ -25,17 +25,14 @@ from steering.server import POLLER
 FIXTURES = Path(__file__).with_name("czf")
 
 
-class CzfSource:
+class CzfSource(AppThread):
     """A coverage-zone file over HTTP with a strong ETag and If-None-Match, on 127.0.0.1."""
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.body = json.dumps(doc).encode()
         self.status = 200
         self.seen: list[tuple[str | None, int]] = []  # (If-None-Match, status answered)
-        self.loop = asyncio.new_event_loop()
-        self.port = 0
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(self._app)
 
     def serve(self, doc: dict[str, Any] | bytes, status: int = 200) -> None:
         self.body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
@@ -57,27 +54,10 @@ class CzfSource:
         self.seen.append((given, answer.status))
         return answer
 
-    def __enter__(self) -> "CzfSource":
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/cdns/cdn1/czf.json", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        self.loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self.loop.run_until_complete(site.start())
-        self.port = self._runner.addresses[0][1]
-        self._ready.set()
-        self.loop.run_forever()
+        return app
 
 
 def poll(srv: ServerThread) -> str:
