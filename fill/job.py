@@ -231,11 +231,11 @@ class Planner:
         return self._less_withdrawn(check)
 
     def _less_withdrawn(self, check: Any) -> Any:
-        """The catalog less every file of a withdrawn title or version (fill.withdrawn): no manifest
+        """The catalog less every file of a withdrawn title or version (origin.withdrawals): no manifest
         names them, so agents delete their copies and never fetch them again."""
         from dataclasses import replace
 
-        from fill.withdrawn import read_withdrawals
+        from origin.withdrawals import read_withdrawals
 
         try:
             withdrawn, rejected = read_withdrawals(open_store(self.cfg.manifests, "manifests.location"))

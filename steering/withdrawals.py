@@ -32,8 +32,9 @@ from aiohttp import web
 
 from contracts.callers import Forbidden
 from contracts.logs import log_event
-from contracts.withdrawals import (PREFIX, Event, WithdrawalError, Withdrawals, check_reason, check_title,
-                                   check_version, decode_event, encode_event, fold, is_event_key, new_event)
+from contracts.withdrawals import (Event, WithdrawalError, Withdrawals, check_reason, check_title, check_version,
+                                   encode_event, new_event)
+from origin.withdrawals import LogReader
 from steering.auth import AUTHENTICATE, CALLER, requires
 
 log = logging.getLogger("steering.withdrawals")
@@ -55,8 +56,7 @@ class WithdrawalLog:
 
     def __init__(self, replica: Any) -> None:
         self.replica = replica  # .config.fill (origin, endpoint_url, poll_interval_s) is read at every poll
-        self.events: dict[str, Event] = {}  # by object key: objects never change, each is read once
-        self.rejected: dict[str, str] = {}  # object key -> why it was skipped (not read again)
+        self.reader = LogReader()  # objects never change: each is read once, a skipped one never again
         self.adopted_at: float | None = None
         self._backend: Any = None
         self._where: tuple[str | None, str | None] = (None, None)
@@ -69,41 +69,18 @@ class WithdrawalLog:
         if self.replica.config.fill.origin is None:
             return
         async with self._lock:
-            fresh, rejected = await asyncio.to_thread(self._read_new, self._open())
+            fresh, rejected = await asyncio.to_thread(self.reader.read_new, self._open())
             for key, why in rejected.items():
                 self.replica.metrics.withdrawal_events_rejected.inc()
                 log_event(log, "withdrawal-event-rejected", logging.WARNING, key=key, error=why)
-            self.rejected.update(rejected)
             self._adopt(fresh)
-
-    def _read_new(self, backend: Any) -> tuple[dict[str, Event], dict[str, str]]:
-        """In a thread: events not held and not rejected yet."""
-        from origin.core.errors import ObjectNotFound
-
-        keys = [info.key for info in backend.list(PREFIX)]
-        fresh: dict[str, Event] = {}
-        rejected: dict[str, str] = {}
-        for key in keys:
-            if key in self.events or key in self.rejected:
-                continue
-            if not is_event_key(key):
-                rejected[key] = "not an event's key"
-                continue
-            try:
-                fresh[key] = decode_event(backend.get_bytes(key), key)
-            except ObjectNotFound:
-                continue  # deleted by hand between the listing and the read
-            except WithdrawalError as exc:
-                rejected[key] = str(exc)
-        return fresh, rejected
 
     def _adopt(self, fresh: dict[str, Event]) -> None:
         self.adopted_at = time.time()
         if not fresh and self.replica.withdrawals.events:
             return
         before = self.replica.withdrawals
-        self.events.update(fresh)
-        after = fold(self.events.values())
+        after = self.reader.withdrawals()
         self.replica.withdrawals = after
         for e in sorted(fresh.values(), key=lambda e: e.key):
             log_event(log, "withdrawal-adopted", action=e.action, target=e.target, by=e.by, reason=e.reason,
@@ -142,7 +119,7 @@ class WithdrawalLog:
 
     def health(self) -> dict[str, Any]:
         w: Withdrawals = self.replica.withdrawals
-        return {"active": len(w.active), "events": len(w.events), "rejected": len(self.rejected),
+        return {"active": len(w.active), "events": len(w.events), "rejected": len(self.reader.rejected),
                 "adopted_at": self.adopted_at}
 
 
