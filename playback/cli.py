@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from contracts.logs import log_event, setup_logging
+from contracts.tlsserve import ServerTls, describe
 from contracts.tomlconf import ConfigError
 from playback import config as playback_config
 
@@ -30,10 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check_config(path: Path) -> int:
     try:
         config = playback_config.load(path)
+        listener = describe(config.tls) if config.tls is not None else "plain HTTP (no [tls])"
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"ok: {path}")
+    print(f"  listener: {config.listen}:{config.port}, {listener}")
     print(f"  origin: {config.origin}")
     print(f"  steering: {', '.join(config.steering_urls)}")
     if not config.steering_token:
@@ -48,12 +51,13 @@ def run(path: Path, log_level: str) -> int:
     setup_logging("playback", log_level)
     try:
         config = playback_config.load(path)
+        tls = ServerTls(config.tls) if config.tls is not None else None
     except ConfigError as exc:
         log_event(logging.getLogger("playback"), "config-error", logging.ERROR, error=str(exc))
         return 2
     from playback.server import serve
 
-    main_task = serve(config)
+    main_task = serve(config, tls)
     try:
         import uvloop
     except ImportError:  # pragma: no cover

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from contracts.callers import Caller, parse_callers
 from contracts.demand import MAX_FILES
+from contracts.tlsserve import TlsSettings, parse_tls
 from contracts.tomlconf import ConfigError, Section, read_toml
 from contracts.webguard import GuardConfig, parse_guard
 from origin.config import Location, S3Config, parse_location
@@ -77,6 +78,7 @@ class PlaybackConfig:
     charts_rate_window_s: float = 60.0  # rate() over at least this: 4 scrape intervals or more
     charts_cache_s: float = 2.0  # one answer per range at most this often, however many pages are open
     source: Path | None = None
+    tls: TlsSettings | None = None  # [tls]: HTTPS on listen:port (contracts.tlsserve)
 
 
 def load(path: Path) -> PlaybackConfig:
@@ -136,6 +138,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         charts_rate_window_s=s.float("charts_rate_window_s", d.charts_rate_window_s, min=1, max=3600),
         charts_cache_s=s.float("charts_cache_s", d.charts_cache_s, min=0, max=60),
         source=source,
+        tls=parse_tls(top, base),
     )
     s.done()
     top.done()

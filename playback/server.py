@@ -41,6 +41,7 @@ from contracts.catalog import TitleEntry
 from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
+from contracts.tlsserve import ServerTls, site as tls_site
 from contracts.webguard import GUARD, Guard, GuardedRunner
 from origin.core.errors import ObjectNotFound, OriginError
 from playback import config as playback_config
@@ -414,26 +415,28 @@ async def reload(state: State) -> None:
         catalog = None if config.origin == state.config.origin else await asyncio.to_thread(open_catalog, config)
     except (ValueError, OSError, OriginError) as exc:  # ConfigError is a ValueError
         raise ReloadFailed(f"keeping the running config: {exc}") from exc
-    if (config.listen, config.port) != (state.config.listen, state.config.port):
+    if (config.listen, config.port, config.tls) != (state.config.listen, state.config.port, state.config.tls):
         log_event(log, "listen-change-needs-restart", logging.WARNING, listen=state.config.listen,
-                  port=state.config.port)
+                  port=state.config.port, tls=state.config.tls is not None)
     state.adopt(config, catalog)
     log_event(log, "reloaded", steering=list(config.steering_urls), origin=str(config.origin))
 
 
-async def serve(config: playback_config.PlaybackConfig) -> None:
-    """Run until SIGTERM/SIGINT, then drain. The `listening` log event names the bound port."""
+async def serve(config: playback_config.PlaybackConfig, tls: ServerTls | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then drain. The `listening` log event names the bound port. With `tls`,
+    HTTPS (SIGHUP re-reads its certificate files too)."""
     state = State(config)
     app = make_app(state)
     runner = GuardedRunner(app, app[GUARD], access_log=None, shutdown_timeout=config.drain_timeout_s)
     await runner.setup()
-    await web.TCPSite(runner, config.listen, config.port, backlog=1024).start()
+    await tls_site(runner, config.listen, config.port, tls).start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app[RELOAD].set)
-    log_event(log, "listening", listen=config.listen, port=runner.addresses[0][1], origin=str(config.origin))
+    loop.add_signal_handler(signal.SIGHUP, lambda: (app[RELOAD].set(), tls and tls.request_reload()))
+    log_event(log, "listening", listen=config.listen, port=runner.addresses[0][1], tls=tls is not None,
+              origin=str(config.origin))
     sd_notify("READY=1")
     await stop.wait()
     state.draining = True

@@ -6,7 +6,9 @@
 It makes a sample title with ffmpeg and ingests it (a 4-rung H.264 ladder, so it takes seconds),
 starts every daemon with its own config under the state directory, runs one fill on every appliance
 (manifests planned by steering from their heartbeats), and prints the player's URL and an ffmpeg
-command that plays the title through playback -> steering -> appliance.
+command that plays the title through playback -> steering -> appliance. With `--https`, the appliances,
+steering and playback serve HTTPS only, with certificates of a CA the lab makes and keeps in the state
+directory (labtls.py); steering's URLs are then https ones, and the banner says how to trust the CA.
 
 Control. `lab.json` in the state directory is the record scripts read: every endpoint, and per daemon
 its pid with the identity of that process (start time and /proc cmdline), what starts it again (argv,
@@ -195,7 +197,7 @@ def cmd_up(state: Path, args: argparse.Namespace) -> int:
     running = LabFile(state).read()
     if running and any(is_ours(r) for r in records_of(running, state).values()):
         raise SystemExit(f"lab: a lab is already running in {state} (scripts/lab status, scripts/lab down)")
-    lab = Lab(state, args.replicas, args.detach)
+    lab = Lab(state, args.replicas, args.detach, https=args.https)
     signal.signal(signal.SIGTERM, lab.interrupt)  # as Ctrl-C: stop all
     signal.signal(signal.SIGINT, lab.interrupt)
     started = False
@@ -221,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--seconds", type=int, default=20, help="up: length of the sample title")
     ap.add_argument("--detach", action="store_true", help="up: start, print, and leave it running")
     ap.add_argument("--no-fill", action="store_true", help="up: skip the first fill (appliances start empty)")
+    ap.add_argument("--https", action="store_true",
+                    help="up: appliances, steering and playback on HTTPS, with a throwaway CA the lab makes")
     ap.add_argument("--replicas", type=int, default=2, help="up: steering replicas")
     ap.add_argument("--json", action="store_true", help="status: as JSON")
     ap.add_argument("--signal", default="KILL", help="kill: the signal (default KILL, as a crash)")
@@ -235,10 +239,20 @@ def signal_named(ap: argparse.ArgumentParser, name: str) -> signal.Signals:
         ap.error(f"--signal {name}: not a signal name (KILL, TERM, HUP, ...)")
 
 
+def trust_lab_ca(state: Path) -> None:
+    """An https lab's health URLs answer with certificates of its own CA: this process trusts it (as the
+    lab's daemons do, through SSL_CERT_FILE)."""
+    ca = ((LabFile(state).read() or {}).get("tls") or {}).get("ca")
+    if ca:
+        os.environ["SSL_CERT_FILE"] = ca
+
+
 def main() -> int:
     ap = parser()
     args = ap.parse_args()
     state = args.state.resolve()
+    if args.action != "up":
+        trust_lab_ca(state)
     if args.replicas < 1:
         ap.error("--replicas: at least 1")
     if args.action in ("kill", "restart") and not args.name:

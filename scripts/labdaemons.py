@@ -10,6 +10,9 @@ the fill, so the fleet page's charts (playback's /v1/fleet/charts reads it) show
 it the lab says so and runs on, and the page draws from its own samples. In the foreground
 `Lab.watch` owns the daemons: one that dies is announced and the rest keeps running; restart requests
 from other shells arrive as files in `control/`.
+With `--https` (labtls.py), appliances (TLS only), steering and playback serve the lab CA's leaf; the
+fleet's base URLs are https, so steering's answers are; every daemon, recorded with SSL_CERT_FILE in its
+environment, and this process trust the CA. The origin stays plain HTTP: no player talks to it.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import labprom
+import labtls
 from labproc import (LabFile, Record, describe_exit, identity, launch, leftovers, pid_list, relaunch, say, stop_all,
                      write_json)
 
@@ -90,18 +94,23 @@ segment_s = 2.0
 {ladder}"""
 
 
-def fleet_toml(appliances: Mapping[str, int]) -> str:
+def fleet_toml(appliances: Mapping[str, int], scheme: str = "http") -> str:
     fleet = []
     for site, (prefix, lat, lon) in SITES.items():
         fleet.append(f'[[sites]]\nid = "{site}"\nlatitude = {lat}\nlongitude = {lon}\nprefixes = ["{prefix}"]\n')
         for name, app_port in appliances.items():
             if name.startswith(site):
-                fleet.append(f'[[sites.appliances]]\nid = "{name}"\nbase_url = "http://127.0.0.1:{app_port}"\n'
+                fleet.append(f'[[sites.appliances]]\nid = "{name}"\nbase_url = "{scheme}://127.0.0.1:{app_port}"\n'
                              f"capacity_gbps = 10\n")
     return "\n".join(fleet)
 
 
-def steering_toml(port: int, keys: Path, manifests_dir: Path) -> str:
+def service_tls(tls: labtls.LabTls | None) -> str:
+    """Steering's and playback's [tls] (contracts.tlsserve): the lab's leaf, or nothing (plain HTTP)."""
+    return f'\n[tls]\ncert_file = "{tls.chain}"\nkey_file = "{tls.key}"\n' if tls is not None else ""
+
+
+def steering_toml(port: int, keys: Path, manifests_dir: Path, tls: labtls.LabTls | None = None) -> str:
     return f"""[steering]
 listen = "127.0.0.1"
 port = {port}
@@ -116,7 +125,7 @@ up_after_reports = 2
 [fill]
 origin = "{manifests_dir}"
 poll_interval_s = 1.0
-"""
+""" + service_tls(tls)
 
 
 def fill_plan_toml(keys: Path, steering_urls: str, origin_dir: Path, manifests_dir: Path, origin_url: str,
@@ -140,13 +149,16 @@ origin_url = "{origin_url}"
 
 
 def appliance_toml(name: str, port: int, admin: int, keys: Path, steering_urls: str, origin_url: str,
-                   pull_keys: Path) -> str:
+                   pull_keys: Path, tls: labtls.LabTls | None = None) -> str:
+    """With `tls`, `port` is the HTTPS port (oca.tlsconf's [tls], HTTPS only) and plain HTTP gets none."""
+    https = (f'[tls]\nport = {port}\nplain_port = false\n[[tls.certificates]]\ncert = "{tls.chain}"\n'
+             f'key = "{tls.key}"\n') if tls is not None else ""
     return f"""[appliance]
 id = "{name}"
 site = "{name[:5]}"
 [http]
 listen = "127.0.0.1"
-port = {port}
+port = {0 if tls is not None else port}
 workers = 1
 access_log = false
 [admin]
@@ -167,10 +179,11 @@ report_interval_s = 1.0
 enabled = true
 parent = "{origin_url}"
 key_file = "{pull_keys}"
-"""
+{https}"""
 
 
-def playback_toml(port: int, steering_urls: str, origin_dir: Path, prometheus_url: str | None) -> str:
+def playback_toml(port: int, steering_urls: str, origin_dir: Path, prometheus_url: str | None,
+                  tls: labtls.LabTls | None = None) -> str:
     charts = (f'prometheus_url = "{prometheus_url}"\ncharts_rate_window_s = {4 * labprom.SCRAPE_INTERVAL_S:g}\n'
               if prometheus_url else "")
     return f"""[playback]
@@ -180,7 +193,7 @@ steering_urls = [{steering_urls}]
 steering_token_file = "playback.token"
 {charts}[origin]
 location = "{origin_dir}"
-"""
+""" + service_tls(tls)
 
 
 # ---- the lab -------------------------------------------------------------------------------------
@@ -188,12 +201,15 @@ location = "{origin_dir}"
 class Lab:
     OPTIONAL = ("prometheus", "node-")  # names (and prefixes) whose death while `up` waits is reported, not fatal
 
-    def __init__(self, state: Path, replicas: int, detach: bool) -> None:
+    def __init__(self, state: Path, replicas: int, detach: bool, https: bool = False) -> None:
         # where, and how it runs
         self.state = state
         self.file = LabFile(state)
         self.replicas = replicas
         self.detach = detach
+        self.https = https  # appliances, steering and playback on HTTPS (the lab's own CA: labtls)
+        self.tls: labtls.LabTls | None = None  # made at `up` when https
+        self.scheme = "https" if https else "http"
         # the daemons, in start order: what this process started (and owns while it runs), their records
         self.procs: dict[str, subprocess.Popen] = {}
         self.daemons: dict[str, Record] = {}
@@ -223,7 +239,8 @@ class Lab:
 
     def spawn(self, name: str, *cmd: str, health: str | None = None) -> subprocess.Popen:
         with self.uninterrupted():
-            proc, record = launch(self.state, name, [str(BIN / cmd[0]), *cmd[1:]], {}, health)
+            env = self.tls.env() if self.tls is not None else {}  # recorded: a restart trusts the CA too
+            proc, record = launch(self.state, name, [str(BIN / cmd[0]), *cmd[1:]], env, health)
             self.procs[name], self.daemons[name] = proc, record
             self.publish(ready=False)
         return proc
@@ -310,14 +327,14 @@ class Lab:
             "--title-id", TITLE, "--title", "Lab Sample", "--genres", "test", "--languages", "en")
 
     def steering(self, keys: Path, appliances: dict[str, int]) -> None:
-        (self.state / "fleet.toml").write_text(fleet_toml(appliances))
+        (self.state / "fleet.toml").write_text(fleet_toml(appliances, self.scheme))
         self.callers()
         replicas = {}
         for i in range(1, self.replicas + 1):  # independent replicas: every appliance reports to each
             name, port = f"steering-{i}", free_port()
             (self.state / f"{name}.toml").write_text(
-                steering_toml(port, keys, self.state / "manifests"))
-            replicas[name] = f"http://127.0.0.1:{port}"
+                steering_toml(port, keys, self.state / "manifests", self.tls))
+            replicas[name] = f"{self.scheme}://127.0.0.1:{port}"
             self.endpoints["steering_replicas"] = replicas
             self.endpoints.setdefault("steering", replicas[name])  # the first: what older scripts read
             self.spawn(name, "steering", "serve", "-c", str(self.state / f"{name}.toml"),
@@ -334,9 +351,9 @@ class Lab:
             own = self.derived(keys, name)
             pull = self.derived(keys, name, pull_from="origin")
             (root / "oca.toml").write_text(appliance_toml(name, port, admin, own, self.steering_urls(),
-                                                          self.endpoints["origin"], pull))
+                                                          self.endpoints["origin"], pull, self.tls))
             self.endpoints.setdefault("appliances", {})[name] = {
-                "url": f"http://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin}",
+                "url": f"{self.scheme}://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin}",
                 "config": str(root / "oca.toml")}
             self.spawn(name, "oca", "serve", "-c", str(root / "oca.toml"), health=f"http://127.0.0.1:{admin}/healthz")
         for url in self.endpoints["steering_replicas"].values():
@@ -381,7 +398,8 @@ class Lab:
             return say("prometheus is not installed (scripts/setup installs it): the lab runs without it")
         self.fill_exporters()
         port = free_port()
-        url, planned = f"http://127.0.0.1:{port}", {**self.endpoints, "playback": f"http://127.0.0.1:{playback_port}"}
+        url = f"http://127.0.0.1:{port}"
+        planned = {**self.endpoints, "playback": f"{self.scheme}://127.0.0.1:{playback_port}"}
         found = labprom.targets(planned, prometheus_address=f"127.0.0.1:{port}")
         (self.state / "prometheus.yml").write_text(labprom.prometheus_yml(found))
         proc = self.spawn("prometheus", *labprom.command(binary, self.state, port), health=f"{url}/-/ready")
@@ -409,11 +427,10 @@ class Lab:
 
     def playback(self, port: int) -> None:
         (self.state / "playback.toml").write_text(playback_toml(port, self.steering_urls(), self.state / "origin",
-                                                                self.endpoints.get("prometheus")))
-        self.endpoints["playback"] = f"http://127.0.0.1:{port}"
-        self.spawn("playback", "playback", "serve", "-c", str(self.state / "playback.toml"),
-                   health=f"http://127.0.0.1:{port}/healthz")
-        self.wait("playback", lambda: answers(f"http://127.0.0.1:{port}/healthz"))
+                                                                self.endpoints.get("prometheus"), self.tls))
+        url = self.endpoints["playback"] = f"{self.scheme}://127.0.0.1:{port}"
+        self.spawn("playback", "playback", "serve", "-c", str(self.state / "playback.toml"), health=f"{url}/healthz")
+        self.wait("playback", lambda: answers(f"{url}/healthz"))
 
     # ---- the whole ---------------------------------------------------------------------------
     def up(self, seconds: int, fill: bool) -> None:
@@ -422,7 +439,11 @@ class Lab:
         for stale in (self.state / "control").iterdir():
             stale.unlink()
         keys = self.keys()
-        ports = {f"{site}{i}": free_port() for site in SITES for i in (1, 2)}
+        if self.https:  # before any daemon starts: each one, and this process's clients, trust the lab's CA
+            self.tls = labtls.ensure(self.state / "tls")
+            os.environ.update(self.tls.env())
+            self.endpoints["tls"] = self.tls.as_json()
+        ports = {f"{site}{i}": free_port() for site in SITES for i in (1, 2)}  # with https: their HTTPS ports
         playback_port = free_port()
         self.origin(keys, seconds)
         self.steering(keys, ports)
@@ -440,14 +461,16 @@ class Lab:
         how = "scripts/lab down stops it" if self.detach else "Ctrl-C (or scripts/lab down) stops everything"
         prom = (f"{self.endpoints['prometheus']}/targets   (every daemon; {self.state / 'prometheus.yml'})"
                 if "prometheus" in self.endpoints else "not running (see above)")
+        cacert = f"--cacert {self.tls.ca} " if self.tls is not None else ""
+        https = labtls.trust_help(self.tls, f"{pb}/play/{TITLE}") + "\n" if self.tls is not None else ""
         return f"""
 The lab is up ({self.state / 'lab.json'} lists every endpoint):
   web player:   {pb}/play/{TITLE}      catalog: {pb}/      fleet: {pb}/fleet
   play it:      ffmpeg -hide_banner -i {pb}/v1/playback/{TITLE}/master.m3u8 -f null -
-  steering:     curl -H "Authorization: Bearer $(cat {self.state / 'operator.token'})" {self.endpoints['steering']}/v1/fleet
+  steering:     curl {cacert}-H "Authorization: Bearer $(cat {self.state / 'operator.token'})" {self.endpoints['steering']}/v1/fleet
   prometheus:   {prom}
   daemons:      scripts/lab status | kill NAME | restart NAME   ({', '.join(self.daemons)})
-{how}."""
+{https}{how}."""
 
     # ---- foreground: the owner of the daemons --------------------------------------------------
     def watch(self) -> None:

@@ -10,8 +10,9 @@ the targets — block YAML whose every scalar is a JSON string, so no value can 
 The commands are Debian's /usr/bin/prometheus (storage under the lab's state directory) and
 prometheus-node-exporter, on loopback ports. Every /metrics in the system is open (counts only), so
 no scrape needs a credential; a target that someday does gets `authorization: {credentials_file}`
-through `Target.token_file`. Pure apart from `binary()`; tests/ops/test_lab_prometheus.py checks the
-file with `promtool check config` and a real lab's targets.
+through `Target.token_file`. In an https lab (`--https`) steering and playback are scraped over HTTPS,
+verifying the lab CA's certificates (`Target.ca_file`). Pure apart from `binary()`;
+tests/ops/test_lab_prometheus.py checks the file with `promtool check config` and a real lab's targets.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Target:
     address: str  # host:port
     labels: Mapping[str, str] = field(default_factory=dict)
     token_file: str | None = None  # a bearer token for /metrics, if it ever needs one
+    ca_file: str | None = None  # scraped over HTTPS, trusting this CA; None: plain HTTP
 
 
 def _address(url: str) -> str:
@@ -47,17 +49,23 @@ def site_of(appliance: str) -> str:
 
 def targets(endpoints: Mapping[str, Any], prometheus_address: str | None = None) -> list[Target]:
     """Every daemon the endpoints name (those started so far), and Prometheus itself."""
+    ca = (endpoints.get("tls") or {}).get("ca")
+
+    def ca_for(url: str) -> str | None:  # an https endpoint is the lab CA's
+        return ca if urlsplit(url).scheme == "https" else None
+
     out: list[Target] = []
     if endpoints.get("origin"):
         out.append(Target("origin", "origin", _address(endpoints["origin"])))
     for name, url in endpoints.get("steering_replicas", {}).items():
-        out.append(Target("steering", name, _address(url)))
+        out.append(Target("steering", name, _address(url), ca_file=ca_for(url)))
     for name, info in endpoints.get("appliances", {}).items():
         out.append(Target("oca", name, _address(info["admin"]), {"appliance": name, "site": site_of(name)}))
     for name, url in endpoints.get("fill_exporters", {}).items():
         out.append(Target("node", f"node-{name}", _address(url), {"appliance": name, "site": site_of(name)}))
     if endpoints.get("playback"):
-        out.append(Target("playback", "playback", _address(endpoints["playback"])))
+        url = endpoints["playback"]
+        out.append(Target("playback", "playback", _address(url), ca_file=ca_for(url)))
     if prometheus_address:
         out.append(Target("prometheus", "prometheus", prometheus_address))
     return out
@@ -82,6 +90,11 @@ def prometheus_yml(found: list[Target], interval_s: float = SCRAPE_INTERVAL_S) -
             raise ValueError(f"job {job}: one token file for all its targets, or none")
         if (token := tokens.pop()) is not None:
             lines += ["    authorization:", '      type: "Bearer"', f"      credentials_file: {_q(token)}"]
+        cas = {t.ca_file for t in members}
+        if len(cas) != 1:
+            raise ValueError(f"job {job}: all its targets over HTTPS with one CA file, or all over HTTP")
+        if (ca_file := cas.pop()) is not None:
+            lines += ['    scheme: "https"', "    tls_config:", f"      ca_file: {_q(ca_file)}"]
         lines.append("    static_configs:")
         for t in members:
             lines += [f"      - targets: [{_q(t.address)}]", "        labels:", f"          daemon: {_q(t.daemon)}"]

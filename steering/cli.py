@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from contracts.logs import log_event, setup_logging
+from contracts.tlsserve import ServerTls, describe
 from contracts.tomlconf import ConfigError
 from steering import config as steering_config, keyscli, withdrawcli
 from steering.service import load_all
@@ -45,6 +46,7 @@ def check_config(path: Path) -> int:
     try:
         config = steering_config.load(path)
         loaded = load_all(config)
+        listener = describe(config.tls) if config.tls is not None else "plain HTTP (no [tls])"
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -59,6 +61,7 @@ def check_config(path: Path) -> int:
         print(f"error: {line}", file=sys.stderr)
     print(f"  keys: {config.key_file}: {', '.join(sorted(loaded.keys.keys))} (signing {loaded.keys.signing_id})")
     print(f"  geoip: {loaded.geo.path}: {loaded.geo.description}" if loaded.geo else "  geoip: none")
+    print(f"  listener: {config.server.listen}:{config.server.port}, {listener}")
     print(f"  default site: {config.default_site}; loaded in {time.monotonic() - started:.2f} s")
     return 1 if info.skipped else 0
 
@@ -69,12 +72,13 @@ def run(path: Path, log_level: str) -> int:
     try:
         config = steering_config.load(path)
         loaded = load_all(config)
+        tls = ServerTls(config.tls) if config.tls is not None else None
     except ConfigError as exc:
         log_event(logging.getLogger("steering"), "config-error", logging.ERROR, error=str(exc))
         return 2
     from steering.server import serve  # aiohttp only for the command that serves
 
-    main_task = serve(config, loaded, config.source)
+    main_task = serve(config, loaded, config.source, tls)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency; stay correct without it

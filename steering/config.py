@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from contracts.demand import MAX_FILES
 from contracts.ids import SiteId
+from contracts.tlsserve import TlsSettings, parse_tls
 from contracts.tomlconf import ConfigError, Section, read_toml
 from contracts.webguard import GuardConfig, parse_guard
 from steering.core.health import HealthPolicy
@@ -101,6 +102,7 @@ class SteeringConfig:
     pull_through: PullThroughConfig = field(default_factory=PullThroughConfig)
     source: Path | None = None
     fleet_fetch: FleetFetchConfig = field(default_factory=FleetFetchConfig)
+    tls: TlsSettings | None = None  # [tls]: HTTPS on listen:port (contracts.tlsserve)
 
 
 def load(path: Path) -> SteeringConfig:
@@ -129,6 +131,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         pull_through=_pull_through(top.section("pull_through", {})),
         source=source,
         fleet_fetch=_fleet_fetch(main),
+        tls=parse_tls(top, base),
     )
     main.done()
     top.done()

@@ -45,6 +45,7 @@ from contracts.ids import InvalidFileKey
 from contracts.logs import log_event
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
+from contracts.tlsserve import ServerTls, site as tls_site
 from contracts.webguard import GUARD, Guard, GuardedRunner, RequestRefused
 from steering import demand as steering_demand
 from steering.auth import AUTHENTICATE, authenticator, requires
@@ -297,23 +298,27 @@ def make_app(replica: Replica, config_path: Path | None = None) -> web.Applicati
     return app
 
 
-async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None) -> None:
+async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None,
+                tls: ServerTls | None = None) -> None:
     """Run until SIGTERM/SIGINT, then drain. The `listening` log event names the bound port (port 0 in
-    the config: any free one); SIGHUP asks the reload task to reload everything."""
+    the config: any free one); SIGHUP asks the reload task to reload everything (and `tls`, HTTPS when
+    given, its certificate files)."""
     replica = Replica(config, loaded)
     app = make_app(replica, config_path)
     runner = GuardedRunner(app, app[GUARD], access_log=None, shutdown_timeout=config.server.drain_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, config.server.listen, config.server.port, backlog=1024)
+    site = tls_site(runner, config.server.listen, config.server.port, tls)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: (app[RELOADER].requested.set(), app[POLLER].requested.set()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: (app[RELOADER].requested.set(), app[POLLER].requested.set(),
+                                                    tls and tls.request_reload()))
     fleet = loaded.fleet
     log_fleet(loaded.fleet_info)
-    log_event(log, "listening", listen=config.server.listen, port=runner.addresses[0][1], sites=len(fleet.sites),
+    log_event(log, "listening", listen=config.server.listen, port=runner.addresses[0][1], tls=tls is not None,
+              sites=len(fleet.sites),
               appliances=len(fleet.appliances), fleet_revision=loaded.fleet_info.revision)
     sd_notify("READY=1")
     await stop.wait()
