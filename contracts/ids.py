@@ -10,6 +10,7 @@ ApplianceId = NewType("ApplianceId", str)
 SiteId = NewType("SiteId", str)
 KeyId = NewType("KeyId", str)
 
+IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # appliance, site and key ids on the wire
 MAX_FILE_KEY_LEN = 512
 # Segments of letters, digits, dot, dash, underscore; no empty, "." or ".." segment; no leading dot
 # (hides temp files and dot-dirs of the store). No percent signs: a key has exactly one spelling.

@@ -15,9 +15,10 @@ folder) when the caller gives one."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
 
 import msgspec
 from msgspec import inspect as mi
@@ -32,6 +33,8 @@ T = TypeVar("T")
 _TYPO = 0.8
 _HINT = 0.75
 _AT = re.compile(r"^(.*) - at `\$(.*)`$", re.S)
+_KEY_AT = re.compile(r"^(.*) - at `key` in `\$(.*)`$", re.S)
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+|\.\.\.)\]")
 _FIELD_FIRST = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?(?:\.[A-Za-z_][A-Za-z0-9_]*)*): (.*)$", re.S)
 
@@ -52,7 +55,7 @@ def load_toml(cls: type[T], path: Path, **kw: Any) -> T:
 
 
 def convert(cls: type[T], data: Any, *, where: str = "", base: Path | None = None,
-            error: type[Exception] = ConfigError, strict: bool = True) -> T:
+            error: type[Exception] = ConfigError, strict: bool = True, noun: str = "table") -> T:
     """`data` (a decoded TOML/JSON/msgpack map) as a `cls`, or `error` naming the dotted key."""
     info = mi.type_info(cls)
     problem = _unknown_keys(info, data, where)
@@ -62,27 +65,40 @@ def convert(cls: type[T], data: Any, *, where: str = "", base: Path | None = Non
     try:
         return msgspec.convert(data, cls, strict=strict, dec_hook=hook)
     except msgspec.ValidationError as exc:
-        raise error(explain(exc, cls, data, where=where, base=base, strict=strict)) from None
+        raise error(explain(exc, cls, data, where=where, base=base, strict=strict, noun=noun)) from None
 
 
 def explain(exc: msgspec.ValidationError, cls: Any, data: Any, *, where: str = "",
-            base: Path | None = None, strict: bool = True) -> str:
-    """msgspec's error as "dotted.key: what is wrong", with "[...]" resolved to the dict key at fault."""
+            base: Path | None = None, strict: bool = True, noun: str = "table") -> str:
+    """msgspec's error as "dotted.key: what is wrong", with "[...]" resolved to the dict key at fault.
+    `noun` is what a map is called where the data came from ("table" in TOML, "map" on the wire)."""
     text = str(exc)
-    m = _AT.match(text)
+    key_error = _KEY_AT.match(text)
+    m = key_error or _AT.match(text)
     message, path = (m.group(1), m.group(2)) if m else (text, "")
     dotted, leaf, value = _resolve(mi.type_info(cls), data, path, where, base, strict)
+    if key_error:
+        key_type = getattr(leaf, "key_type", None)
+        bad = _failing(key_type, list(value) if isinstance(value, Mapping) else [], base, strict)
+        what = _plain(message, *_strip(key_type)[::-1], bad, noun) if key_type is not None else message
+        return f"{dotted}[{bad!r:.80}]: not a valid key ({what})"
+    if missing := _MISSING_FIELD.match(message):
+        return f"{_join(dotted, missing.group(1))}: required"
     inner = _FIELD_FIRST.match(message)
     if inner and not message.startswith(("Expected", "Object", "Invalid")):
         dotted, message = _join(dotted, inner.group(1)), inner.group(2)
-    return f"{dotted or '(top level)'}: {_plain(message, leaf, value)}"
+    leaf, says = _strip(leaf)
+    words = _plain(message, says, leaf, value, noun)
+    if "| null`, got" in message and noun != "table":  # TOML has no null: an Optional is just left out
+        words += " or nil"
+    return f"{dotted or '(top level)'}: {words}"
 
 
 # ---- unknown and misspelt keys ------------------------------------------------------------------
 
 def _unknown_keys(info: Any, data: Any, where: str) -> str | None:
-    info = _unwrap(info, data)
-    if isinstance(info, mi.StructType) and isinstance(data, Mapping):
+    info, _ = _strip(_unwrap(info, data))
+    if isinstance(info, mi.StructType) and not info.array_like and isinstance(data, Mapping):
         fields = {f.encode_name: f for f in info.fields}
         unknown = [k for k in data if k not in fields]
         missing = [name for name, f in fields.items() if f.required and name not in data]
@@ -114,17 +130,29 @@ def _unknown_keys(info: Any, data: Any, where: str) -> str | None:
     return None
 
 
+def _strip(info: Any) -> tuple[Any, str | None]:
+    """A type without its Metadata wrapper, and the wording its `Meta(extra={"says": ...})` gives."""
+    if isinstance(info, mi.Metadata):
+        return info.type, (info.extra or {}).get("says")
+    return info, None
+
+
 def _unwrap(info: Any, data: Any) -> Any:
-    """The member of an Optional/Union that `data`'s shape would take (a table → its Struct)."""
-    if isinstance(info, mi.UnionType):
-        for member in info.types:
-            if isinstance(member, mi.StructType) and isinstance(data, Mapping):
-                return member
-            if isinstance(member, (mi.ListType, mi.VarTupleType)) and isinstance(data, list):
-                return member
-            if isinstance(member, mi.DictType) and isinstance(data, Mapping):
-                return member
-    return info
+    """The member of an Optional/Union that `data`'s shape would take (a table → its Struct), keeping
+    its Metadata; the one member besides None of an Optional."""
+    bare, _ = _strip(info)
+    if not isinstance(bare, mi.UnionType):
+        return info
+    members = [t for t in bare.types if not isinstance(_strip(t)[0], mi.NoneType)]
+    for member in members:
+        kind = _strip(member)[0]
+        if isinstance(kind, (mi.StructType, mi.DictType)) and isinstance(data, Mapping) and not getattr(kind, "array_like", False):
+            return member
+        if isinstance(kind, (mi.ListType, mi.VarTupleType, mi.TupleType)) and isinstance(data, list):
+            return member
+        if isinstance(kind, mi.StructType) and kind.array_like and isinstance(data, list):
+            return member
+    return members[0] if len(members) == 1 else info
 
 
 def _join(where: str, name: str) -> str:
@@ -139,10 +167,10 @@ def _join(where: str, name: str) -> str:
 
 def _resolve(info: Any, data: Any, path: str, where: str, base: Path | None, strict: bool) -> tuple[str, Any, Any]:
     """Walk msgspec's path ("$.tiers[...][1].path") through the types and the data: the dotted key,
-    the leaf's type info and the value found there (None when absent)."""
+    the leaf's type info (Metadata kept) and the value found there (None when absent)."""
     dotted = where
     for attr, index in _SEGMENT.findall(path):
-        info = _unwrap(info, data)
+        info, _ = _strip(_unwrap(info, data))
         if attr:
             if isinstance(info, mi.StructType):
                 f = next((f for f in info.fields if f.encode_name == attr), None)
@@ -151,75 +179,99 @@ def _resolve(info: Any, data: Any, path: str, where: str, base: Path | None, str
             data = data.get(attr) if isinstance(data, Mapping) else None
         elif index == "...":
             value_type = info.value_type if isinstance(info, mi.DictType) else None
-            key = _failing_key(value_type, data, base, strict)
+            key = _failing(value_type, data, base, strict, values=True) if isinstance(data, Mapping) else None
             dotted = _join(dotted, str(key)) if key is not None else dotted + "[...]"
-            info, data = value_type, (data.get(key) if key is not None and isinstance(data, Mapping) else None)
+            info, data = value_type, (data.get(key) if key is not None else None)
         else:
             i = int(index)
-            item = getattr(info, "item_type", None)
-            if item is None and isinstance(info, mi.TupleType):
+            if isinstance(info, mi.StructType) and info.array_like:
+                item = info.fields[i].type if i < len(info.fields) else None
+            elif isinstance(info, mi.TupleType):
                 item = info.item_types[i] if i < len(info.item_types) else None
+            else:
+                item = getattr(info, "item_type", None)
             dotted = f"{dotted}[{i}]"
             info = item
             data = data[i] if isinstance(data, list) and i < len(data) else None
     return dotted, _unwrap(info, data), data
 
 
-def _failing_key(value_type: Any, data: Any, base: Path | None, strict: bool) -> Any:
-    """The first key of a dict whose value does not convert (msgspec says only "[...]")."""
-    if value_type is None or not isinstance(data, Mapping):
+def _failing(kind: Any, data: Any, base: Path | None, strict: bool, values: bool = False) -> Any:
+    """The first key of a dict (or item of a list) that does not convert to `kind` (msgspec names a
+    dict entry only "[...]"); with `values`, the key whose value does not."""
+    if kind is None:
         return None
-    target = _python_type(value_type)
-    for key, value in data.items():
+    target = _python_type(kind)
+    items = data.items() if values else ((item, item) for item in data)
+    for key, value in items:
         try:
             msgspec.convert(value, target, strict=strict, dec_hook=_dec_hook(base))
-        except msgspec.ValidationError:
-            return key
-        except Exception:
+        except (msgspec.ValidationError, TypeError, ValueError):
             return key
     return None
 
 
 def _python_type(info: Any) -> Any:
+    """The annotation a type info was made from, bounds and patterns included."""
+    info, says = _strip(info)
     if isinstance(info, mi.StructType):
         return info.cls
-    if isinstance(info, mi.ListType):
-        return list[_python_type(info.item_type)]
+    if isinstance(info, (mi.ListType, mi.VarTupleType, mi.SetType, mi.FrozenSetType)):
+        container = {mi.ListType: list, mi.VarTupleType: tuple, mi.SetType: set, mi.FrozenSetType: frozenset}[type(info)]
+        item = _python_type(info.item_type)
+        kind = container[item, ...] if container is tuple else container[item]
+        return _annotated(kind, min_length=info.min_length, max_length=info.max_length)
+    if isinstance(info, mi.TupleType):
+        return tuple[tuple(_python_type(t) for t in info.item_types)]
     if isinstance(info, mi.DictType):
-        return dict[_python_type(info.key_type), _python_type(info.value_type)]
+        kind = dict[_python_type(info.key_type), _python_type(info.value_type)]
+        return _annotated(kind, min_length=info.min_length, max_length=info.max_length)
     if isinstance(info, mi.UnionType):
         out = None
         for member in info.types:
             t = _python_type(member)
             out = t if out is None else out | t
         return out
-    simple = {mi.IntType: int, mi.FloatType: float, mi.StrType: str, mi.BoolType: bool, mi.NoneType: type(None)}
-    if type(info) in simple:
-        return simple[type(info)]
-    if isinstance(info, mi.CustomType):
+    if isinstance(info, mi.LiteralType):
+        return Literal[tuple(info.values)]
+    if isinstance(info, (mi.IntType, mi.FloatType)):
+        return _annotated(int if isinstance(info, mi.IntType) else float, gt=info.gt, ge=info.ge, lt=info.lt,
+                          le=info.le, multiple_of=info.multiple_of)
+    if isinstance(info, mi.StrType):
+        return _annotated(str, min_length=info.min_length, max_length=info.max_length, pattern=info.pattern)
+    if isinstance(info, (mi.EnumType, mi.CustomType)):
         return info.cls
-    return Any
+    simple = {mi.BoolType: bool, mi.NoneType: type(None), mi.BytesType: bytes}
+    return simple.get(type(info), Any)
 
 
-def _plain(message: str, leaf: Any, value: Any) -> str:
-    """msgspec's wording ("Expected `int` >= 1") in the house's ("must be at least 1")."""
-    if message.startswith("Object missing required field"):
-        return message.replace("Object missing required field", "required:").replace("`", "")
+def _annotated(kind: Any, **bounds: Any) -> Any:
+    bounds = {k: v for k, v in bounds.items() if v is not None}
+    return Annotated[kind, msgspec.Meta(**bounds)] if bounds else kind
+
+
+def _plain(message: str, says: str | None, leaf: Any, value: Any, noun: str = "table") -> str:
+    """msgspec's wording ("Expected `int` >= 1") in the house's ("must be at least 1"); a type's own
+    words (`Meta(extra={"says": ...})`) when it has them."""
     if not message.startswith(("Expected", "Invalid enum value")):
         return message
+    if says:
+        return says
     if isinstance(leaf, mi.LiteralType):
         return "must be one of " + ", ".join(str(v) for v in leaf.values)
     if isinstance(leaf, mi.EnumType):
         return "must be one of " + ", ".join(str(getattr(m, "value", m)) for m in leaf.cls)
     if isinstance(leaf, (mi.IntType, mi.FloatType)):
-        noun = "an integer" if isinstance(leaf, mi.IntType) else "a number"
+        what = "an integer" if isinstance(leaf, mi.IntType) else "a number"
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not number or (isinstance(leaf, mi.IntType) and not isinstance(value, int)):
-            return f"must be {noun}"
+            return f"must be {what}"
+        if not math.isfinite(value):
+            return "must be finite"
         for bound, word in ((leaf.ge, "at least"), (leaf.gt, "above"), (leaf.le, "at most"), (leaf.lt, "below")):
             if bound is not None and not _holds(value, bound, word):
-                return f"must be {word} {bound}"
-        return f"must be {noun}"
+                return f"must be {word} {_number(bound)}"
+        return f"must be {what}"
     if isinstance(leaf, mi.BoolType):
         return "must be true or false"
     if isinstance(leaf, mi.StrType):
@@ -240,14 +292,23 @@ def _plain(message: str, leaf: Any, value: Any) -> str:
                 return f"must have at most {leaf.max_length} items"
         if isinstance(leaf.item_type, mi.StrType):
             return "must be a list of strings"
-        if isinstance(leaf.item_type, mi.StructType):
-            return "must be an array of tables"
+        if isinstance(_strip(leaf.item_type)[0], mi.StructType) and not _strip(leaf.item_type)[0].array_like:
+            return f"must be an array of {noun}s"
         return "must be an array"
+    if isinstance(leaf, mi.StructType) and leaf.array_like:
+        return f"must be an array of {len(leaf.fields)}: [{', '.join(f.encode_name for f in leaf.fields)}]"
     if isinstance(leaf, (mi.StructType, mi.DictType, mi.TypedDictType)):
-        return "must be a table"
+        return f"must be a {noun}"
     if isinstance(leaf, mi.CustomType) and leaf.cls is Path:
         return "must be a path string"
     return message.replace("`", "")
+
+
+def _number(bound: float) -> str:
+    """A bound as people write it: 4294967296 as 2^32, 1.0 as 1."""
+    if bound in (1 << 32, 1 << 64, 1 << 63):
+        return f"2^{int(bound).bit_length() - 1}"
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
 
 
 def _holds(value: float, bound: float, word: str) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import aiohttp
 
-from contracts.wirefields import IDENT
+from contracts.ids import IDENT
 from contracts.withdrawals import EMPTY, Event, Withdrawals, check_title, check_version
 
 

@@ -80,3 +80,40 @@ def test_the_callers_error_class():
         pass
     with pytest.raises(WireError, match=r"^port: must be at least 1$"):
         convert(Top, {"origin": OK, "port": 0}, error=WireError)
+
+
+class Hop(msgspec.Struct, array_like=True, frozen=True):
+    prefix: str
+    path: list[Annotated[int, msgspec.Meta(ge=0, lt=1 << 32)]] = []
+
+
+class Wire(Conf):
+    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z]{1,8}$", extra={"says": "must be 1-8 of a-z"})]
+    limit: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    amount: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    hops: list[Hop] = []
+    counts: dict[Annotated[str, msgspec.Meta(pattern=r"^k")], Annotated[int, msgspec.Meta(ge=0)]] = {}
+    disks: list[Tier] = []
+
+
+WIRE_ERRORS = [
+    ({"name": "Ab"}, "name: must be 1-8 of a-z"),
+    ({"name": "a", "limit": -1}, "limit: must be at least 0"),
+    ({"name": "a", "limit": "x"}, "limit: must be an integer or nil"),
+    ({"name": "a", "amount": float("nan")}, "amount: must be finite"),
+    ({"name": "a", "hops": [["10.0.0.0/8", [1, 1 << 32]]]}, "hops[0][1][1]: must be below 2^32"),
+    ({"name": "a", "hops": [{"prefix": "x"}]}, "hops[0]: must be an array of 2: [prefix, path]"),
+    ({"name": "a", "counts": {"k1": 1, "k2": -1}}, "counts.k2: must be at least 0"),
+    ({"name": "a", "counts": {"k1": 1, "x": 1}}, "counts['x']: not a valid key (must match ^k)"),
+    ({"name": "a", "disks": [{"size": 2}]}, "disks[0].path: required"),
+    ({"name": "a", "disks": 3}, "disks: must be an array of maps"),
+]
+
+
+@pytest.mark.parametrize("data,message", WIRE_ERRORS, ids=[m.split(":")[0] for _, m in WIRE_ERRORS])
+def test_wire_words(data, message):
+    class WireError(ValueError):
+        pass
+    with pytest.raises(WireError) as err:
+        convert(Wire, data, error=WireError, noun="map")
+    assert str(err.value) == message

@@ -7,11 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 import msgpack
+import msgspec
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from contracts.keys import derive_keyring
-from contracts.heartbeat import (BgpSession, Route, RoutesUpdate)
+from contracts.heartbeat import (BgpSession, DiskReport, DiskState, HealthSnapshot, Heartbeat, InventoryUpdate, Load,
+                                 Route, RoutesUpdate)
 from contracts.heartbeat import (HeartbeatAck, HeartbeatError, HeartbeatUnauthorized, MalformedHeartbeat,
                                  StaleHeartbeat, UnsupportedVersion, ack_to_dict, check_fresh, decode_ack,
                                  decode_heartbeat, encode_ack, encode_heartbeat, sign_body, verify_body,
@@ -130,8 +132,8 @@ def test_the_wire_map_is_flat_and_versioned() -> None:
     (wire(routes__announced__0__4=["no-export!"]), "routes.announced[0][4]: communities"),
     (wire(routes__announced__0__4=["1:2"] * 65), "routes.announced[0][4]: communities"),
     (wire(routes__withdrawn=["nope"]), "routes.withdrawn[0]: not a canonical"),
-    (wire(bgp="up"), "bgp: must be a list"),
-    (wire(bgp=[{}] * 17), "bgp: must be a list"),
+    (wire(bgp="up"), "bgp: must be an array"),
+    (wire(bgp=[{}] * 17), "bgp: must have at most 16 items"),
     (wire(bgp__0__state="established"), "bgp[0].state: must be one of"),
     (wire(bgp__0__peer_as=1 << 32), "bgp[0].peer_as:"),
     (wire(bgp__0__prefixes=-1), "bgp[0].prefixes:"),
@@ -151,6 +153,123 @@ def test_malformed_reports_name_the_field(raw: bytes, field: str) -> None:
         decode_heartbeat(raw)
     assert field in str(err.value)
     assert err.value.status_hint == 400
+
+
+REFUSALS = [
+    ("seq-negative", wire(seq=-1), MalformedHeartbeat, "seq: must be at least 0"),
+    ("seq-bool", wire(seq=True), MalformedHeartbeat, "seq: must be an integer"),
+    ("version-bool", wire(v=True), UnsupportedVersion, "v: schema version True not supported (want 1)"),
+    ("no-site", wire(site=DELETE), MalformedHeartbeat, "site: required"),
+    ("site-spaces", wire(site="a b"), MalformedHeartbeat, "site: must be 1-64 of [A-Za-z0-9_.-]"),
+    ("boot-upper", wire(boot="00C0FFEE"), MalformedHeartbeat, "boot: must be 8-64 hex digits"),
+    ("boot-newline", wire(boot="00c0ffee\n"), MalformedHeartbeat, "boot: must be 8-64 hex digits"),
+    ("time-string", wire(sent_at="now"), MalformedHeartbeat, "sent_at: must be a number"),
+    ("time-infinite", wire(sent_at=float("inf")), MalformedHeartbeat, "sent_at: must be finite"),
+    ("load-not-map", wire(load=[1, 2]), MalformedHeartbeat, "load: must be a map"),
+    ("load-field-missing", wire(load__open_connections=DELETE), MalformedHeartbeat, "load.open_connections: required"),
+    ("bps-float", wire(egress_bps=1.5), MalformedHeartbeat, "egress_bps: must be an integer"),
+    ("disks-not-list", wire(disks="none"), MalformedHeartbeat, "disks: must be an array of maps"),
+    ("disk-state", wire(disks__0__state="broken"), MalformedHeartbeat, "disks[0].state: must be one of ok, failed"),
+    ("popularity-nan", wire(popularity={"t/a.mp4": [float("nan"), 1]}), MalformedHeartbeat,
+     "popularity['t/a.mp4']: must be [requests, bytes], two non-negative numbers"),
+    ("popularity-key", wire(popularity={"t/a.mp4": [1, 2], "a//b": [1, 2]}), MalformedHeartbeat,
+     "popularity['a//b']: not a valid file key"),
+    ("degraded-too-many", wire(degraded=["t"] * 65), MalformedHeartbeat, "degraded: must have at most 64 items"),
+    ("degraded-long-name", wire(degraded=["x" * 65]), MalformedHeartbeat, "degraded[0]: must be at most 64 characters"),
+    ("inventory-key-int", wire(inventory__added=[7]), MalformedHeartbeat, "inventory.added[0]: must be a string"),
+    ("inventory-key", wire(inventory__full=False, inventory__base=1, inventory__removed=["a/../b"]), MalformedHeartbeat,
+     "inventory.removed[0]: not a valid file key: 'a/../b'"),
+    ("inventory-added-missing", wire(inventory__added=DELETE), MalformedHeartbeat, "inventory.added: required"),
+    ("routes-not-map", wire(routes="all"), MalformedHeartbeat, "routes: must be a map or nil"),
+    ("announced-not-list", wire(routes__announced="x"), MalformedHeartbeat,
+     "routes.announced: must be an array of routes, each [prefix, as_path, med, local_pref, communities]"),
+    ("route-six-elements", wire(routes__announced__0=["192.0.2.0/24", [], None, None, [], 1]), MalformedHeartbeat,
+     "routes.announced[0]: must be [prefix, as_path, med, local_pref, communities]"),
+    ("route-as-path", wire(routes__announced__0__1=[1, -2]), MalformedHeartbeat,
+     "routes.announced[0][1]: the AS path must be at most 255 AS numbers below 2^32"),
+    ("route-med", wire(routes__announced__0__2=1.5), MalformedHeartbeat,
+     "routes.announced[0][2]: must be nil or an integer below 2^32"),
+    ("bgp-not-list", wire(bgp="up"), MalformedHeartbeat, "bgp: must be an array of maps"),
+    ("bgp-too-many", wire(bgp=[{}] * 17), MalformedHeartbeat, "bgp: must have at most 16 items"),
+    ("session-state", wire(bgp__0__state="established"), MalformedHeartbeat,
+     "bgp[0].state: must be one of connect, down, idle, up"),
+    ("session-as", wire(bgp__0__peer_as=1 << 32), MalformedHeartbeat, "bgp[0].peer_as: must be below 2^32"),
+    ("session-peer-long", wire(bgp__0__peer="p" * 65), MalformedHeartbeat, "bgp[0].peer: must be at most 64 characters"),
+    ("session-no-peer", wire(bgp__0__peer=DELETE), MalformedHeartbeat, "bgp[0].peer: required"),
+    ("session-update-negative", wire(bgp__0__last_update_at=-1), MalformedHeartbeat,
+     "bgp[0].last_update_at: must be at least 0"),
+]
+
+
+@pytest.mark.parametrize("raw, kind, message", [r[1:] for r in REFUSALS], ids=[r[0] for r in REFUSALS])
+def test_refusals_say_what_is_wrong(raw: bytes, kind: type, message: str) -> None:
+    with pytest.raises(kind) as err:
+        decode_heartbeat(raw)
+    assert str(err.value) == message
+
+
+# Encoded by the hand-written encoder that preceded the msgspec Structs: v1 bytes stay v1 bytes.
+GOLDEN = bytes.fromhex(
+    "de0013a17601ac6170706c69616e63655f6964a5616d732d31a473697465a3616d73a4626f6f74b0303063306666656530306330"
+    "66666565a37365712aa773656e745f6174cb41da556e40200000a9616363657074696e67c3a8647261696e696e67c3ac64726169"
+    "6e5f726561736f6ea96469736b2073776170a46c6f616482a76c6f6164617667cb3fe6666666666666b06f70656e5f636f6e6e65"
+    "6374696f6e73cd04b0aa6567726573735f627073cebebc2000ac63617061636974795f627073cf00000002540be400a56469736b"
+    "739186a470617468a92f7372762f73736430a474696572a3737364a57374617465a26f6bab746f74616c5f6279746573cf000003"
+    "a352944000aa667265655f6279746573cf000000e8d4a51000a566696c6573cd0708aa706f70756c617269747981a7742f612e6d"
+    "703492cb4008000000000000cb40a7700000000000a8646567726164656491a47363616eac70756c6c5f7468726f756768c3a969"
+    "6e76656e746f727985aa67656e65726174696f6e07a466756c6cc2a46261736506a5616464656491a7742f622e6d7034a772656d"
+    "6f76656491a7742f632e6d7034a36267709187a470656572a93139322e302e322e31a7706565725f6173cdfbf4a57374617465a2"
+    "7570a573696e6365cb41da556daa000000a8707265666978657378a77265667573656402ae6c6173745f7570646174655f6174cb"
+    "41da556e3d800000a6726f7574657385aa67656e65726174696f6e03a466756c6cc2a46261736502a9616e6e6f756e6365649195"
+    "ac3139322e302e322e302f323492cdfbf4cdfbfe32c091a836343530303a3432a977697468647261776e91af3139382e35312e31"
+    "30302e302f3234")
+
+
+def golden() -> Heartbeat:
+    health = HealthSnapshot(
+        accepting=True, draining=True, drain_reason="disk swap", load=Load(0.7, 1200), egress_bps=3_200_000_000,
+        capacity_bps=10**10, disks=(DiskReport("/srv/ssd0", "ssd", DiskState.OK, 4 * 10**12, 10**12, 1800),),
+        popularity={"t/a.mp4": (3.0, 3000.0)}, degraded=("scan",), pull_through=True,
+        bgp=(BgpSession("192.0.2.1", 64500, "up", 1767225000.0, 120, 2, 1767225590.0),))
+    return Heartbeat(
+        "ams-1", "ams", 42, 1767225600.5, health,
+        InventoryUpdate(generation=7, full=False, added=("t/b.mp4",), removed=("t/c.mp4",), base=6),
+        boot="00c0ffee00c0ffee",
+        routes=RoutesUpdate(3, False, (Route("192.0.2.0/24", (64500, 64510), 50, None, ("64500:42",)),),
+                            ("198.51.100.0/24",), base=2))
+
+
+def test_v1_bytes_are_what_older_appliances_and_replicas_send_and_read() -> None:
+    assert encode_heartbeat(golden()) == GOLDEN
+    assert decode_heartbeat(GOLDEN) == golden()
+    ack = HeartbeatAck(7, False, "up", "", 3, False)
+    assert encode_ack(ack) == bytes.fromhex(
+        "87a17601ae67656e65726174696f6e5f61636b07a96e6565645f66756c6cc2a6737461747573a27570a6726561736f6ea0aa72"
+        "6f757465735f61636b03b0726f757465735f6e6565645f66756c6cc2")
+    assert list(ack_to_dict(ack)) == ["v", "generation_ack", "need_full", "status", "reason", "routes_ack",
+                                      "routes_need_full"]
+
+
+ACK_REFUSALS = [
+    ("no-need-full", msgpack.packb({"v": 1, "generation_ack": 1}), "application/msgpack", MalformedHeartbeat,
+     "ack.need_full: required"),
+    ("need-full-string", msgpack.packb({"v": 1, "generation_ack": 1, "need_full": "x"}), "application/msgpack",
+     MalformedHeartbeat, "ack.need_full: must be true or false"),
+    ("generation-negative", b'{"generation_ack": -1, "need_full": true}', "application/json", MalformedHeartbeat,
+     "ack.generation_ack: must be at least 0"),
+    ("version-2", msgpack.packb({"v": 2, "generation_ack": 1, "need_full": True}), "application/msgpack",
+     UnsupportedVersion, "ack.v: schema version 2 not supported (want 1)"),
+    ("not-a-map", b"[]", "application/json", MalformedHeartbeat, "ack: must be a map"),
+    ("not-json", b"{", "application/json", MalformedHeartbeat, "ack: not valid application/json"),
+]
+
+
+@pytest.mark.parametrize("raw, content_type, kind, message", [r[1:] for r in ACK_REFUSALS],
+                         ids=[r[0] for r in ACK_REFUSALS])
+def test_ack_refusals_say_what_is_wrong(raw: bytes, content_type: str, kind: type, message: str) -> None:
+    with pytest.raises(kind) as err:
+        decode_ack(raw, content_type)
+    assert str(err.value).startswith(message)
 
 
 def test_pull_through_round_trips_and_an_older_reporter_means_off() -> None:
@@ -173,7 +292,7 @@ def test_ack_round_trip(content_type: str) -> None:
     assert decode_ack(raw, content_type) == ack
     assert decode_ack(encode_ack(HeartbeatAck(None, True))).generation_ack is None
     older = {k: v for k, v in ack_to_dict(ack).items() if not k.startswith("routes")}  # a replica before BGP
-    assert decode_ack(msgpack.packb(older)) == replace(ack, routes_ack=None, routes_need_full=False)
+    assert decode_ack(msgpack.packb(older)) == msgspec.structs.replace(ack, routes_ack=None, routes_need_full=False)
 
 
 segment = st.text(st.sampled_from("ab9_.-/%é"), min_size=0, max_size=12)

@@ -48,3 +48,14 @@ def test_index_applies_full_delta_and_refuses_gaps() -> None:
     assert (idx.count("a1"), idx.generation("a1"), idx.holds("a1", "w")) == (1, 13, True)
     idx.drop("a2")
     assert idx.holders == {"w": {"a1"}} and idx.generation("a2") is None
+
+
+def test_a_full_set_over_a_held_one_keeps_the_overlap_and_drops_the_rest() -> None:
+    idx = InventoryIndex()
+    idx.apply("a1", full(1, "x", "y", "z"))
+    idx.apply("a2", full(1, "y"))
+    idx.apply("a1", full(2, "y", "z", "w"))  # resent whole (a gap): x gone, w new, y and z kept
+    assert idx.holders == {"y": {"a1", "a2"}, "z": {"a1"}, "w": {"a1"}}
+    assert idx.files_of("a1") == {"y", "z", "w"} and idx.generation("a1") == 2
+    idx.apply("a1", full(3))
+    assert idx.holders == {"y": {"a2"}} and idx.count("a1") == 0
