@@ -11,7 +11,9 @@ number). Needs /usr/bin/wrk and taskset.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import secrets
 import random
 import re
 import shutil
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contracts.heartbeat import (CONTENT_TYPE, SIGNATURE_HEADER, HealthSnapshot, Heartbeat,  # noqa: E402
                                  InventoryUpdate, Load, encode_heartbeat, sign_body)
-from contracts.keys import load_keyring, write_new_keyfile  # noqa: E402
+from contracts.keys import derive_keyring, load_keyring, write_new_keyfile  # noqa: E402
 from steering_core import make_queries, make_state  # noqa: E402
 
 
@@ -43,14 +45,20 @@ def write_fleet(path: Path, fleet) -> None:
     path.write_text("\n".join(lines))
 
 
+TOKEN = secrets.token_urlsafe(24)  # the benchmark's caller (role "steer"), as playback would be
+
+
 def write_config(folder: Path, port: int, log_decisions: bool) -> Path:
     write_new_keyfile(folder / "keys.toml")
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    (folder / "callers.toml").write_text(f'[callers.bench]\ntoken_sha256 = "{digest}"\nroles = ["steer"]\n')
     config = folder / "steering.toml"
     config.write_text(f"""[steering]
 listen = "127.0.0.1"
 port = {port}
 fleet_file = "fleet.toml"
 key_file = "keys.toml"
+callers_file = "callers.toml"
 default_site = "s000"
 log_decisions = {str(log_decisions).lower()}
 drain_grace_s = 0
@@ -60,16 +68,19 @@ report_interval_s = 3600
     return config
 
 
-def report(url: str, state, ring) -> None:
+def report(url: str, state, master) -> None:
+    """Every appliance reports once, signed with its own derived keys, as a real one does."""
+    boot = secrets.token_hex(8)
     with requests.Session() as s:
         for appliance in state.fleet.appliances:
             keys = tuple(state.inventory.files_of(appliance))
             hb = Heartbeat(appliance, state.fleet.appliances[appliance].site, 1, time.time(),
                            HealthSnapshot(True, False, Load(0.1, 1), 1000, 10**10),
-                           InventoryUpdate(generation=1, full=True, added=keys))
+                           InventoryUpdate(generation=1, full=True, added=keys), boot=boot)
             body = encode_heartbeat(hb)
+            signature = sign_body(body, derive_keyring(master, appliance), appliance)
             r = s.post(url + "/v1/heartbeat", data=body,
-                       headers={"Content-Type": CONTENT_TYPE, SIGNATURE_HEADER: sign_body(body, ring)})
+                       headers={"Content-Type": CONTENT_TYPE, SIGNATURE_HEADER: signature})
             r.raise_for_status()
 
 
@@ -81,7 +92,7 @@ def lua_script(path: Path, queries) -> None:
 i = 0
 request = function()
   i = i % #paths + 1
-  return wrk.format("GET", paths[i])
+  return wrk.format("GET", paths[i], {{["Authorization"] = "Bearer {TOKEN}"}})
 end
 """)
 
@@ -152,7 +163,7 @@ def main() -> None:
             print(f"server up in {time.monotonic() - started:.1f} s ({len(fleet.appliances)} appliances, "
                   f"{len(fleet.prefixes)} prefixes, {len(state.inventory.holders)} files)")
             report(url, state, load_keyring(folder / "keys.toml"))
-            print(f"steering sees {requests.get(url + '/healthz').json()['up']} appliances up")
+            print(f"steering sees {requests.get(url + '/healthz').json().get('up')} appliances up")
             lua_script(folder / "steer.lua", queries)
             run_wrk(server, url, folder / "steer.lua", args,
                     f"GET /v1/steer (log_decisions={args.log_decisions})")
