@@ -9,6 +9,14 @@ length, duration) — so playback renders HLS and DASH itself with absolute sign
 what to copy and how to check it. Wire format: camelCase JSON with `"schema": 1`; durations in seconds,
 bandwidths in bits per second, sizes and offsets in bytes. `from_dict` refuses a malformed entry and
 names the field. Search is here too, so every reader ranks the same way. Pure: no I/O.
+
+Strategy: the parts an entry shares with its wire form (Span, Segment, Asset, Rendition) are msgspec
+Structs, and `_Stored` is the object as stored: the entry with its metadata inline. One cached decoder
+checks types and bounds in one pass (contracts.wirejson); the rules only a whole stored entry can break
+(a video rendition's width and height, an audio one's language, at least one video) are
+`_Stored.__post_init__`, run when decoding, never when ingest builds an entry. Writing stays the
+explicit `to_dict` (derived `duration` and `bitrates`, durations rounded, each kind's own keys) and
+`json.dumps`, so stored bytes are what they always were.
 """
 from __future__ import annotations
 
@@ -17,9 +25,14 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
+import msgspec
+
+from contracts import wirejson
 from contracts.ids import FileKey
+from contracts.structconf import invalid
+from contracts.wirejson import Amount, Count
 
 SCHEMA = 1
 MAX_TITLE_LEN = 300
@@ -72,53 +85,49 @@ def validate_languages(languages: tuple[str, ...]) -> tuple[str, ...]:
     return languages
 
 
-@dataclass(frozen=True)
-class Segment:
-    offset: int
-    length: int
-    duration_s: float
+class Segment(msgspec.Struct, frozen=True, array_like=True):  # [offset, length, duration] on the wire
+    offset: Count
+    length: Count
+    duration_s: Amount = msgspec.field(name="duration")
 
 
-@dataclass(frozen=True)
-class Span:
-    offset: int
-    length: int
+class Span(msgspec.Struct, frozen=True):
+    offset: Count
+    length: Count
 
     @property
     def last(self) -> int:  # inclusive, as HTTP and DASH write ranges
         return self.offset + self.length - 1
 
 
-@dataclass(frozen=True)
-class Rendition:
+class Rendition(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     name: str
-    kind: str  # "video" | "audio"
+    kind: Literal["video", "audio"] = msgspec.field(name="type")
     key: str
-    size: int
+    size: Count
     xxh3: str
     codec: str
-    bandwidth: int  # peak segment bit rate (HLS BANDWIDTH)
-    average_bandwidth: int
+    bandwidth: Count  # peak segment bit rate (HLS BANDWIDTH)
+    average_bandwidth: Count
     init: Span
-    index: Span | None
+    index: Span | None = None  # the sidx box, if the file has one
     segments: tuple[Segment, ...]
     playlist: str  # key of its HLS media playlist
-    width: int | None = None
-    height: int | None = None
-    frame_rate: float | None = None
-    language: str | None = None
-    channels: int | None = None
-    sample_rate: int | None = None
+    width: Count | None = None  # video: required
+    height: Count | None = None
+    frame_rate: Amount | None = None
+    language: str | None = None  # audio: required
+    channels: Count | None = None
+    sample_rate: Count | None = None
 
     @property
     def duration_s(self) -> float:
         return sum(s.duration_s for s in self.segments)
 
 
-@dataclass(frozen=True)
-class Asset:
+class Asset(msgspec.Struct, frozen=True, rename="camel"):
     key: str
-    size: int
+    size: Count
     xxh3: str
     content_type: str
 
@@ -194,8 +203,7 @@ def to_dict(entry: TitleEntry) -> dict[str, Any]:
         "dash": entry.dash,
         "poster": entry.poster,
         "renditions": [_rendition_dict(r) for r in entry.renditions],
-        "assets": [{"key": a.key, "size": a.size, "xxh3": a.xxh3, "contentType": a.content_type}
-                   for a in entry.assets],
+        "assets": [msgspec.to_builtins(a) for a in entry.assets],
         "source": dict(entry.source),
         "ingestedAt": entry.ingested_at,
     }
@@ -210,103 +218,65 @@ def _rendition_dict(r: Rendition) -> dict[str, Any]:
         out.update(width=r.width, height=r.height, frameRate=r.frame_rate)
     else:
         out.update(language=r.language, channels=r.channels, sampleRate=r.sample_rate)
-    out["init"] = {"offset": r.init.offset, "length": r.init.length}
-    out["index"] = {"offset": r.index.offset, "length": r.index.length} if r.index else None
+    out["init"] = msgspec.to_builtins(r.init)
+    out["index"] = msgspec.to_builtins(r.index)
     out["segments"] = [[s.offset, s.length, round(s.duration_s, 6)] for s in r.segments]
     out["playlist"] = r.playlist
     return out
 
 
-class _Fields:
-    """Typed access to one JSON object, naming the dotted field in each error."""
+class _Stored(msgspec.Struct, frozen=True, rename="camel"):
+    """A catalog object as stored: a TitleEntry with its metadata inline (and the derived `bitrates`
+    and per-rendition `duration`, not read back)."""
 
-    def __init__(self, value: Any, where: str) -> None:
-        if not isinstance(value, Mapping):
-            raise CatalogError(f"{where or 'entry'}: must be an object")
-        self.value, self.where = value, where
+    schema: Literal[1]
+    id: str
+    title: str
+    genres: tuple[str, ...]
+    languages: tuple[str, ...]
+    duration: Amount
+    version: str
+    master: str
+    dash: str
+    renditions: tuple[Rendition, ...]
+    assets: tuple[Asset, ...]
+    source: dict[str, Any]
+    ingested_at: str
+    release_date: str | None = None
+    poster: str | None = None
 
-    def get(self, name: str, kinds: type | tuple[type, ...], optional: bool = False) -> Any:
-        where = f"{self.where}.{name}" if self.where else name
-        value = self.value.get(name)
-        if value is None and optional:
-            return None
-        if not isinstance(value, kinds) or isinstance(value, bool) and bool not in _tuple(kinds):
-            raise CatalogError(f"{where}: missing or of the wrong type")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise CatalogError(f"{where}: must not be negative")
-        return value
+    def __post_init__(self) -> None:
+        for i, r in enumerate(self.renditions):
+            for name in _KIND_NEEDS[r.kind]:
+                if getattr(r, name) is None:
+                    raise invalid(f"renditions[{i}].{name}", f"required for {r.kind}")
+        if not any(r.kind == "video" for r in self.renditions):
+            raise invalid("renditions", "no video rendition")
 
-    def sub(self, name: str, optional: bool = False) -> "_Fields | None":
-        value = self.value.get(name)
-        if value is None and optional:
-            return None
-        return _Fields(value, f"{self.where}.{name}" if self.where else name)
-
-
-def _tuple(kinds: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kinds if isinstance(kinds, tuple) else (kinds,)
+    def entry(self) -> TitleEntry:
+        meta = Metadata(self.id, self.title, self.genres, self.languages, self.release_date)
+        try:
+            validate_metadata(meta)
+        except BadMetadata as exc:  # stored, so not the reader's mistake
+            raise CatalogError(str(exc)) from None
+        return TitleEntry(meta, self.version, self.duration, self.renditions, self.assets, self.master, self.dash,
+                          self.poster, self.source, self.ingested_at)
 
 
-def _strings(f: _Fields, name: str) -> tuple[str, ...]:
-    values = f.get(name, list)
-    if not all(isinstance(v, str) for v in values):
-        raise CatalogError(f"{name}: must be a list of strings")
-    return tuple(values)
+_KIND_NEEDS = {"video": ("width", "height"), "audio": ("language",)}
+_DECODER = wirejson.decoder(_Stored)
 
 
 def from_dict(raw: Any) -> TitleEntry:
-    f = _Fields(raw, "")
-    if f.get("schema", int) != SCHEMA:
-        raise CatalogError(f"schema: version {raw.get('schema')} is not {SCHEMA}")
-    meta = Metadata(f.get("id", str), f.get("title", str), _strings(f, "genres"), _strings(f, "languages"),
-                    f.get("releaseDate", str, optional=True))
-    try:
-        validate_metadata(meta)
-    except BadMetadata as exc:  # stored, so not the reader's mistake
-        raise CatalogError(str(exc)) from None
-    renditions = tuple(_rendition(_Fields(r, f"renditions[{i}]")) for i, r in enumerate(f.get("renditions", list)))
-    if not any(r.kind == "video" for r in renditions):
-        raise CatalogError("renditions: no video rendition")
-    assets = tuple(_asset(_Fields(a, f"assets[{i}]")) for i, a in enumerate(f.get("assets", list)))
-    return TitleEntry(
-        meta=meta, version=f.get("version", str), duration_s=float(f.get("duration", (int, float))),
-        renditions=renditions, assets=assets, master=f.get("master", str), dash=f.get("dash", str),
-        poster=f.get("poster", str, optional=True), source=dict(f.get("source", dict)),
-        ingested_at=f.get("ingestedAt", str),
-    )
+    """An entry from its decoded JSON object; CatalogError names the field."""
+    return wirejson.from_builtins(_Stored, raw, CatalogError, first=_schema).entry()
 
 
-def _span(f: _Fields | None) -> Span | None:
-    return None if f is None else Span(f.get("offset", int), f.get("length", int))
-
-
-def _rendition(f: _Fields) -> Rendition:
-    kind = f.get("type", str)
-    if kind not in ("video", "audio"):
-        raise CatalogError(f"{f.where}.type: must be video or audio")
-    segments = []
-    for i, seg in enumerate(f.get("segments", list)):
-        if (not isinstance(seg, list) or len(seg) != 3 or not all(isinstance(x, int) for x in seg[:2])
-                or not isinstance(seg[2], (int, float)) or min(seg) < 0):
-            raise CatalogError(f"{f.where}.segments[{i}]: must be [offset, length, duration]")
-        segments.append(Segment(seg[0], seg[1], float(seg[2])))
-    video = kind == "video"
-    rate = f.get("frameRate", (int, float), optional=True) if video else None
-    return Rendition(
-        name=f.get("name", str), kind=kind, key=f.get("key", str), size=f.get("size", int),
-        xxh3=f.get("xxh3", str), codec=f.get("codec", str), bandwidth=f.get("bandwidth", int),
-        average_bandwidth=f.get("averageBandwidth", int), init=_span(f.sub("init")),  # type: ignore[arg-type]
-        index=_span(f.sub("index", optional=True)), segments=tuple(segments), playlist=f.get("playlist", str),
-        width=f.get("width", int) if video else None, height=f.get("height", int) if video else None,
-        frame_rate=float(rate) if rate is not None else None,
-        language=None if video else f.get("language", str),
-        channels=None if video else f.get("channels", int, optional=True),
-        sample_rate=None if video else f.get("sampleRate", int, optional=True),
-    )
-
-
-def _asset(f: _Fields) -> Asset:
-    return Asset(f.get("key", str), f.get("size", int), f.get("xxh3", str), f.get("contentType", str))
+def _schema(raw: Any) -> None:
+    if not isinstance(raw, dict):
+        raise CatalogError("entry: must be an object")
+    if raw.get("schema") != SCHEMA:
+        raise CatalogError(f"schema: version {raw.get('schema')!r} is not {SCHEMA}")
 
 
 # ---- the wire form: bytes of one catalog object --------------------------------------------------
@@ -314,9 +284,7 @@ def _asset(f: _Fields) -> Asset:
 def decode(raw: bytes, where: str) -> TitleEntry:
     """An entry from the bytes of `catalog/<id>.json`; CatalogError names `where` and the field."""
     try:
-        return from_dict(json.loads(raw))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CatalogError(f"{where}: not JSON: {exc}") from None
+        return wirejson.decode(_DECODER, raw, CatalogError, first=_schema).entry()
     except CatalogError as exc:
         raise CatalogError(f"{where}: {exc}") from None
 

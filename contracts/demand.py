@@ -11,23 +11,30 @@ must see) with the bytes the play will fetch as far as it knows; playback counts
 viewing events. Replicas are summed by the planner after decaying each to one instant (`decay_to`).
 
 Decoding validates everything and raises DemandError naming the field. Pure: no I/O.
+
+Strategy: a report is a msgspec Struct tagged "v", built cheaply on the hot path (steering snapshots
+its table into one) and checked only when decoded: msgspec checks types, ids, shapes and signs in one
+pass (contracts.wirejson), then `_check` the file keys, in bulk, and their number. Encoding rounds the
+counts and stays `json.dumps`, so the bytes are unchanged.
 """
 from __future__ import annotations
 
 import json
-import math
-import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Literal
 
-from contracts.ids import FileKey, InvalidFileKey, validate_file_key
+import msgspec
+from msgspec import Meta
+
+from contracts import wirejson
+from contracts.ids import FileKey
+from contracts.wirejson import Pair, matching
 
 SCHEMA_VERSION = 1
-KINDS = ("steering", "playback")
+Kind = Literal["steering", "playback"]
 MAX_REGIONS = 1_000
 MAX_FILES = 1_000_000  # over all regions
-_IDENT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-
+Source = matching("[A-Za-z0-9_.-]{1,64}", "must be 1-64 of [A-Za-z0-9_.-]")
+Region = matching("[A-Za-z0-9_.-]{1,64}", "must be a region id (1-64 of [A-Za-z0-9_.-])")
 Counts = dict[str, dict[FileKey, tuple[float, float]]]  # region -> file -> (requests, bytes)
 
 
@@ -36,13 +43,15 @@ class DemandError(ValueError):
     reason = "demand-invalid"
 
 
-@dataclass(frozen=True)
-class DemandReport:
-    source: str  # which replica
-    kind: str  # "steering" | "playback"
+class DemandReport(msgspec.Struct, frozen=True, tag_field="v", tag=SCHEMA_VERSION):
+    source: Source  # which replica
+    kind: Kind
     at: float  # unix time the counts are decayed to
-    half_life_s: float
-    regions: Counts = field(default_factory=dict)
+    half_life_s: Annotated[float, Meta(gt=0)]
+    regions: Annotated[dict[Region, dict[FileKey, Pair]], Meta(max_length=MAX_REGIONS)]  # (requests, bytes)
+
+
+_DECODER = wirejson.decoder(DemandReport)
 
 
 def decay_to(report: DemandReport, at: float) -> Counts:
@@ -73,58 +82,21 @@ def encode(report: DemandReport) -> bytes:
 
 
 def decode(raw: bytes | str) -> DemandReport:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise DemandError(f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
-        raise DemandError(f"v: schema version {data.get('v') if isinstance(data, dict) else None!r} not supported")
-    source, kind = data.get("source"), data.get("kind")
-    if not isinstance(source, str) or not _IDENT.fullmatch(source):
-        raise DemandError("source: must be 1-64 of [A-Za-z0-9_.-]")
-    if kind not in KINDS:
-        raise DemandError(f"kind: must be one of {', '.join(KINDS)}")
-    at, half_life = _number(data.get("at"), "at"), _number(data.get("half_life_s"), "half_life_s")
-    if half_life <= 0:
-        raise DemandError("half_life_s: must be positive")
-    return DemandReport(source, kind, at, half_life, _regions(data.get("regions")))
-
-
-def _regions(raw: Any) -> Counts:
-    if not isinstance(raw, Mapping) or len(raw) > MAX_REGIONS:
-        raise DemandError(f"regions: must be a map of at most {MAX_REGIONS} regions")
-    out: Counts = {}
+    report = wirejson.decode(_DECODER, raw, DemandError, first=_version)
     total = 0
-    for region, files in raw.items():
-        if not _IDENT.fullmatch(str(region)) or not isinstance(files, Mapping):
-            raise DemandError(f"regions.{str(region)[:64]}: a region id mapping file keys to counts")
+    for region, files in report.regions.items():
         total += len(files)
         if total > MAX_FILES:
             raise DemandError(f"regions: more than {MAX_FILES} files")
-        out[region] = {_key(k, region): _pair(v, f"regions.{region}.{k}") for k, v in files.items()}
-    return out
+        bad = wirejson.bad_key(files)
+        if bad:
+            raise DemandError(f"regions.{region}: {bad[1]}")
+    return report
 
 
-def _key(key: Any, region: str) -> FileKey:
-    try:
-        return validate_file_key(key)
-    except (InvalidFileKey, TypeError) as exc:
-        raise DemandError(f"regions.{region}: {str(key)[:80]!r}: {exc}") from None
-
-
-def _pair(value: Any, where: str) -> tuple[float, float]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise DemandError(f"{where}: must be [requests, bytes]")
-    r, b = _number(value[0], where), _number(value[1], where)
-    if r < 0 or b < 0:
-        raise DemandError(f"{where}: counts must not be negative")
-    return r, b
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DemandError(f"{where}: must be a finite number")
-    return float(value)
+def _version(data: Any) -> None:
+    if not isinstance(data, dict) or data.get("v") != SCHEMA_VERSION:
+        raise DemandError(f"v: schema version {data.get('v') if isinstance(data, dict) else None!r} not supported")
 
 
 __all__ = ["DemandReport", "DemandError", "Counts", "decay_to", "merge", "encode", "decode", "SCHEMA_VERSION"]

@@ -58,7 +58,6 @@ import base64
 import hashlib
 import hmac
 import re
-import sys
 from dataclasses import MISSING, dataclass, field
 from enum import Enum
 from typing import Annotated, Any, Callable, Literal, Mapping, get_args
@@ -67,9 +66,10 @@ import msgpack
 import msgspec
 from msgspec import Meta
 
-from contracts.ids import FILE_KEY_PATTERN, IDENT, MAX_FILE_KEY_LEN, ApplianceId, FileKey, KeyId, SiteId
+from contracts.ids import FILE_KEY_PATTERN, MAX_FILE_KEY_LEN, ApplianceId, FileKey, KeyId, SiteId
 from contracts.netprefix import parse_prefix
 from contracts.structconf import explain
+from contracts.wirejson import Amount, Count, Ident, matching
 from contracts.token import Keyring
 
 SCHEMA_VERSION = 1
@@ -120,18 +120,12 @@ class ReplayedHeartbeat(HeartbeatError):
 
 # ---- what the wire's values may be (checked by msgspec when decoding, not when building) ----------
 
-def _fullmatch(pattern: str) -> str:
-    return rf"^(?:{pattern})\Z"  # msgspec searches: anchor both ends (\Z: no newline before the end)
-
-
-_IDENT_WIRE, _BOOT, _COMMUNITY = (_fullmatch(p) for p in (
-    IDENT.pattern, "[0-9a-f]{8,64}", "[0-9]{1,10}(:[0-9]{1,10}){1,2}|[a-z0-9-]{1,24}:[0-9a-zA-Z.:-]{1,48}"))
-Count = Annotated[int, Meta(ge=0)]
 U32 = Annotated[int, Meta(ge=0, lt=1 << 32)]
-Amount = Annotated[float, Meta(ge=0, le=sys.float_info.max)]  # finite, not negative; an int on the wire is fine
-Ident = Annotated[str, Meta(pattern=_IDENT_WIRE, extra={"says": "must be 1-64 of [A-Za-z0-9_.-]"})]
 TaskName = Annotated[str, Meta(max_length=64)]
-Community = Annotated[str, Meta(pattern=_COMMUNITY)]  # "64500:42", large "64500:1:2", extended "rt:64500:7"
+Boot = matching("[0-9a-f]{8,64}", "must be 8-64 hex digits")
+# "64500:42", large "64500:1:2", extended "rt:64500:7"
+Community = matching("[0-9]{1,10}(:[0-9]{1,10}){1,2}|[a-z0-9-]{1,24}:[0-9a-zA-Z.:-]{1,48}",
+                     'must be like "64500:42" or "64500:1:2"')
 SessionState = Literal["idle", "connect", "up", "down"]
 SESSION_STATES = get_args(SessionState)
 
@@ -306,7 +300,7 @@ class _Report(msgspec.Struct, kw_only=True):
     v: Literal[1]  # SCHEMA_VERSION
     appliance_id: Ident
     site: Ident
-    boot: Annotated[str, Meta(pattern=_BOOT, extra={"says": "must be 8-64 hex digits"})]
+    boot: Boot
     seq: Count
     sent_at: Amount
     accepting: bool

@@ -29,6 +29,13 @@ this appliance, so it opens that source only, for this appliance only, until it 
 canonical JSON of everything else; the agent refuses a manifest whose signature its own keys do not
 verify, before acting on any of it. Decoding validates everything and raises a
 `ManifestError` naming the field; `status_hint` is what a server would answer with such a document.
+
+Strategy: the three classes are msgspec Structs in wire order, so msgspec decodes and checks a document
+in one pass (contracts.wirejson: types, bounds, patterns); `_problem` then applies what types cannot say
+(the file-key grammar, no key twice, which fields each kind of source takes). Both apply to what
+arrives, never to what the planner builds: one odd peer URL must not stop a whole plan. The bytes that
+are hashed and signed stay `json.dumps` of the plain values with sorted keys: the canonical form every
+replica and agent agrees on.
 """
 from __future__ import annotations
 
@@ -37,29 +44,30 @@ import hashlib
 import hmac
 import json
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Literal, Mapping
 
+import msgspec
 import xxhash
+from msgspec import Meta
 
+from contracts import wirejson
 from contracts.ids import ApplianceId, FileKey, InvalidFileKey, validate_file_key
 from contracts.token import Keyring
-from contracts.wirefields import IDENT, WireFields
+from contracts.wirejson import Amount, Count, Hex128, Ident, matching
 
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/json"
-TIERS = ("ssd", "hdd")
-SOURCE_KINDS = ("peer", "origin")
+Tier = Literal["ssd", "hdd"]
+Kind = Literal["peer", "origin"]
 MAX_FILES = 2_000_000
 MAX_SOURCES = 32
 MAX_WAIT_S = 86400
-_HEX128 = re.compile(r"[0-9a-f]{32}")
-_URL = re.compile(r"https?://[^/\s?#]+(/[^\s#]*)?")
-_S3 = re.compile(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+")
-_CREDENTIAL = re.compile(r"[A-Za-z0-9_.~=&%/:-]{1,512}")  # a token's query string
+MAX_CREDENTIALS = 4096
+Url = matching(r"https?://[^/\s?#]+(/[^\s#]*)?", "must be an http(s) URL")
+S3Url = matching(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+", "must be s3://bucket/key")
+Token = matching(r"[A-Za-z0-9_.~=&%/:-]{1,512}", "must be a fill token (a query string)")
 _SIGNATURE = re.compile(r"k=([A-Za-z0-9_-]{1,32}),s=([A-Za-z0-9_-]{43})")
 _SIGNED_PREFIX = b"fill-manifest-v1|"
-MAX_CREDENTIALS = 4096
 ORIGIN = "origin"  # the credentials name of the HTTP origin
 
 
@@ -89,33 +97,31 @@ class ManifestUnauthenticated(ManifestError):
     reason = "manifest-signature"
 
 
-@dataclass(frozen=True, slots=True)
-class Source:
-    kind: str  # "peer" | "origin"
-    url: str | None = None  # peer: required; origin: an HTTP origin's URL of this file
-    s3: str | None = None  # origin only: s3://bucket/key
-    appliance: ApplianceId | None = None  # peer: who it is (for logs and metrics)
-    wait_s: float = 0.0  # peer only: it is filling the file this window; a 404 there means "not yet",
-    # asked again until this many seconds after the first 404, then the next source (escalation)
+class Source(msgspec.Struct, frozen=True, omit_defaults=True):
+    kind: Kind
+    appliance: Ident | None = None  # peer: who it is (for logs and metrics)
+    url: Url | None = None  # peer: required; origin: an HTTP origin's URL of this file
+    s3: S3Url | None = None  # origin only: s3://bucket/key
+    wait_s: Annotated[float, Meta(ge=0, le=MAX_WAIT_S)] = 0.0  # peer only: it is filling the file this
+    # window; a 404 there means "not yet", asked again until this many seconds after the first 404, then
+    # the next source (escalation)
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestFile:
+class ManifestFile(msgspec.Struct, frozen=True):
     key: FileKey
-    size: int
-    xxh3: str
-    tier: str  # "ssd" | "hdd"
-    priority: int  # 0 first
-    sources: tuple[Source, ...] = ()
+    size: Count
+    xxh3: Hex128  # of the content
+    tier: Tier
+    priority: Count  # 0 first
+    sources: Annotated[tuple[Source, ...], Meta(max_length=MAX_SOURCES)]
 
 
-@dataclass(frozen=True)
-class Manifest:
-    appliance: ApplianceId
+class Manifest(msgspec.Struct, frozen=True, omit_defaults=True, tag_field="v", tag=SCHEMA_VERSION):
+    appliance: Ident
     version: str
-    generated_at: float
-    files: tuple[ManifestFile, ...]
-    credentials: Mapping[str, str] = field(default_factory=dict)  # source -> fill token (query string)
+    generated_at: Amount
+    files: Annotated[tuple[ManifestFile, ...], Meta(max_length=MAX_FILES)]
+    credentials: Annotated[dict[Ident, Token], Meta(max_length=MAX_CREDENTIALS)] = {}  # source -> fill token
     signature: str = ""
 
     @property
@@ -129,29 +135,14 @@ class Manifest:
         return sum(f.size for f in self.files)
 
 
+_DECODER = wirejson.decoder(Manifest)
+
+
 # ---- building and encoding ------------------------------------------------------------------
-
-def _source_dict(s: Source) -> dict[str, Any]:
-    out: dict[str, Any] = {"kind": s.kind}
-    if s.appliance is not None:
-        out["appliance"] = s.appliance
-    if s.url is not None:
-        out["url"] = s.url
-    if s.s3 is not None:
-        out["s3"] = s.s3
-    if s.wait_s:
-        out["wait_s"] = s.wait_s
-    return out
-
-
-def _file_dict(f: ManifestFile) -> dict[str, Any]:
-    return {"key": f.key, "size": f.size, "xxh3": f.xxh3, "tier": f.tier, "priority": f.priority,
-            "sources": [_source_dict(s) for s in f.sources]}
-
 
 def content_version(appliance: str, files: Iterable[ManifestFile]) -> str:
     """The version of a manifest: xxh3-128 over its canonical JSON without `generated_at`."""
-    body = json.dumps({"v": SCHEMA_VERSION, "appliance": appliance, "files": [_file_dict(f) for f in files]},
+    body = json.dumps({"v": SCHEMA_VERSION, "appliance": appliance, "files": msgspec.to_builtins(tuple(files))},
                       separators=(",", ":"), sort_keys=True)
     return xxhash.xxh3_128_hexdigest(body.encode())
 
@@ -162,14 +153,17 @@ def make_manifest(appliance: ApplianceId, files: Iterable[ManifestFile], generat
     return Manifest(appliance, content_version(appliance, ordered), float(generated_at), ordered)
 
 
-def to_dict(m: Manifest) -> dict[str, Any]:
-    out = {"v": SCHEMA_VERSION, "appliance": m.appliance, "version": m.version,
-           "generated_at": m.generated_at, "files": [_file_dict(f) for f in m.files]}
+def _builtins(m: Manifest) -> dict[str, Any]:
+    """The wire object as plain values (tuples for arrays), credentials sorted."""
+    out = msgspec.to_builtins(m)
     if m.credentials:
         out["credentials"] = dict(sorted(m.credentials.items()))
-    if m.signature:
-        out["signature"] = m.signature
     return out
+
+
+def to_dict(m: Manifest) -> dict[str, Any]:
+    """The manifest as the plain JSON values `encode_manifest` writes."""
+    return msgspec.json.decode(encode_manifest(m))
 
 
 def _signed_bytes(data: Mapping[str, Any]) -> bytes:
@@ -184,8 +178,10 @@ def _mac(data: Mapping[str, Any], secret: bytes) -> str:
 
 def sign_manifest(m: Manifest, keys: Keyring, credentials: Mapping[str, str] | None = None) -> Manifest:
     """The manifest with `credentials` (if given) and a signature by `keys` (the appliance's own)."""
-    m = replace(m, credentials=dict(credentials) if credentials is not None else m.credentials, signature="")
-    return replace(m, signature=f"k={keys.signing_id},s={_mac(to_dict(m), keys.secret(keys.signing_id))}")
+    m = msgspec.structs.replace(m, credentials=dict(credentials) if credentials is not None else m.credentials,
+                                signature="")
+    mac = _mac(_builtins(m), keys.secret(keys.signing_id))
+    return msgspec.structs.replace(m, signature=f"k={keys.signing_id},s={mac}")
 
 
 def check_signature(data: Mapping[str, Any], keys: Keyring) -> None:
@@ -199,7 +195,7 @@ def check_signature(data: Mapping[str, Any], keys: Keyring) -> None:
 
 
 def encode_manifest(m: Manifest) -> bytes:
-    return json.dumps(to_dict(m), separators=(",", ":")).encode()
+    return json.dumps(_builtins(m), separators=(",", ":")).encode()
 
 
 # ---- decoding -------------------------------------------------------------------------------
@@ -207,103 +203,63 @@ def encode_manifest(m: Manifest) -> bytes:
 def decode_manifest(raw: bytes | str, appliance: str | None = None, keys: Keyring | None = None) -> Manifest:
     """Parse and validate; with `appliance`, also refuse a manifest made for another appliance; with
     `keys`, refuse one they did not sign (checked first: nothing unauthenticated is even parsed)."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise MalformedManifest(f"not valid JSON: {exc}") from None
-    if keys is not None:
-        if not isinstance(data, dict):
-            raise MalformedManifest("a manifest must be a JSON object")
-        check_signature(data, keys)
+    if keys is None:
+        return _checked(wirejson.decode(_DECODER, raw, MalformedManifest, first=_schema), appliance)
+    data = wirejson.loads(raw, MalformedManifest)
+    if not isinstance(data, dict):
+        raise MalformedManifest("a manifest must be a JSON object")
+    check_signature(data, keys)
     return from_dict(data, appliance)
 
 
 def from_dict(data: Any, appliance: str | None = None) -> Manifest:
-    f = _Fields(data, "")
-    version = data.get("v") if isinstance(data, dict) else None
-    if version != SCHEMA_VERSION:
-        raise UnsupportedManifestVersion(f"v: schema version {version!r} not supported (want {SCHEMA_VERSION})")
-    who = f.str("appliance")
-    if not IDENT.fullmatch(who):
-        raise MalformedManifest("appliance: must be 1-64 of [A-Za-z0-9_.-]")
-    if appliance is not None and who != appliance:
-        raise MalformedManifest(f"appliance: manifest is for {who!r}, not {appliance!r}")
-    stated = f.str("version")
-    generated_at = f.number("generated_at")
-    raw_files = f.list("files")
-    if len(raw_files) > MAX_FILES:
-        raise MalformedManifest(f"files: more than {MAX_FILES} entries")
-    files, seen = [], set()
-    for i, item in enumerate(raw_files):
-        mf = _file(item, f"files[{i}]")
-        if mf.key in seen:
-            raise MalformedManifest(f"files[{i}].key: {mf.key!r} listed twice")
-        seen.add(mf.key)
-        files.append(mf)
-    actual = content_version(who, files)
-    if stated != actual:
-        raise ManifestVersionMismatch(f"version: {stated!r:.40} does not match the content ({actual})")
-    return Manifest(ApplianceId(who), stated, generated_at, tuple(files), _credentials(data.get("credentials", {})),
-                    str(data.get("signature", "")))
+    return _checked(wirejson.from_builtins(Manifest, data, MalformedManifest, first=_schema), appliance)
 
 
-def _credentials(raw: Any) -> dict[str, str]:
-    if not isinstance(raw, dict) or len(raw) > MAX_CREDENTIALS:
-        raise MalformedManifest(f"credentials: must be a map of at most {MAX_CREDENTIALS} sources")
-    for name, token in raw.items():
-        if not (isinstance(name, str) and IDENT.fullmatch(name) and isinstance(token, str)
-                and _CREDENTIAL.fullmatch(token)):
-            raise MalformedManifest(f"credentials.{str(name)[:64]}: must map a source id to a token")
-    return dict(raw)
+def _schema(data: Any) -> None:
+    if not isinstance(data, dict):
+        raise MalformedManifest("(top level): must be an object")
+    if data.get("v") != SCHEMA_VERSION:
+        raise UnsupportedManifestVersion(f"v: schema version {data.get('v')!r} not supported (want {SCHEMA_VERSION})")
 
 
-def _file(raw: Any, where: str) -> ManifestFile:
-    f = _Fields(raw, where)
-    key = f.str("key")
-    try:
-        validate_file_key(key)
-    except InvalidFileKey as exc:
-        raise MalformedManifest(f"{where}.key: {exc}") from None
-    digest = f.str("xxh3")
-    if not _HEX128.fullmatch(digest):
-        raise MalformedManifest(f"{where}.xxh3: must be 32 lowercase hex digits (xxh3-128)")
-    tier = f.str("tier")
-    if tier not in TIERS:
-        raise MalformedManifest(f"{where}.tier: must be one of {', '.join(TIERS)}")
-    sources = f.list("sources")
-    if len(sources) > MAX_SOURCES:
-        raise MalformedManifest(f"{where}.sources: more than {MAX_SOURCES}")
-    return ManifestFile(FileKey(key), f.count("size"), digest, tier, f.count("priority"),
-                        tuple(_source(s, f"{where}.sources[{j}]") for j, s in enumerate(sources)))
+def _checked(m: Manifest, appliance: str | None) -> Manifest:
+    problem = _problem(m)
+    if problem:
+        raise MalformedManifest(problem)
+    if appliance is not None and m.appliance != appliance:
+        raise MalformedManifest(f"appliance: manifest is for {m.appliance!r}, not {appliance!r}")
+    actual = content_version(m.appliance, m.files)
+    if m.version != actual:
+        raise ManifestVersionMismatch(f"version: {m.version!r:.40} does not match the content ({actual})")
+    return m
 
 
-def _source(raw: Any, where: str) -> Source:
-    f = _Fields(raw, where)
-    kind = f.str("kind")
-    if kind not in SOURCE_KINDS:
-        raise MalformedManifest(f"{where}.kind: must be one of {', '.join(SOURCE_KINDS)}")
-    url = f.opt_str("url")
-    s3 = f.opt_str("s3")
-    who = f.opt_str("appliance")
-    if url is not None and not _URL.fullmatch(url):
-        raise MalformedManifest(f"{where}.url: must be an http(s) URL")
-    if s3 is not None and (kind != "origin" or not _S3.fullmatch(s3)):
-        raise MalformedManifest(f"{where}.s3: must be s3://bucket/key, on an origin source only")
-    if who is not None and not IDENT.fullmatch(who):
-        raise MalformedManifest(f"{where}.appliance: must be 1-64 of [A-Za-z0-9_.-]")
-    if kind == "peer" and url is None:
-        raise MalformedManifest(f"{where}.url: required for a peer source")
-    if url is not None and s3 is not None:
-        raise MalformedManifest(f"{where}: either url or s3, not both")
-    wait_s = f.raw("wait_s", 0)
-    if (isinstance(wait_s, bool) or not isinstance(wait_s, (int, float)) or not 0 <= wait_s <= MAX_WAIT_S
-            or (wait_s and kind != "peer")):
-        raise MalformedManifest(f"{where}.wait_s: must be 0..{MAX_WAIT_S} seconds, on a peer source only")
-    return Source(kind, url, s3, ApplianceId(who) if who is not None else None, float(wait_s))
+def _problem(m: Manifest) -> str | None:
+    """What types cannot say is wrong with a manifest that arrived, naming the field."""
+    seen: set[str] = set()
+    for i, f in enumerate(m.files):
+        try:
+            validate_file_key(f.key)
+        except InvalidFileKey as exc:
+            return f"files[{i}].key: {exc}"
+        if f.key in seen:
+            return f"files[{i}].key: {f.key!r} listed twice"
+        seen.add(f.key)
+        for j, s in enumerate(f.sources):
+            problem = _source_problem(s)
+            if problem:
+                return f"files[{i}].sources[{j}]{problem}"
+    return None
 
 
-class _Fields(WireFields):
-    """A manifest's JSON object."""
-
-    error = MalformedManifest
-    noun = "object"
+def _source_problem(s: Source) -> str | None:
+    if s.kind == "peer" and s.url is None:
+        return ".url: required for a peer source"
+    if s.s3 is not None and s.kind != "origin":
+        return ".s3: on an origin source only"
+    if s.url is not None and s.s3 is not None:
+        return ": either url or s3, not both"
+    if s.wait_s and s.kind != "peer":
+        return ".wait_s: on a peer source only"
+    return None

@@ -15,19 +15,21 @@ folder) when the caller gives one."""
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
 
+import tomllib
+
 import msgspec
 from msgspec import inspect as mi
-
-from contracts.tomlconf import ConfigError, read_toml
 
 __all__ = ["Conf", "ConfigError", "convert", "explain", "invalid", "load_toml", "read_toml"]
 
 T = TypeVar("T")
+_type_info = functools.lru_cache(maxsize=None)(mi.type_info)  # ~0.5 ms to build; a CZF converts 10^4 zones
 # difflib ratios: from TYPO an unknown key is taken for a misspelt required one ("locaton": 0.93, while
 # "fleet_url" beside a missing "fleet_file" is 0.74: both real settings); from HINT it is suggested.
 _TYPO = 0.8
@@ -37,6 +39,20 @@ _KEY_AT = re.compile(r"^(.*) - at `key` in `\$(.*)`$", re.S)
 _MISSING_FIELD = re.compile(r"^Object missing required field `([^`]+)`$")
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+|\.\.\.)\]")
 _FIELD_FIRST = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?(?:\.[A-Za-z_][A-Za-z0-9_]*)*): (.*)$", re.S)
+
+
+class ConfigError(ValueError):
+    """A config value is missing, of the wrong type or out of range; the message names the key."""
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 class Conf(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -57,7 +73,7 @@ def load_toml(cls: type[T], path: Path, **kw: Any) -> T:
 def convert(cls: type[T], data: Any, *, where: str = "", base: Path | None = None,
             error: type[Exception] = ConfigError, strict: bool = True, noun: str = "table") -> T:
     """`data` (a decoded TOML/JSON/msgpack map) as a `cls`, or `error` naming the dotted key."""
-    info = mi.type_info(cls)
+    info = _type_info(cls)
     problem = _unknown_keys(info, data, where)
     if problem:
         raise error(problem)
@@ -76,7 +92,7 @@ def explain(exc: msgspec.ValidationError, cls: Any, data: Any, *, where: str = "
     key_error = _KEY_AT.match(text)
     m = key_error or _AT.match(text)
     message, path = (m.group(1), m.group(2)) if m else (text, "")
-    dotted, leaf, value = _resolve(mi.type_info(cls), data, path, where, base, strict)
+    dotted, leaf, value = _resolve(_type_info(cls), data, path, where, base, strict)
     if key_error:
         key_type = getattr(leaf, "key_type", None)
         bad = _failing(key_type, list(value) if isinstance(value, Mapping) else [], base, strict)
@@ -100,7 +116,7 @@ def _unknown_keys(info: Any, data: Any, where: str) -> str | None:
     info, _ = _strip(_unwrap(info, data))
     if isinstance(info, mi.StructType) and not info.array_like and isinstance(data, Mapping):
         fields = {f.encode_name: f for f in info.fields}
-        unknown = [k for k in data if k not in fields]
+        unknown = [k for k in data if k not in fields and k != info.tag_field]  # the tag: msgspec checks it
         missing = [name for name, f in fields.items() if f.required and name not in data]
         for name in missing:
             for typo in difflib.get_close_matches(name, [str(k) for k in unknown], n=1, cutoff=_TYPO):
@@ -298,10 +314,14 @@ def _plain(message: str, says: str | None, leaf: Any, value: Any, noun: str = "t
     if isinstance(leaf, mi.StructType) and leaf.array_like:
         return f"must be an array of {len(leaf.fields)}: [{', '.join(f.encode_name for f in leaf.fields)}]"
     if isinstance(leaf, (mi.StructType, mi.DictType, mi.TypedDictType)):
-        return f"must be a {noun}"
+        return f"must be {_a(noun)}"
     if isinstance(leaf, mi.CustomType) and leaf.cls is Path:
         return "must be a path string"
     return message.replace("`", "")
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _number(bound: float) -> str:

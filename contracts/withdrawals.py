@@ -15,6 +15,11 @@ what is withdrawn now: a `withdraw` adds (title, version), an `undo` removes exa
 A file key is covered when it lies under a withdrawn title or version: `files/<title>/` or
 `files/<title>/<version>/` (the origin's layout, origin.core.layout; tests hold the two together).
 Decoding validates everything and raises WithdrawalError naming the field. Pure.
+
+Strategy: an event object is the msgspec Struct `_Stored` (tagged "v", unknown fields refused), which
+msgspec decodes and type-checks in one pass (contracts.wirejson); `Event` adds the key it was read from.
+The rules on titles, versions, reasons and callers are the `check_*` functions, applied on decoding
+(the same ones steering applies to a request), not when a reader builds an Event from steering's list.
 """
 from __future__ import annotations
 
@@ -22,14 +27,18 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping, get_args
 
-from contracts.wirefields import WireFields, is_number
+import msgspec
+
+from contracts import wirejson
+from contracts.wirejson import Amount
 
 SCHEMA_VERSION = 1
 PREFIX = "withdrawals/"
 FILES_PREFIX = "files/"  # origin.core.layout.FILES_PREFIX: files/<title>/<version>/<name>
-ACTIONS = ("withdraw", "undo")
+Action = Literal["withdraw", "undo"]
+ACTIONS: tuple[str, ...] = get_args(Action)
 MAX_REASON = 300  # characters
 MAX_EVENT_BYTES = 4096
 _TITLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # contracts.catalog's title id
@@ -44,14 +53,18 @@ class WithdrawalError(ValueError):
     reason = "bad-withdrawal"
 
 
-@dataclass(frozen=True)
-class Event:
-    action: str  # withdraw | undo
+class _Stored(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="v", tag=SCHEMA_VERSION):
+    """One event object as stored."""
+
+    action: Action
     title: str
     version: str | None  # None: every version of the title
     reason: str
     by: str  # the authenticated caller
-    at: float  # unix seconds
+    at: Amount  # unix seconds
+
+
+class Event(_Stored, frozen=True):
     key: str = ""  # the object it was read from (or will be written to)
 
     @property
@@ -59,8 +72,10 @@ class Event:
         return self.title if self.version is None else f"{self.title}/{self.version}"
 
     def public(self) -> dict[str, Any]:
-        return {"action": self.action, "title": self.title, "version": self.version, "reason": self.reason,
-                "by": self.by, "at": self.at}
+        return {name: getattr(self, name) for name in _Stored.__struct_fields__}
+
+
+_DECODER = wirejson.decoder(_Stored)
 
 
 @dataclass(frozen=True)
@@ -154,24 +169,17 @@ def decode_event(raw: bytes, key: str) -> Event:
         raise WithdrawalError(f"{key[:120]!r}: not an event's key")
     if len(raw) > MAX_EVENT_BYTES:
         raise WithdrawalError(f"{key}: larger than {MAX_EVENT_BYTES} bytes")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise WithdrawalError(f"{key}: not valid JSON: {exc}") from None
-    f = _Fields(data, key)
-    if data.get("v") != SCHEMA_VERSION:
-        raise WithdrawalError(f"{key}: v: schema version {data.get('v')!r} not supported")
-    unknown = set(data) - {"v", "action", "title", "version", "reason", "by", "at"}
-    if unknown:
-        raise WithdrawalError(f"{key}: unknown field {sorted(unknown)[0]!r}")
-    action, at, version = f.str("action"), f.raw("at"), f.raw("version", None)
-    if action not in ACTIONS:
-        raise WithdrawalError(f"{key}.action: one of {', '.join(ACTIONS)}")
-    if not is_number(at) or at < 0:
-        raise WithdrawalError(f"{key}.at: unix seconds")
-    return Event(action, check_title(f.raw("title"), f"{key}.title"),
-                 None if version is None else check_version(version, f"{key}.version"),
-                 check_reason(f.raw("reason"), f"{key}.reason"), check_by(f.raw("by"), f"{key}.by"), float(at), key)
+
+    def schema(data: Any) -> None:
+        if not isinstance(data, dict):
+            raise WithdrawalError(f"{key}: must be an object")
+        if data.get("v") != SCHEMA_VERSION:
+            raise WithdrawalError(f"{key}: v: schema version {data.get('v')!r} not supported")
+
+    e = wirejson.decode(_DECODER, raw, WithdrawalError, label=key, where=key, first=schema)
+    return Event(e.action, check_title(e.title, f"{key}.title"),
+                 None if e.version is None else check_version(e.version, f"{key}.version"),
+                 check_reason(e.reason, f"{key}.reason"), check_by(e.by, f"{key}.by"), e.at, key)
 
 
 def fold(events: Iterable[Event]) -> Withdrawals:
@@ -184,10 +192,6 @@ def fold(events: Iterable[Event]) -> Withdrawals:
         else:
             active.pop((e.title, e.version), None)
     return Withdrawals(active, ordered)
-
-
-class _Fields(WireFields):
-    error = WithdrawalError
 
 
 __all__ = ["Event", "Withdrawals", "WithdrawalError", "EMPTY", "PREFIX", "FILES_PREFIX", "ACTIONS", "parse_target",

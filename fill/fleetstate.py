@@ -8,16 +8,22 @@ An appliance no replica has a report for has unknown capacity: it gets no new pl
 its last manifest in force).
 
 Decoding checks every field and raises FleetStateError naming it; a replica whose document does not
-decode is reported and left out, like one that does not answer.
+decode is reported and left out, like one that does not answer. The document is msgspec Structs in its
+own shape (`_State`), decoded and checked in one pass (contracts.wirejson; the file keys of inventories,
+~10^7, in bulk by `__post_init__`), then flattened into ApplianceStates.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Annotated, Any, Iterable, Mapping
 
-from contracts.ids import ApplianceId, FileKey, InvalidFileKey, SiteId, validate_file_key
-from contracts.wirefields import WireFields, is_number
+import msgspec
+from msgspec import Meta
+
+from contracts import wirejson
+from contracts.ids import ApplianceId, FileKey, SiteId
+from contracts.structconf import invalid
+from contracts.wirejson import Amount, Count, Ident, Pair, matching
 from fill.core.model import ApplianceView, ClusterView, FleetView
 from fill.core.popularity import Reports
 
@@ -30,11 +36,10 @@ class FleetStateError(ValueError):
     reason = "fleet-state-invalid"
 
 
-@dataclass(frozen=True)
-class Disk:
+class Disk(msgspec.Struct, frozen=True):
     tier: str
     state: str
-    total_bytes: int
+    total_bytes: Count
 
 
 @dataclass(frozen=True)
@@ -62,82 +67,74 @@ class ApplianceState:
         return ssd, hdd
 
 
-class _Fields(WireFields):
-    error = FleetStateError
-    noun = "object"
+# ---- the wire document: steering.fleetstate writes it -------------------------------------------
+
+BaseUrl = matching("https?://.*", "must be an http(s) URL")
+
+
+class _Report(msgspec.Struct, frozen=True):
+    age_s: Amount
+    disks: tuple[Disk, ...]
+    popularity: dict[FileKey, Pair] = {}
+
+    def __post_init__(self) -> None:
+        bad = wirejson.bad_key(self.popularity)
+        if bad:
+            raise invalid("popularity", bad[1])
+
+
+class _Inventory(msgspec.Struct, frozen=True):
+    files: tuple[FileKey, ...]
+
+    def __post_init__(self) -> None:
+        bad = wirejson.bad_key(self.files)
+        if bad:
+            raise invalid(f"files[{bad[0]}]", bad[1])
+
+
+class _Appliance(msgspec.Struct, frozen=True):
+    id: Ident
+    site: Ident
+    base_url: BaseUrl
+    capacity_bps: Amount
+    status: str
+    report: _Report | None = None
+    inventory: _Inventory | None = None
+
+    def state(self) -> ApplianceState:
+        r, inv = self.report, self.inventory
+        return ApplianceState(ApplianceId(self.id), SiteId(self.site), self.base_url, self.capacity_bps,
+                              self.status, r.age_s if r else None, r.disks if r else (),
+                              r.popularity if r else {}, frozenset(inv.files) if inv else frozenset())
+
+
+class _State(msgspec.Struct, frozen=True, tag_field="v", tag=SCHEMA_VERSION):
+    appliances: Annotated[tuple[_Appliance, ...], Meta(max_length=MAX_APPLIANCES)]
+
+    def __post_init__(self) -> None:
+        seen: set[str] = set()
+        keys = 0
+        for i, a in enumerate(self.appliances):
+            if a.id in seen:
+                raise invalid(f"appliances[{i}].id", f"{a.id!r} listed twice")
+            seen.add(a.id)
+            keys += (len(a.inventory.files) if a.inventory else 0) + (len(a.report.popularity) if a.report else 0)
+            if keys > MAX_KEYS:
+                raise invalid("appliances", f"more than {MAX_KEYS} keys in all")
+
+
+_DECODER = wirejson.decoder(_State)
 
 
 def decode(raw: bytes | str) -> list[ApplianceState]:
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise FleetStateError(f"not valid JSON: {exc}") from None
-    top = _Fields(data, "")
-    if top.raw("v", None) != SCHEMA_VERSION:
-        raise FleetStateError(f"v: schema version {top.raw('v', None)!r} not supported (want {SCHEMA_VERSION})")
-    items = top.list("appliances")
-    if len(items) > MAX_APPLIANCES:
-        raise FleetStateError(f"appliances: more than {MAX_APPLIANCES}")
-    out, seen, keys = [], set(), 0
-    for i, item in enumerate(items):
-        a = _appliance(item, f"appliances[{i}]")
-        if a.id in seen:
-            raise FleetStateError(f"appliances[{i}].id: {a.id!r} listed twice")
-        seen.add(a.id)
-        keys += len(a.files) + len(a.popularity)
-        if keys > MAX_KEYS:
-            raise FleetStateError(f"appliances: more than {MAX_KEYS} keys in all")
-        out.append(a)
-    return out
+    state = wirejson.decode(_DECODER, raw, FleetStateError, first=_version)
+    return [a.state() for a in state.appliances]
 
 
-def _appliance(raw: Any, where: str) -> ApplianceState:
-    f = _Fields(raw, where)
-    base_url = f.str("base_url")
-    if not base_url.startswith(("http://", "https://")):
-        raise FleetStateError(f"{where}.base_url: must be an http(s) URL")
-    capacity = f.raw("capacity_bps")
-    if not is_number(capacity) or capacity < 0:
-        raise FleetStateError(f"{where}.capacity_bps: must be a non-negative number")
-    status = f.str("status")
-    report, inventory = f.raw("report", None), f.raw("inventory", None)
-    age, disks, popularity = None, (), {}
-    if report is not None:
-        r = _Fields(report, f"{where}.report")
-        age = r.number("age_s")
-        disks = tuple(_disk(d, f"{where}.report.disks[{j}]") for j, d in enumerate(r.list("disks")))
-        popularity = _popularity(r.raw("popularity", {}), f"{where}.report.popularity")
-    files: frozenset[FileKey] = frozenset()
-    if inventory is not None:
-        inv = _Fields(inventory, f"{where}.inventory")
-        files = frozenset(_key(k, f"{where}.inventory.files[{j}]") for j, k in enumerate(inv.list("files")))
-    return ApplianceState(ApplianceId(f.ident("id")), SiteId(f.ident("site")), base_url, float(capacity), status,
-                          age, disks, popularity, files)
-
-
-def _disk(raw: Any, where: str) -> Disk:
-    f = _Fields(raw, where)
-    return Disk(f.str("tier"), f.str("state"), f.count("total_bytes"))
-
-
-def _popularity(raw: Any, where: str) -> dict[FileKey, tuple[float, float]]:
-    if not isinstance(raw, dict):
-        raise FleetStateError(f"{where}: must be an object")
-    out = {}
-    for key, value in raw.items():
-        if not (isinstance(value, list) and len(value) == 2 and all(is_number(v) and v >= 0 for v in value)):
-            raise FleetStateError(f"{where}[{str(key)[:80]!r}]: must be [requests, bytes]")
-        out[_key(key, where)] = (float(value[0]), float(value[1]))
-    return out
-
-
-def _key(raw: Any, where: str) -> FileKey:
-    if not isinstance(raw, str):
-        raise FleetStateError(f"{where}: a file key must be a string")
-    try:
-        return validate_file_key(raw)
-    except InvalidFileKey as exc:
-        raise FleetStateError(f"{where}: {exc}") from None
+def _version(data: Any) -> None:
+    version = data.get("v") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise FleetStateError(f"v: schema version {version!r} not supported (want {SCHEMA_VERSION})")
 
 
 def merge(replicas: Iterable[list[ApplianceState]]) -> list[ApplianceState]:

@@ -20,8 +20,10 @@ on a wait, so it goes on to the next source instead.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import AbstractSet, Mapping, Sequence
+
+from msgspec.structs import replace
 
 from contracts.ids import ApplianceId, FileKey
 from contracts.manifest import ManifestFile, Source

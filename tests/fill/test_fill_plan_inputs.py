@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import msgspec
 import pytest
 
 from contracts.ids import FileKey
@@ -52,15 +53,21 @@ def test_fleet_state_round_trip_from_steering_encoder():
     (lambda d: d["appliances"][0].update(base_url="ftp://x"), "appliances[0].base_url: must be an http(s)"),
     (lambda d: d["appliances"][0]["inventory"]["files"].append("../etc"), "appliances[0].inventory.files[1]"),
     (lambda d: d["appliances"][0]["report"]["disks"][0].update(total_bytes=-1), "disks[0].total_bytes"),
-    (lambda d: d["appliances"][0]["report"]["popularity"].update(x=[1]), "popularity['x']: must be [requests"),
+    (lambda d: d["appliances"][0]["report"]["popularity"].update(x=[1]), "popularity.x: must be [requests, bytes]"),
     (lambda d: d["appliances"].append(d["appliances"][0]), "appliances[1].id: 'ams-1' listed twice"),
-], ids=["version", "no-appliances", "bad-id", "bad-url", "bad-key", "negative-disk", "bad-popularity", "twice"])
+    (lambda d: d.pop("v"), "v: schema version None"),
+    (lambda d: d["appliances"][0]["report"]["popularity"].update({"../y": [1, 2]}), "report.popularity: '../y': "),
+    (lambda d: d["appliances"][0].update(capacity_bps=-1), "appliances[0].capacity_bps: must be at least 0"),
+    (lambda d: d["appliances"][0]["report"].pop("age_s"), "appliances[0].report.age_s: required"),
+    (lambda d: d["appliances"][0].update(status=None), "appliances[0].status: must be a string"),
+], ids=["version", "no-appliances", "bad-id", "bad-url", "bad-key", "negative-disk", "bad-popularity", "twice",
+        "no-version", "bad-popularity-key", "negative-capacity", "no-age", "no-status"])
 def test_a_malformed_fleet_state_names_the_field(mutate, message):
     data = json.loads(state(appliance()))
     mutate(data)
     with pytest.raises(FleetStateError) as err:
         fleetstate.decode(json.dumps(data).encode())
-    assert message in str(err.value)
+    assert message in str(err.value), str(err.value)
 
 
 def test_merge_takes_the_freshest_report_per_appliance():
@@ -78,7 +85,7 @@ def _meta(entry, **changes):
 
 
 def _rendition(entry, **changes):
-    return replace(entry, renditions=(replace(entry.renditions[0], **changes),))
+    return replace(entry, renditions=(msgspec.structs.replace(entry.renditions[0], **changes),))
 
 
 @pytest.mark.parametrize("break_it, reason", [
@@ -119,13 +126,45 @@ def test_the_pointer_fill_writes_is_the_one_steering_reads():
     assert fillplan.Entry is Entry and fillplan.PointerError is PointerError
 
 
-@pytest.mark.parametrize("raw", [
-    b"{", b"[]", b'{"v": 2}', b'{"v": 1, "plan": "x", "generated_at": 1, "manifests": {}}',
-    b'{"v": 1, "plan": "20260101T000000Z-0123456789abcdef", "generated_at": 1, "manifests": {"a": {"key": "../x"}}}',
-], ids=["json", "array", "version", "plan-id", "entry"])
-def test_a_damaged_pointer_is_refused_on_both_sides(raw, tmp_path):
-    with pytest.raises(PointerError):
+# written by the dict-walking codec this contract had before its msgspec Structs: the bytes stay these
+PINNED_POINTER = (
+    b'{"v":1,"plan":"20260101T000000Z-0123456789abcdef","generated_at":1767225600.25,"manifests":'
+    b'{"a-1":{"key":"fill-manifests/20260101T000000Z-0123456789abcdef/a-1.json","version":"' + H.encode() + b'",'
+    b'"size":7,"xxh3":"' + H.encode() + b'"},"b-2":{"key":"fill-manifests/20260101T000000Z-0123456789abcdef/b-2.json",'
+    b'"version":"' + H.encode() + b'","size":12,"xxh3":"' + H.encode() + b'"}}}')
+
+
+def test_the_pointer_bytes_are_pinned():
+    pid = "20260101T000000Z-0123456789abcdef"
+    p = Pointer(pid, 1767225600.25,
+                {a: Entry(f"fill-manifests/{pid}/{a}.json", H, n, H) for a, n in (("b-2", 12), ("a-1", 7))})
+    assert encode_pointer(p) == PINNED_POINTER and decode_pointer(PINNED_POINTER) == p
+
+
+PLAN = b'{"v": 1, "plan": "20260101T000000Z-0123456789abcdef", "generated_at": 1, "manifests": '
+
+
+@pytest.mark.parametrize("raw, message", [
+    (b"{", "not valid JSON"), (b"[]", "v: schema version"), (b'{"v": 2}', "v: schema version"),
+    (b'{"v": 1, "plan": "x", "generated_at": 1, "manifests": {}}', "plan: must be a plan id"),
+    (PLAN + b'{"a": {"key": "../x"}}}', "manifests.a.version: required"),
+    (PLAN + b'{"a": {"key": "../x", "version": "' + H.encode() + b'", "size": 1, "xxh3": "' + H.encode() + b'"}}}',
+     "manifests.a.key: must be a file key under fill-manifests/"),
+    (PLAN + b'{"a": {"key": "t/x", "version": "' + H.encode() + b'", "size": 1, "xxh3": "' + H.encode() + b'"}}}',
+     "manifests.a.key: must be a file key under fill-manifests/"),
+    (PLAN + b'{"a": {"key": "fill-manifests/x", "version": "v1", "size": 1, "xxh3": "' + H.encode() + b'"}}}',
+     "manifests.a.version: must be 32 lowercase hex"),
+    (PLAN + b'{"a": {"key": "fill-manifests/x", "version": "' + H.encode() + b'", "size": -1, "xxh3": "'
+     + H.encode() + b'"}}}', "manifests.a.size: must be at least 0"),
+    (PLAN + b'{"a b": {"key": "fill-manifests/x", "version": "' + H.encode() + b'", "size": 1, "xxh3": "'
+     + H.encode() + b'"}}}', "manifests['a b']: not a valid key (must be 1-64 of [A-Za-z0-9_.-])"),
+    (PLAN.replace(b'"generated_at": 1', b'"generated_at": true') + b'{}}', "generated_at: must be a number"),
+], ids=["json", "array", "version", "plan-id", "entry", "entry-key", "entry-prefix", "entry-version", "entry-size",
+        "appliance", "time"])
+def test_a_damaged_pointer_is_refused_on_both_sides(raw, message, tmp_path):
+    with pytest.raises(PointerError) as err:
         decode_pointer(raw)
+    assert str(err.value).startswith(f"{POINTER}: {message}"), str(err.value)
     backend = LocalDirBackend(tmp_path)  # the planner's side: a damaged pointer in its store
     backend.put_bytes(POINTER, raw, "application/json")
     with pytest.raises(StoreError):

@@ -4,9 +4,10 @@ garbage-collection plans."""
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
+import json
 from xml.etree import ElementTree
 
+import msgspec
 import pytest
 
 from contracts import catalog as cat
@@ -33,11 +34,11 @@ def entry(**kw) -> TitleEntry:
                                         rendition("720p-hevc", codec="hvc1.1.6.L93.B0", bandwidth=1_800_000),
                                         rendition("audio-0-en", "audio", "mp4a.40.2", 130_000)))
     meta = kw.pop("meta", Metadata("t1", "A Title", ("drama",), ("en",), "2020-02-29"))
-    return TitleEntry(meta=meta, version=V, duration_s=9.5, renditions=renditions,
-                      assets=(Asset(f"files/t1/{V}/master.m3u8", 10, "cd" * 16, "application/vnd.apple.mpegurl"),),
-                      master=f"files/t1/{V}/master.m3u8", dash=f"files/t1/{V}/manifest.mpd",
-                      poster=f"files/t1/{V}/poster.jpg", source={"kind": "encode", "xxh3": "ef" * 16},
-                      ingested_at="2024-01-01T00:00:00Z", **kw)
+    fields = dict(version=V, duration_s=9.5, master=f"files/t1/{V}/master.m3u8", dash=f"files/t1/{V}/manifest.mpd",
+                  assets=(Asset(f"files/t1/{V}/master.m3u8", 10, "cd" * 16, "application/vnd.apple.mpegurl"),),
+                  poster=f"files/t1/{V}/poster.jpg", source={"kind": "encode", "xxh3": "ef" * 16},
+                  ingested_at="2024-01-01T00:00:00Z")
+    return TitleEntry(meta=meta, renditions=renditions, **{**fields, **kw})
 
 
 def test_round_trip():
@@ -50,8 +51,44 @@ def test_round_trip():
     assert "width" not in d["renditions"][3] and d["renditions"][3]["language"] == "en"
 
 
-def _broken(path: list, value) -> dict:
+# written by the dict-walking codec this contract had before its msgspec Structs: stored objects keep
+# these bytes, and decode to what they always did
+PINNED = (
+    '{"schema":1,"id":"t1","title":"Amélie","genres":["drama"],"languages":["en"],"releaseDate":"2020-02-29",'
+    '"duration":4.333333,"bitrates":[3000000],"version":"v0123456789abcdef",'
+    '"master":"files/t1/v0123456789abcdef/master.m3u8","dash":"files/t1/v0123456789abcdef/manifest.mpd",'
+    '"poster":null,"renditions":[{"name":"720p","type":"video","key":"files/t1/v0123456789abcdef/720p.mp4",'
+    '"size":3600,"xxh3":"abababababababababababababababab","codec":"avc1.64001f","bandwidth":3000000,'
+    '"averageBandwidth":2999000,"duration":4.333333,"width":1280,"height":720,"frameRate":29.97002997002997,'
+    '"init":{"offset":0,"length":800},"index":{"offset":800,"length":100},"segments":[[900,1000,4.0],'
+    '[1900,1200,0.333333]],"playlist":"files/t1/v0123456789abcdef/720p.m3u8"},{"name":"audio-0-en",'
+    '"type":"audio","key":"files/t1/v0123456789abcdef/a.mp4","size":100,"xxh3":"cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",'
+    '"codec":"mp4a.40.2","bandwidth":130000,"averageBandwidth":129000,"duration":4.0,"language":"en","channels":2,'
+    '"sampleRate":48000,"init":{"offset":0,"length":10},"index":null,"segments":[[10,90,4.0]],'
+    '"playlist":"files/t1/v0123456789abcdef/a.m3u8"}],"assets":[{"key":"files/t1/v0123456789abcdef/master.m3u8",'
+    '"size":10,"xxh3":"efefefefefefefefefefefefefefefef","contentType":"application/vnd.apple.mpegurl"}],'
+    '"source":{"kind":"encode","crf":23.5},"ingestedAt":"2024-01-01T00:00:00Z"}\n').encode()
+
+
+def test_stored_bytes_are_pinned():
+    video = msgspec.structs.replace(rendition(), segments=(Segment(900, 1000, 4.0), Segment(1900, 1200, 1 / 3)),
+                                    frame_rate=30000 / 1001)
+    audio = Rendition(name="audio-0-en", kind="audio", key=f"files/t1/{V}/a.mp4", size=100, xxh3="cd" * 16,
+                      codec="mp4a.40.2", bandwidth=130_000, average_bandwidth=129_000, init=Span(0, 10),
+                      segments=(Segment(10, 90, 4.0),), playlist=f"files/t1/{V}/a.m3u8", language="en", channels=2,
+                      sample_rate=48000)
+    e = entry(meta=Metadata("t1", "Amélie", ("drama",), ("en",), "2020-02-29"), renditions=(video, audio),
+              duration_s=4 + 1 / 3, poster=None, source={"kind": "encode", "crf": 23.5},
+              assets=(Asset(f"files/t1/{V}/master.m3u8", 10, "ef" * 16, "application/vnd.apple.mpegurl"),))
+    assert cat.encode(e) == PINNED
+    stored = cat.decode(PINNED, "catalog/t1.json")
+    assert stored.renditions[0].segments[1] == Segment(1900, 1200, 0.333333) and cat.encode(stored) == PINNED
+
+
+def _broken(path: list, value) -> dict | list:
     d = cat.to_dict(entry())
+    if not path:
+        return []
     target = d
     for step in path[:-1]:
         target = target[step]
@@ -64,15 +101,25 @@ def _broken(path: list, value) -> dict:
 
 BROKEN = [
     ("schema", ["schema"], 2, "schema"),
-    ("no-title", ["title"], KeyError, "title: missing"),
+    ("no-title", ["title"], KeyError, "^title: required$"),
+    ("title-type", ["title"], 5, "^title: must be a string$"),
     ("bad-date", ["releaseDate"], "2020-13-01", "release date"),
     ("bad-id", ["id"], "../x", "title id"),
     ("genres-type", ["genres"], "drama", "genres"),
     ("rendition-type", ["renditions", 0, "type"], "subtitles", r"renditions\[0\].type"),
-    ("negative-size", ["renditions", 1, "size"], -1, r"renditions\[1\].size: must not be negative"),
-    ("segment-shape", ["renditions", 1, "segments", 0], [1, 2], r"renditions\[1\].segments\[0\]"),
-    ("init-missing", ["renditions", 0, "init"], KeyError, r"renditions\[0\].init"),
-    ("bool-size", ["renditions", 0, "size"], True, r"renditions\[0\].size"),
+    ("negative-size", ["renditions", 1, "size"], -1, r"^renditions\[1\]\.size: must be at least 0$"),
+    ("segment-shape", ["renditions", 1, "segments", 0], [1, 2],
+     r"^renditions\[1\]\.segments\[0\]: must be an array of 3: \[offset, length, duration\]$"),
+    ("segment-length", ["renditions", 1, "segments", 0, 1], -2,
+     r"^renditions\[1\]\.segments\[0\]\[1\]: must be at least 0$"),
+    ("index-type", ["renditions", 0, "index"], "x", r"^renditions\[0\]\.index: must be a map or nil$"),
+    ("init-missing", ["renditions", 0, "init"], KeyError, r"^renditions\[0\]\.init: required$"),
+    ("index-offset", ["renditions", 0, "index", "offset"], "0", r"^renditions\[0\]\.index\.offset: must be an int"),
+    ("bool-size", ["renditions", 0, "size"], True, r"^renditions\[0\]\.size: must be an integer$"),
+    ("video-width", ["renditions", 0, "width"], KeyError, r"^renditions\[0\]\.width: required for video$"),
+    ("audio-language", ["renditions", 3, "language"], None, r"^renditions\[3\]\.language: required for audio$"),
+    ("asset-type", ["assets", 0, "contentType"], 1, r"^assets\[0\]\.contentType: must be a string$"),
+    ("not-object", [], KeyError, "^entry: must be an object$"),
 ]
 
 
@@ -80,6 +127,9 @@ BROKEN = [
 def test_from_dict_names_the_field(path, value, message):
     with pytest.raises(CatalogError, match=message):
         cat.from_dict(_broken(path, value))
+    raw = json.dumps(_broken(path, value)).encode()
+    with pytest.raises(CatalogError, match=message.replace("^", "^catalog/t1.json: ")):  # the stored bytes
+        cat.decode(raw, "catalog/t1.json")
 
 
 def test_no_video_is_refused():
@@ -151,7 +201,7 @@ def test_media_playlist():
 
 @pytest.mark.parametrize("durations,target", [((4.0, 4.0), 4), ((4.49,), 4), ((4.5,), 5), ((0.2,), 1)])
 def test_target_duration(durations, target):
-    r = replace(rendition(), segments=tuple(Segment(0, 1, d) for d in durations))
+    r = msgspec.structs.replace(rendition(), segments=tuple(Segment(0, 1, d) for d in durations))
     assert playlists.target_duration(r) == target
 
 

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+import msgspec
 import pytest
 import requests
 from hypothesis import HealthCheck, event, given, settings, strategies as st
@@ -23,6 +24,7 @@ from playback.core.manifests import BadCatalog, BadLocation, PlaybackError
 from playback.core.parts import Url
 
 MPD_NS = "{urn:mpeg:dash:schema:mpd:2011}"
+with_ = msgspec.structs.replace  # a Rendition is a msgspec Struct; the entry (dataclasses.replace) is not
 
 
 def rendition(name, kind, key, bw):
@@ -230,7 +232,7 @@ def test_a_steering_url_survives_byte_for_byte_and_still_verifies(prefix):
     ("key", "f/../lo.mp4", "renditions[0].key"),
 ], ids=["codec-breakout", "codec-list", "name-quote", "name-newline", "name-empty", "key-newline", "key-dots"])
 def test_a_catalog_string_that_could_break_a_document_is_refused(field, value, where):
-    entry = replace(ENTRY, renditions=(replace(LO, **{field: value}),) + ENTRY.renditions[1:])
+    entry = replace(ENTRY, renditions=(with_(LO, **{field: value}),) + ENTRY.renditions[1:])
     with pytest.raises(BadCatalog, match=re.escape(where)):
         render(entry)
     assert BadCatalog.status_hint == 502
@@ -238,7 +240,7 @@ def test_a_catalog_string_that_could_break_a_document_is_refused(field, value, w
 
 @pytest.mark.parametrize("value", ['en"', "en\n", "e", "en-" + "x" * 9, "en US"], ids=repr)
 def test_an_audio_language_must_be_a_bcp47_tag(value):
-    aud = replace(ENTRY.renditions[2], language=value)
+    aud = with_(ENTRY.renditions[2], language=value)
     with pytest.raises(BadCatalog, match=r"renditions\[2\]\.language"):
         render(replace(ENTRY, renditions=ENTRY.renditions[:2] + (aud,)))
 
@@ -371,7 +373,7 @@ def test_any_catalog_string_is_refused_or_gives_the_template_structure(index, fi
     r = ENTRY.renditions[index]
     if field == "codec" and codec_prefix:
         value = r.codec.split(".")[0] + "." + value  # keep the family: the MPD groups by it
-    changed = replace(r, **{field: value})
+    changed = with_(r, **{field: value})
     entry = replace(ENTRY, renditions=ENTRY.renditions[:index] + (changed,) + ENTRY.renditions[index + 1:])
     try:
         _, master, mpd = render(entry)
@@ -382,7 +384,7 @@ def test_any_catalog_string_is_refused_or_gives_the_template_structure(index, fi
         return
     event(f"{field} accepted")
     # the benign twin: the same structure is expected (a codec family of its own makes its own AdaptationSet)
-    twin = replace(r, codec=value.split(".")[0]) if field == "codec" else r
+    twin = with_(r, codec=value.split(".")[0]) if field == "codec" else r
     twin_entry = replace(ENTRY, renditions=ENTRY.renditions[:index] + (twin,) + ENTRY.renditions[index + 1:])
     _, twin_master, twin_mpd = render(twin_entry)
     assert_same_documents(master, mpd, twin_master, twin_mpd)
