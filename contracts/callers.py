@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from contracts.token import Keyring
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 
 ROLES = frozenset({"steer", "fleet", "manifests", "demand", "withdraw"})
 APPLIANCE_ROLE = "appliance"

@@ -23,37 +23,52 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from contracts.ids import KeyId
+from contracts.structconf import Conf, ConfigError, convert, invalid
 from contracts.token import MAX_KEY_ID_LEN, Keyring, PathSigner, derive_secret
-from contracts.tomlconf import ConfigError
 
 MIN_SECRET_BYTES = 32
 MAX_KEYS = 16
 
 
+class KeyFile(Conf):
+    """A key file as written (contracts.structconf: unknown keys refused, errors naming the dotted key);
+    `keyring()` decodes the secrets."""
+
+    keys: dict[str, str]  # id -> base64url (no padding) of at least MIN_SECRET_BYTES random bytes
+    signing: str  # the id of the key that signs
+    derived_for: str | None = None  # the holder the keys were derived for (`steering keys derive`)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise invalid("keys", "must be a table with at least one key")
+        if len(self.keys) > MAX_KEYS:
+            raise invalid("keys", f"at most {MAX_KEYS} keys")
+        if self.signing not in self.keys:
+            raise invalid("signing", f"must name one of the keys ({', '.join(self.keys)})")
+
+    def keyring(self) -> Keyring:
+        """The keys decoded; a ConfigError names the key at fault ("keys.k1: not valid base64url")."""
+        return Keyring(keys={KeyId(k): _secret(k, v) for k, v in self.keys.items()}, signing_id=KeyId(self.signing))
+
+
+def _secret(key_id: str, encoded: str) -> bytes:
+    if not (0 < len(key_id) <= MAX_KEY_ID_LEN) or not key_id.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"keys.{key_id}: key id must be 1-{MAX_KEY_ID_LEN} of [A-Za-z0-9_-]")
+    try:
+        secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except ValueError:
+        raise ConfigError(f"keys.{key_id}: not valid base64url") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(f"keys.{key_id}: secret shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
 def parse_keyring(mapping: Mapping[str, Any], where: str = "") -> Keyring:
-    prefix = f"{where}." if where else ""
-    keys_table = mapping.get("keys")
-    if not isinstance(keys_table, Mapping) or not keys_table:
-        raise ConfigError(f"{prefix}keys: must be a table with at least one key")
-    if len(keys_table) > MAX_KEYS:
-        raise ConfigError(f"{prefix}keys: at most {MAX_KEYS} keys")
-    keys: dict[KeyId, bytes] = {}
-    for key_id, encoded in keys_table.items():
-        if not (0 < len(key_id) <= MAX_KEY_ID_LEN) or not key_id.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"{prefix}keys.{key_id}: key id must be 1-{MAX_KEY_ID_LEN} of [A-Za-z0-9_-]")
-        if not isinstance(encoded, str):
-            raise ConfigError(f"{prefix}keys.{key_id}: must be a base64url string")
-        try:
-            secret = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        except ValueError:
-            raise ConfigError(f"{prefix}keys.{key_id}: not valid base64url") from None
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ConfigError(f"{prefix}keys.{key_id}: secret shorter than {MIN_SECRET_BYTES} bytes")
-        keys[KeyId(key_id)] = secret
-    signing = mapping.get("signing")
-    if not isinstance(signing, str) or signing not in keys:
-        raise ConfigError(f"{prefix}signing: must name one of the keys ({', '.join(keys)})")
-    return Keyring(keys=keys, signing_id=KeyId(signing))
+    """The keyring of a key file's mapping; `where` (the file) heads any error: "where: keys.k1: ..."."""
+    try:
+        return convert(KeyFile, mapping).keyring()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
 
 
 def derive_keyring(master: Keyring, holder: str) -> Keyring:
@@ -113,7 +128,7 @@ def load_keyring(path: Path) -> Keyring:
         raise ConfigError(f"key file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"key file {path}: not valid TOML: {exc}") from None
-    return parse_keyring(mapping, where=str(path))
+    return parse_keyring(mapping, where=f"key file {path}")
 
 
 def new_secret() -> str:

@@ -22,38 +22,28 @@ import asyncio
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from msgspec import Meta
 
 from contracts.logs import log_event
-from contracts.tomlconf import ConfigError, Section
+from contracts.structconf import Conf, ConfigError
 
-__all__ = ["TlsSettings", "ServerTls", "TlsSite", "parse_tls", "server_context", "describe", "site"]
+__all__ = ["TlsSettings", "ServerTls", "TlsSite", "server_context", "describe", "site"]
 
 log = logging.getLogger("tls")
 CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"  # TLS 1.2 suites (TLS 1.3's are all AEAD)
 
 
-@dataclass(frozen=True)
-class TlsSettings:
+class TlsSettings(Conf):
+    """The `[tls]` table: a service's file declares `tls: TlsSettings | None = None` (contracts.structconf
+    takes relative paths against the config's folder)."""
+
     cert_file: Path
     key_file: Path
-    handshake_timeout_s: float = 10.0
-
-
-def parse_tls(top: Section, base: Path | None) -> TlsSettings | None:
-    """The `[tls]` table of a service's config (relative paths against `base`), or None without one."""
-    if not top.has("tls"):
-        return None
-    s = top.section("tls")
-    cfg = TlsSettings(cert_file=s.path("cert_file", base=base), key_file=s.path("key_file", base=base),
-                      handshake_timeout_s=s.float("handshake_timeout_s", TlsSettings.handshake_timeout_s,
-                                                  min=0.1, max=300))
-    s.done()
-    return cfg
+    handshake_timeout_s: Annotated[float, Meta(ge=0.1, le=300)] = 10.0
 
 
 def server_context(cfg: TlsSettings) -> ssl.SSLContext:

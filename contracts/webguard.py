@@ -41,19 +41,19 @@ import json
 import logging
 import math
 import resource
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from msgspec import Meta
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from contracts.logs import log_event
-from contracts.tomlconf import Section
+from contracts.structconf import Conf
 
 __all__ = ["GUARD", "MAX_JSON_DEPTH", "Guard", "GuardConfig", "GuardedRunner", "RequestRefused", "BodyTooLarge",
-           "BodyTimeout", "BadJson", "parse_guard", "parse_json"]
+           "BodyTimeout", "BadJson", "parse_json"]
 
 MAX_JSON_DEPTH = 32
 FD_RESERVE = 64  # descriptors kept for all but client connections: logs, files, outgoing connections
@@ -110,29 +110,21 @@ class JsonWrongType(BadJson):
 
 # ---- config ---------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class GuardConfig:
-    header_timeout_s: float = 10.0  # a whole request head must arrive within this (slowloris)
-    idle_timeout_s: float = 75.0  # a keep-alive connection idle this long is closed
-    body_timeout_s: float = 30.0  # a whole body must arrive within this once its head has
-    send_timeout_s: float = 60.0  # a client that takes no bytes of its response for this long is dropped
-    max_connections: int = 4096  # open client connections; beyond it new ones get a 503 and are closed
-    max_connections_per_client: int = 256  # from one address (0: no such cap), so one client can't fill the rest
-    max_body_bytes_in_flight: int = 256 << 20  # bodies being received at once, all routes together
+class GuardConfig(Conf):
+    """The guard's settings: flat keys of a service's server section, beside listen/port. A section read
+    is a Struct that subclasses this (origin's [serve], steering's [steering], playback's [playback])."""
 
-
-def parse_guard(s: Section) -> GuardConfig:
-    """The guard's settings, read from a service's server section (flat keys beside listen/port)."""
-    d = GuardConfig()
-    return GuardConfig(
-        header_timeout_s=s.float("header_timeout_s", d.header_timeout_s, min=0.1, max=3600),
-        idle_timeout_s=s.float("idle_timeout_s", d.idle_timeout_s, min=0.1, max=86400),
-        body_timeout_s=s.float("body_timeout_s", d.body_timeout_s, min=0.1, max=3600),
-        send_timeout_s=s.float("send_timeout_s", d.send_timeout_s, min=0.1, max=3600),
-        max_connections=s.int("max_connections", d.max_connections, min=1),
-        max_connections_per_client=s.int("max_connections_per_client", d.max_connections_per_client, min=0),
-        max_body_bytes_in_flight=s.int("max_body_bytes_in_flight", d.max_body_bytes_in_flight, min=1 << 16),
-    )
+    # A whole request head must arrive within header_timeout_s (slowloris); a keep-alive connection idle
+    # for idle_timeout_s is closed; a whole body must arrive within body_timeout_s once its head has; a
+    # client that takes no bytes of its response for send_timeout_s is dropped.
+    header_timeout_s: Annotated[float, Meta(ge=0.1, le=3600)] = 10.0
+    idle_timeout_s: Annotated[float, Meta(ge=0.1, le=86400)] = 75.0
+    body_timeout_s: Annotated[float, Meta(ge=0.1, le=3600)] = 30.0
+    send_timeout_s: Annotated[float, Meta(ge=0.1, le=3600)] = 60.0
+    max_connections: Annotated[int, Meta(ge=1)] = 4096  # open client connections; beyond it: a 503, closed
+    # from one address (0: no such cap), so one client can't fill the rest
+    max_connections_per_client: Annotated[int, Meta(ge=0)] = 256
+    max_body_bytes_in_flight: Annotated[int, Meta(ge=1 << 16)] = 256 << 20  # bodies being received at once, all routes
 
 
 # ---- JSON -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 
 
 def parser() -> argparse.ArgumentParser:

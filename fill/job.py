@@ -36,7 +36,7 @@ from contracts import demand as demand_wire
 from contracts.catalog import CATALOG_PREFIX, CatalogError, decode, title_of_catalog_key
 from contracts.keys import DerivedKeys, derived_for, load_keyring
 from contracts.manifest import encode_manifest
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from fill import fleetstate, planmetrics
 from fill.config import PlanConfig, StoreConfig
 from fill.credentials import authorize_all

@@ -29,12 +29,13 @@ exponents, churns, launch rates, traffic and seeds):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import msgspec
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,7 +60,7 @@ QUICK = dict(titles=300, per_day=6000, days=4)
 
 
 def store_eviction() -> str:
-    return next(f.default for f in dataclasses.fields(StoreConfig) if f.name == "eviction")
+    return next(f.default for f in msgspec.structs.fields(StoreConfig) if f.name == "eviction")
 
 
 # The first column is what ships: pull-through admitted by steering (its [pull_through] default) and

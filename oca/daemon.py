@@ -19,8 +19,9 @@ import os
 import signal
 import sys
 import time
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from contracts.heartbeat import DiskReport, DiskState, HealthSnapshot, Load
 from contracts.logs import log_event, setup_logging
@@ -92,7 +93,8 @@ class Supervisor:
             from oca.tlsconf import CertificateWatch
 
             self.tls_port_holder = listening_socket(config.tls.listen, config.tls.port, listen=False)
-            config = self.config = replace(config, tls=replace(config.tls, port=self.tls_port_holder.getsockname()[1]))
+            tls = replace(config.tls, port=self.tls_port_holder.getsockname()[1])
+            config = self.config = replace(config, tls=tls)
             self.certificates = CertificateWatch(config.tls)
         create_file(self.metrics_path, METRICS_SLOTS)
         self.generation = self._new_generation(config)

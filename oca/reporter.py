@@ -38,7 +38,7 @@ from contracts.ids import ApplianceId, FileKey, SiteId
 from contracts.keys import load_keyring
 from contracts.logs import log_event
 from contracts.token import Keyring
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 
 __all__ = ["Reporter", "InventoryState", "HealthSnapshot", "ReplicaStatus", "KeyFile"]
 

@@ -21,7 +21,7 @@ from contracts.catalog import CatalogError, Metadata
 from contracts.keys import load_keyring
 from contracts.logs import log_event, setup_logging
 from contracts.token import fill_keys, fill_token
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from origin import config as config_mod
 from origin.backends import Backend, open_backend
 from origin.catalog import Catalog
@@ -120,7 +120,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     from origin.ingest import IngestRequest, ingest
 
@@ -168,7 +168,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_config(args: argparse.Namespace) -> OriginConfig:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     cfg = load_config(args)
     overrides = {k: v for k, v in (("listen", args.listen), ("port", args.port)) if v is not None}

@@ -1,22 +1,30 @@
-"""The origin's typed config: `load(path)` reads TOML, `parse(mapping)` builds frozen dataclasses and
-names the dotted key of any error. Every command names its origin the same way — a local directory or
-`s3://bucket/prefix` (+ endpoint_url for MinIO, Ceph RGW, ...) — from `[origin]` or `--origin`.
-See config/origin.example.toml for every setting."""
+"""The origin's typed config: `load(path)` reads TOML, `parse(mapping)` checks it against `OriginFile`
+(one msgspec Struct per table, contracts.structconf; errors name the dotted key) and builds the
+`OriginConfig` the commands run with. Every command names its origin the same way — a local directory
+or `s3://bucket/prefix` (+ endpoint_url for MinIO, Ceph RGW, ...) — from `[origin]` or `--origin`
+(`parse_location`). See config/origin.example.toml for every setting."""
 from __future__ import annotations
 
+import dataclasses
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
-from contracts.tomlconf import ConfigError, Section, read_toml
-from contracts.webguard import GuardConfig, parse_guard
+import msgspec
+from msgspec import Meta
+from msgspec.structs import replace
+
+from contracts.structconf import Conf, ConfigError, convert, invalid, read_toml
+from contracts.webguard import GuardConfig
 from origin.core.errors import UsageError
 from origin.core.ffargs import PRESETS
 from origin.core.ladder import DEFAULT_LADDER, Codec, EncodeSettings, VideoRung, validate_ladder
 
-__all__ = ["ConfigError", "Location", "S3Config", "EncodeConfig", "ServeConfig", "OriginConfig",
-           "load", "parse", "parse_location"]
+__all__ = ["ConfigError", "Location", "S3Config", "RungTable", "EncodeConfig", "ServeConfig", "OriginTable",
+           "OriginFile", "OriginConfig", "load", "parse", "parse_location"]
+
+Timeout = Annotated[float, Meta(ge=0.1)]
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
@@ -43,49 +51,113 @@ class Location:
         return str(self.path)
 
 
-@dataclass(frozen=True)
-class S3Config:
-    retry_mode: str = "adaptive"  # botocore: "standard" or "adaptive" (client-side rate limiting)
-    max_attempts: int = 10  # per request, retrying throttling (503 SlowDown) and 5xx with backoff
-    multipart_threshold_bytes: int = 16 << 20
-    multipart_chunk_bytes: int = 16 << 20
-    max_concurrency: int = 10  # parts and files in flight at once
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    addressing_style: str = "auto"
+class S3Config(Conf):
+    retry_mode: Literal["standard", "adaptive"] = "adaptive"  # botocore's; "adaptive": client-side rate limiting
+    max_attempts: Annotated[int, Meta(ge=1, le=50)] = 10  # per request, retrying throttling (503 SlowDown) and 5xx
+    multipart_threshold_bytes: Annotated[int, Meta(ge=5 << 20)] = 16 << 20
+    multipart_chunk_bytes: Annotated[int, Meta(ge=5 << 20, le=5 << 30)] = 16 << 20
+    max_concurrency: Annotated[int, Meta(ge=1, le=256)] = 10  # parts and files in flight at once
+    connect_timeout_s: Timeout = 10.0
+    read_timeout_s: Timeout = 60.0
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
 
 
-@dataclass(frozen=True)
-class EncodeConfig:
+class RungTable(Conf):
+    """One [[encode.ladder]] table (a VideoRung)."""
+
+    name: str
+    height: Annotated[int, Meta(ge=16, le=4320)]
+    bitrate_bps: Annotated[int, Meta(ge=10_000, le=200_000_000)]
+    codec: Codec = VideoRung.codec
+
+    def __post_init__(self) -> None:
+        if self.height % 2:
+            raise invalid("height", "must be even (4:2:0 video)")
+
+
+class EncodeConfig(Conf):
+    """[encode]: the tools, and flat beside them the EncodeSettings (origin.core.ladder holds their
+    defaults) and the ladder (default: DEFAULT_LADDER)."""
+
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
-    threads: int = 0  # 0: ffmpeg decides
+    threads: Annotated[int, Meta(ge=0, le=256)] = 0  # 0: ffmpeg decides
     work_dir: Path | None = None  # encodes kept here until uploaded (resume); None: the temp dir
-    settings: EncodeSettings = field(default_factory=EncodeSettings)
-    ladder: tuple[VideoRung, ...] = DEFAULT_LADDER
+    preset: Literal[PRESETS] = EncodeSettings.preset
+    segment_s: Annotated[float, Meta(ge=1.0, le=20.0)] = EncodeSettings.segment_s
+    audio_bitrate_bps: Annotated[int, Meta(ge=16_000, le=640_000)] = EncodeSettings.audio_bitrate_bps
+    audio_channels: Annotated[int, Meta(ge=1, le=8)] = EncodeSettings.audio_channels
+    allow_upscale: bool = EncodeSettings.allow_upscale
+    poster_height: Annotated[int, Meta(ge=16, le=2160)] = EncodeSettings.poster_height
+    rungs: tuple[RungTable, ...] | None = msgspec.field(default=None, name="ladder")
+
+    def __post_init__(self) -> None:
+        try:
+            validate_ladder(self.ladder)
+        except UsageError as exc:
+            raise invalid("ladder", str(exc)) from None
+
+    @property
+    def settings(self) -> EncodeSettings:
+        return EncodeSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EncodeSettings)})
+
+    @property
+    def ladder(self) -> tuple[VideoRung, ...]:
+        if self.rungs is None:
+            return DEFAULT_LADDER
+        return tuple(VideoRung(r.name, r.height, r.bitrate_bps, r.codec) for r in self.rungs)
 
 
-@dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(GuardConfig, kw_only=True):
+    """[serve]; the guard's keys (contracts.webguard: connection timeouts and cap, no route reads a
+    body) sit flat beside these."""
+
     listen: str = "127.0.0.1"
-    port: int = 8070
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8070
     key_file: Path | None = None  # fill-token keys (contracts.keys); required to serve
     catalog_public: bool = False  # /v1/titles without a token (the catalog is not secret; files are)
-    drain_timeout_s: float = 10.0
+    drain_timeout_s: Annotated[float, Meta(ge=0)] = 10.0
     sendfile: bool = True  # file bodies by sendfile (no copy through Python); false: pread + write
-    chunk_bytes: int = 1 << 20  # a body is sent in steps of this many bytes (a sendfile call, or one read)
+    # a body is sent in steps of this many bytes (a sendfile call, or one read)
+    chunk_bytes: Annotated[int, Meta(ge=4096, le=64 << 20)] = 1 << 20
     cache_control: str = "public, max-age=31536000, immutable"  # keys are versioned by content
-    # abuse shedding (contracts.webguard): connection timeouts and cap (no route reads a body)
-    guard: GuardConfig = field(default_factory=GuardConfig)
+    # the control store (where `fill plan` writes manifests and steering the withdrawal log: a directory
+    # or s3://bucket/prefix): set, files of a withdrawn title or version are refused with 410
+    control_store: str | None = None
+    control_store_endpoint_url: str | None = None
+    withdrawals_poll_s: Annotated[float, Meta(ge=1, le=3600)] = 30.0
+
+    @property
+    def guard(self) -> GuardConfig:
+        return self
 
 
-@dataclass(frozen=True)
-class OriginConfig:
+class OriginTable(Conf):
+    """[origin]: a local directory or s3://bucket[/prefix], made a Location by parse_location."""
+
+    location: str
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+class _Tables(Conf):
+    """What the file and the config have in common."""
+
+    s3: S3Config = S3Config()
+    encode: EncodeConfig = EncodeConfig()
+    serve: ServeConfig = ServeConfig()
+
+
+class OriginFile(_Tables):
+    """origin.toml as written: every table optional."""
+
+    origin: OriginTable | None = None
+
+
+class OriginConfig(_Tables):
+    """What the commands run with: the file's tables, its [origin] as a Location (or --origin's)."""
+
     location: Location | None = None
-    s3: S3Config = field(default_factory=S3Config)
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    source: Path | None = None
 
     def with_location(self, location: Location) -> "OriginConfig":
         return replace(self, location=location)
@@ -93,20 +165,15 @@ class OriginConfig:
 
 def load(path: Path) -> OriginConfig:
     path = Path(path).resolve()
-    return parse(read_toml(path), base=path.parent, source=path)
+    return parse(read_toml(path), base=path.parent)
 
 
-def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | None = None) -> OriginConfig:
-    top = Section(mapping)
-    config = OriginConfig(
-        location=_location(top.section("origin"), base) if top.has("origin") else None,
-        s3=_s3(top.section("s3", {})),
-        encode=_encode(top.section("encode", {}), base),
-        serve=_serve(top.section("serve", {}), base),
-        source=source,
-    )
-    top.done()
-    return config
+def parse(mapping: Mapping[str, Any], base: Path | None = None) -> OriginConfig:
+    f = convert(OriginFile, mapping, base=base)
+    o = f.origin
+    location = None if o is None else parse_location(o.location, o.endpoint_url, o.region, base,
+                                                     where="origin.location")
+    return OriginConfig(s3=f.s3, encode=f.encode, serve=f.serve, location=location)
 
 
 def parse_location(raw: str, endpoint_url: str | None = None, region: str | None = None,
@@ -130,83 +197,3 @@ def parse_location(raw: str, endpoint_url: str | None = None, region: str | None
         raise ConfigError(f"{where}: endpoint_url only applies to an s3:// origin")
     path = Path(raw).expanduser()
     return Location(path=(path if path.is_absolute() else (base or Path.cwd()) / path).resolve())
-
-
-def _location(s: Section, base: Path | None) -> Location:
-    location = parse_location(s.str("location"), s.str("endpoint_url", None), s.str("region", None), base,
-                              where=s.key("location"))
-    s.done()
-    return location
-
-
-def _s3(s: Section) -> S3Config:
-    d = S3Config()
-    cfg = S3Config(
-        retry_mode=s.str("retry_mode", d.retry_mode, choices=("standard", "adaptive")),
-        max_attempts=s.int("max_attempts", d.max_attempts, min=1, max=50),
-        multipart_threshold_bytes=s.int("multipart_threshold_bytes", d.multipart_threshold_bytes, min=5 << 20),
-        multipart_chunk_bytes=s.int("multipart_chunk_bytes", d.multipart_chunk_bytes, min=5 << 20, max=5 << 30),
-        max_concurrency=s.int("max_concurrency", d.max_concurrency, min=1, max=256),
-        connect_timeout_s=s.float("connect_timeout_s", d.connect_timeout_s, min=0.1),
-        read_timeout_s=s.float("read_timeout_s", d.read_timeout_s, min=0.1),
-        addressing_style=s.str("addressing_style", d.addressing_style, choices=("auto", "path", "virtual")),
-    )
-    s.done()
-    return cfg
-
-
-def _encode(s: Section, base: Path | None) -> EncodeConfig:
-    d, ds = EncodeConfig(), EncodeSettings()
-    settings = EncodeSettings(
-        preset=s.str("preset", ds.preset, choices=PRESETS),
-        segment_s=s.float("segment_s", ds.segment_s, min=1.0, max=20.0),
-        audio_bitrate_bps=s.int("audio_bitrate_bps", ds.audio_bitrate_bps, min=16_000, max=640_000),
-        audio_channels=s.int("audio_channels", ds.audio_channels, min=1, max=8),
-        allow_upscale=s.bool("allow_upscale", ds.allow_upscale),
-        poster_height=s.int("poster_height", ds.poster_height, min=16, max=2160),
-    )
-    cfg = EncodeConfig(
-        ffmpeg=s.str("ffmpeg", d.ffmpeg),
-        ffprobe=s.str("ffprobe", d.ffprobe),
-        threads=s.int("threads", d.threads, min=0, max=256),
-        work_dir=s.path("work_dir", None, base=base),
-        settings=settings,
-        ladder=_ladder(s.sections("ladder"), s.key("ladder")) if s.has("ladder") else d.ladder,
-    )
-    s.done()
-    return cfg
-
-
-def _ladder(rungs: list[Section], where: str) -> tuple[VideoRung, ...]:
-    out = []
-    for rung in rungs:
-        out.append(VideoRung(
-            name=rung.str("name"),
-            height=rung.int("height", min=16, max=4320),
-            bitrate_bps=rung.int("bitrate_bps", min=10_000, max=200_000_000),
-            codec=Codec(rung.str("codec", "h264", choices=tuple(c.value for c in Codec))),
-        ))
-        if out[-1].height % 2:
-            raise ConfigError(f"{rung.key('height')}: must be even (4:2:0 video)")
-        rung.done()
-    try:
-        return validate_ladder(tuple(out))
-    except UsageError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def _serve(s: Section, base: Path | None) -> ServeConfig:
-    d = ServeConfig()
-    cfg = ServeConfig(
-        listen=s.str("listen", d.listen),
-        port=s.int("port", d.port, min=0, max=65535),
-        key_file=s.path("key_file", None, base=base),
-        catalog_public=s.bool("catalog_public", d.catalog_public),
-        drain_timeout_s=s.float("drain_timeout_s", d.drain_timeout_s, min=0),
-        sendfile=s.bool("sendfile", d.sendfile),
-        chunk_bytes=s.int("chunk_bytes", d.chunk_bytes, min=4096, max=64 << 20),
-        cache_control=s.str("cache_control", d.cache_control),
-        guard=parse_guard(s),
-    )
-    s.done()
-    return cfg

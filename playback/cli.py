@@ -10,7 +10,7 @@ from typing import Sequence
 
 from contracts.logs import log_event, setup_logging
 from contracts.tlsserve import ServerTls, describe
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from playback import config as playback_config
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 from contracts.logs import log_event, setup_logging
 from contracts.tlsserve import ServerTls, describe
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from steering import config as steering_config, keyscli, withdrawcli
 from steering.service import load_all
 

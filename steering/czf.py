@@ -41,10 +41,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+import msgspec
+from msgspec.structs import force_setattr
+
 from contracts.ids import ApplianceId, SiteId
-from contracts.tomlconf import ConfigError, Section
+from contracts.structconf import Conf, ConfigError, convert, invalid
 from steering.core.fleet import SiteSpec
-from steering.fleetentries import ID, appliance
+from steering.fleetentries import ID, ApplianceEntry
 
 ZONES, DEEP = "coverageZones", "deepCoverageZones"
 _SHOW = 5  # zone names listed in one warning
@@ -70,6 +73,76 @@ class CzfRead:
     skipped: tuple[str, ...]
 
 
+# ---- the document's shapes (contracts.structconf: unknown keys refused, errors naming the dotted key) --
+
+class Coordinates(Conf):
+    """A zone's place: numbers, or numeric strings as Traffic Control writes them ("39.117800", "-80")."""
+
+    latitude: Any
+    longitude: Any
+
+    def __post_init__(self) -> None:
+        force_setattr(self, "latitude", _coordinate(self.latitude, "latitude", 90))
+        force_setattr(self, "longitude", _coordinate(self.longitude, "longitude", 180))
+
+
+class Zone(Conf):
+    """One of coverageZones: a site. Its networks are normalised by `networks` (which warns)."""
+
+    coordinates: Coordinates
+    network: tuple[str, ...] = ()
+    network6: tuple[str, ...] = ()
+    appliances: tuple[ApplianceEntry, ...] = ()
+
+
+class DeepZone(Conf):
+    """One of deepCoverageZones: networks pinned to caches. Traffic Router places its deep location at
+    `coordinates`; our sites have their own, so they are checked and not used."""
+
+    caches: tuple[str, ...]
+    network: tuple[str, ...] = ()
+    network6: tuple[str, ...] = ()
+    coordinates: Coordinates | None = None
+
+    def __post_init__(self) -> None:
+        if not self.caches:
+            raise invalid("caches", "must name at least one cache")
+
+
+class Document(Conf):
+    """The top level. Zones are read one by one (`_zone`, `_pin`), so a bad one is skipped, not fatal."""
+
+    revision: Any = None  # shown (check-config, /v1/fleet, /healthz): a string or a number, cut to 200
+    customer_name: Any = msgspec.field(default=None, name="customerName")
+    zones: dict[str, Any] = msgspec.field(default={}, name=ZONES)
+    deep: dict[str, Any] = msgspec.field(default={}, name=DEEP)
+
+    def __post_init__(self) -> None:
+        for name, key in (("revision", "revision"), ("customer_name", "customerName")):
+            raw = getattr(self, name)
+            if raw is not None:
+                if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+                    raise invalid(key, "must be a string")
+                force_setattr(self, name, str(raw)[:200])
+        if not self.zones:
+            raise invalid(ZONES, "must be an object with at least one zone")
+
+
+def _coordinate(raw: Any, name: str, limit: float) -> float:
+    if isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise invalid(name, f"must be a number or a numeric string, not {raw!r:.40}") from None
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        value = float(raw)
+    else:
+        raise invalid(name, "must be a number or a numeric string")
+    if not math.isfinite(value) or not -limit <= value <= limit:
+        raise invalid(name, f"must be within -{limit:g}..{limit:g}, not {raw!r:.40}")
+    return value
+
+
 def is_czf(mapping: Mapping[str, Any]) -> bool:
     return ZONES in mapping or DEEP in mapping
 
@@ -86,21 +159,17 @@ class _Report:
 
 def read_czf(mapping: Mapping[str, Any], previous_zones: Mapping[SiteId, SiteSpec] | None = None,
              previous_pins: Mapping[str, DeepPin] | None = None, strict: bool = False) -> CzfRead:
-    top = Section(mapping)
-    revision, customer = _text(top, "revision"), _text(top, "customerName")
-    if not top.has(ZONES):
+    if ZONES not in mapping:
         raise ConfigError(f"{DEEP}: a deep coverage zone file alone is not supported: its caches must be "
                           f"appliances of coverage zones in the same document (merge them: "
                           f"jq -s '.[0] * .[1]' czf.json dczf.json)")
-    zones_raw = _object(top, ZONES)
-    deep_raw = _object(top, DEEP) if top.has(DEEP) else {}
-    top.done()
+    doc = convert(Document, mapping, noun="object")
     report = _Report(strict)
-    zones = _zones(zones_raw, previous_zones or {}, report)
+    zones = _zones(doc.zones, previous_zones or {}, report)
     owner = {a.id: site.id for site in zones.values() for a in site.appliances}
-    pins, pinned = _pins(deep_raw, zones, owner, previous_pins or {}, report)
-    return CzfRead(tuple(_assign(zones, pinned, report)), zones, pins, revision, customer, tuple(report.warnings),
-                   tuple(report.skipped))
+    pins, pinned = _pins(doc.deep, zones, owner, previous_pins or {}, report)
+    return CzfRead(tuple(_assign(zones, pinned, report)), zones, pins, doc.revision, doc.customer_name,
+                   tuple(report.warnings), tuple(report.skipped))
 
 
 # ---- coverage zones ---------------------------------------------------------------------------
@@ -143,18 +212,17 @@ def _zones(raw: Mapping[str, Any], previous: Mapping[SiteId, SiteSpec], report: 
 
 def _zone(name: str, raw: Any) -> tuple[SiteSpec, list[str]]:
     key = f"{ZONES}.{name}"
-    zone = Section(raw, key)
     if not ID.fullmatch(name):
         raise ConfigError(f"{key}: zone name must be 1-64 of [A-Za-z0-9_.-]")
+    zone = convert(Zone, raw, where=key, noun="object")
     site = SiteId(name)
-    latitude, longitude = _coordinates(zone)
     warnings: list[str] = []
     spec = SiteSpec(
-        id=site, latitude=latitude, longitude=longitude,
-        appliances=tuple(appliance(a, site) for a in zone.sections("appliances", [])),
-        prefixes=(*networks(zone, "network", 4, warnings), *networks(zone, "network6", 6, warnings)),
+        id=site, latitude=zone.coordinates.latitude, longitude=zone.coordinates.longitude,
+        appliances=tuple(a.spec(site) for a in zone.appliances),
+        prefixes=(*networks(zone.network, f"{key}.network", 4, warnings),
+                  *networks(zone.network6, f"{key}.network6", 6, warnings)),
     )
-    zone.done()
     return spec, warnings
 
 
@@ -167,44 +235,20 @@ def _claim(site: SiteSpec, owner: dict[ApplianceId, SiteId], key: str) -> None:
         owner[a.id] = site.id
 
 
-def _coordinates(zone: Section) -> tuple[float, float]:
-    coords = zone.section("coordinates")
-    out = coordinate(coords, "latitude", 90), coordinate(coords, "longitude", 180)
-    coords.done()
-    return out
-
-
-def coordinate(s: Section, name: str, limit: float) -> float:
-    """A number, or a numeric string as Traffic Control writes them ("39.117800", "-80")."""
-    raw = s.raw(name)
-    if isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ConfigError(f"{s.key(name)}: must be a number or a numeric string, not {raw!r:.40}") from None
-    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        value = float(raw)
-    else:
-        raise ConfigError(f"{s.key(name)}: must be a number or a numeric string")
-    if not math.isfinite(value) or not -limit <= value <= limit:
-        raise ConfigError(f"{s.key(name)}: must be within -{limit:g}..{limit:g}, not {raw!r:.40}")
-    return value
-
-
-def networks(s: Section, name: str, version: int, warnings: list[str]) -> tuple[str, ...]:
-    """Normalised networks, host bits masked (one warning each), duplicates within the list dropped."""
+def networks(values: Iterable[str], key: str, version: int, warnings: list[str]) -> tuple[str, ...]:
+    """Normalised networks of the list at `key`, host bits masked (one warning each), duplicates within
+    the list dropped."""
     out: dict[str, None] = {}
-    for i, raw in enumerate(s.str_list(name, [])):
-        text = raw.strip()
+    for i, given in enumerate(values):
         try:
-            iface = ipaddress.ip_interface(text)  # one parse: the address as given and its network
+            iface = ipaddress.ip_interface(given.strip())  # one parse: the address as given and its network
         except ValueError as exc:
-            raise ConfigError(f"{s.key(name)}[{i}]: {exc}") from None
-        net, given = iface.network, iface.ip
+            raise ConfigError(f"{key}[{i}]: {exc}") from None
+        net = iface.network
         if net.version != version:
-            raise ConfigError(f"{s.key(name)}[{i}]: {raw} is not an IPv{version} network")
-        if given != net.network_address:
-            warnings.append(f"{s.key(name)}[{i}]: {raw} has host bits set; read as {net} (fix it at the source)")
+            raise ConfigError(f"{key}[{i}]: {given} is not an IPv{version} network")
+        if iface.ip != net.network_address:
+            warnings.append(f"{key}[{i}]: {given} has host bits set; read as {net} (fix it at the source)")
         out[str(net)] = None
     return tuple(out)
 
@@ -252,15 +296,11 @@ def _kept_pin(old: DeepPin | None, key: str, zones: Mapping[SiteId, SiteSpec],
 
 
 def _pin(name: str, raw: Any, warnings: list[str]) -> DeepPin:
-    zone = Section(raw, f"{DEEP}.{name}")
-    nets = (*networks(zone, "network", 4, warnings), *networks(zone, "network6", 6, warnings))
-    caches = zone.str_list("caches")
-    if not caches:
-        raise ConfigError(f"{zone.key('caches')}: must name at least one cache")
-    if zone.has("coordinates"):  # Traffic Router places its deep location there; our sites have their own
-        _coordinates(zone)
-    zone.done()
-    return DeepPin(name, nets, tuple(ApplianceId(c) for c in dict.fromkeys(caches)))
+    key = f"{DEEP}.{name}"
+    zone = convert(DeepZone, raw, where=key, noun="object")
+    nets = (*networks(zone.network, f"{key}.network", 4, warnings),
+            *networks(zone.network6, f"{key}.network6", 6, warnings))
+    return DeepPin(name, nets, tuple(ApplianceId(c) for c in dict.fromkeys(zone.caches)))
 
 
 def _pinned_sites(pin: DeepPin, key: str, zones: Mapping[SiteId, SiteSpec],
@@ -316,22 +356,4 @@ def _names(names: list[str] | list[SiteId]) -> str:
     return shown + (f", … ({len(names) - _SHOW} more)" if len(names) > _SHOW else "")
 
 
-# ---- top level --------------------------------------------------------------------------------
-
-def _text(top: Section, name: str) -> str | None:
-    raw = top.raw(name, None)
-    if raw is None:
-        return None
-    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-        raise ConfigError(f"{top.key(name)}: must be a string")
-    return str(raw)[:200]
-
-
-def _object(top: Section, name: str) -> Mapping[str, Any]:
-    raw = top.raw(name)
-    if not isinstance(raw, Mapping) or (name == ZONES and not raw):
-        raise ConfigError(f"{name}: must be an object" + (" with at least one zone" if name == ZONES else ""))
-    return raw
-
-
-__all__ = ["CzfRead", "DeepPin", "is_czf", "read_czf", "coordinate", "networks"]
+__all__ = ["CzfRead", "DeepPin", "Coordinates", "Zone", "DeepZone", "Document", "is_czf", "read_czf", "networks"]

@@ -26,45 +26,57 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Annotated, Any, Callable, Mapping
 
+import msgspec
 import xxhash
+from msgspec import Meta
+from msgspec.structs import force_setattr
 
 from contracts.logs import log_event
 from contracts.manifest import CONTENT_TYPE, ManifestError, decode_manifest
 from contracts.planpointer import POINTER, Entry, PointerError, decode_pointer
-from contracts.tomlconf import ConfigError, Section
+from contracts.structconf import Conf, invalid
 from contracts.token import Keyring
 
 log = logging.getLogger("steering.fill")
 READERS = 8
+POLL_S = 5.0
+Interval = Annotated[float, Meta(ge=0.5)]
 
 
-@dataclass(frozen=True)
-class FillConfig:
-    origin: str | None = None  # where `fill plan` writes: a local path or s3://bucket/prefix (None: no manifests)
+class FillConfig(Conf):
+    """[fill] of steering.toml."""
+
+    # where `fill plan` writes: a local path (relative: against the config's folder, `against`) or
+    # s3://bucket/prefix; None: no manifests
+    origin: str | None = None
     endpoint_url: str | None = None
     origin_url: str | None = None  # accepted from configs older than `fill plan`; unused (the planner names the origin)
-    poll_interval_s: float = 5.0  # how often the pointer is read
+    poll_interval_s: Interval = POLL_S  # how often the pointer is read
+    # poll_interval_s's old name, still read: it counts when poll_interval_s is left at its default
+    legacy_replan_s: Interval | None = msgspec.field(default=None, name="replan_interval_s")
+
+    def __post_init__(self) -> None:
+        if self.origin_url is not None and not self.origin_url.startswith(("http://", "https://")):
+            raise invalid("origin_url", "must be an http(s) URL")
+        legacy = self.legacy_replan_s
+        if legacy is not None and self.poll_interval_s != legacy:
+            if self.poll_interval_s != POLL_S:
+                raise invalid("replan_interval_s", "the old name of poll_interval_s: give only poll_interval_s")
+            force_setattr(self, "poll_interval_s", legacy)
 
     @property
     def replan_interval_s(self) -> float:
         """The interval of the server's `fill-plan` task (the name it had when steering planned)."""
         return self.poll_interval_s
 
-
-def parse_fill(s: Section, base: Path | None) -> FillConfig:
-    origin = s.str("origin", None)
-    if origin is not None and not origin.startswith("s3://") and base is not None and not Path(origin).is_absolute():
-        origin = str(base / origin)
-    poll = s.float("poll_interval_s", None, min=0.5)
-    legacy = s.float("replan_interval_s", None, min=0.5)  # the old name, still read
-    cfg = FillConfig(origin=origin, endpoint_url=s.str("endpoint_url", None), origin_url=s.str("origin_url", None),
-                     poll_interval_s=poll if poll is not None else legacy if legacy is not None else 5.0)
-    s.done()
-    if cfg.origin_url is not None and not cfg.origin_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{s.key('origin_url')}: must be an http(s) URL")
-    return cfg
+    def against(self, base: Path | None) -> FillConfig:
+        """A relative local `origin` taken against the config file's folder."""
+        origin = self.origin
+        if origin is None or origin.startswith("s3://") or base is None or Path(origin).is_absolute():
+            return self
+        return msgspec.structs.replace(self, origin=str(base / origin))
 
 
 @dataclass(frozen=True)
@@ -216,4 +228,4 @@ def _etag_matches(header: str, etag: str) -> bool:
     return "*" in tags or any(t.removeprefix("W/") == etag for t in tags)
 
 
-__all__ = ["FillConfig", "parse_fill", "ManifestReader", "FillPlanner", "Reply", "PointerError"]
+__all__ = ["FillConfig", "ManifestReader", "FillPlanner", "Reply", "PointerError"]

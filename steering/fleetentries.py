@@ -1,43 +1,41 @@
-"""Readers for the entries both fleet shapes share (steering.fleetconf's TOML sites, steering.czf's
-coverage zones): an appliance (id, base URL, capacity) and an id in the heartbeat's grammar. Each
-raises a ConfigError naming the dotted key."""
+"""The entry both fleet shapes share (steering.fleetconf's TOML sites, steering.czf's coverage zones):
+an appliance (id, base URL, capacity), a Struct checked by contracts.structconf, whose errors name the
+dotted key; and the heartbeat's id grammar, which site and zone names follow too."""
 from __future__ import annotations
 
 import re
+from typing import Annotated
 from urllib.parse import urlsplit
 
+from msgspec import Meta
+from msgspec.structs import force_setattr
+
 from contracts.ids import ApplianceId, SiteId
-from contracts.tomlconf import ConfigError, Section
+from contracts.structconf import Conf, invalid
 from steering.core.fleet import ApplianceSpec
 
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")  # the heartbeat's id grammar
+Ident = Annotated[str, Meta(pattern=f"^{ID.pattern}\\Z",
+                            extra={"says": "must be 1-64 of [A-Za-z0-9_.-], starting with a letter or digit"})]
 GBPS = 1_000_000_000
 
 
-def appliance(a: Section, site: SiteId) -> ApplianceSpec:
-    spec = ApplianceSpec(
-        id=ApplianceId(ident(a, "id")),
-        site=site,
-        base_url=base_url(a, "base_url"),
-        capacity_bps=int(a.float("capacity_gbps", min=0.001, max=100_000) * GBPS),
-    )
-    a.done()
-    return spec
+class ApplianceEntry(Conf):
+    """One appliance of a site (`[[sites.appliances]]`) or of a coverage zone (`"appliances": [...]`)."""
+
+    id: Ident
+    base_url: str  # kept without its trailing slash
+    capacity_gbps: Annotated[float, Meta(ge=0.001, le=100_000)]
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise invalid("base_url", "must be an http(s) URL without query, e.g. https://oca-1.example.net")
+        force_setattr(self, "base_url", self.base_url.rstrip("/"))
+
+    def spec(self, site: SiteId) -> ApplianceSpec:
+        return ApplianceSpec(id=ApplianceId(self.id), site=site, base_url=self.base_url,
+                             capacity_bps=int(self.capacity_gbps * GBPS))
 
 
-def ident(s: Section, name: str) -> str:
-    value = s.str(name)
-    if not ID.fullmatch(value):
-        raise ConfigError(f"{s.key(name)}: must be 1-64 of [A-Za-z0-9_.-], starting with a letter or digit")
-    return value
-
-
-def base_url(s: Section, name: str) -> str:
-    value = s.str(name)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ConfigError(f"{s.key(name)}: must be an http(s) URL without query, e.g. https://oca-1.example.net")
-    return value.rstrip("/")
-
-
-__all__ = ["ID", "GBPS", "appliance", "ident", "base_url"]
+__all__ = ["ID", "Ident", "GBPS", "ApplianceEntry"]

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from steering.config import FleetFetchConfig, SteeringConfig
 from steering.core.fleet import Fleet
 from steering.fleetconf import FleetInfo, decode_fleet, fleet_format, read_fleet

@@ -9,7 +9,7 @@ from typing import Any
 
 import maxminddb
 
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from steering.core.geo import GeoPoint
 
 COUNTRY_ACCURACY_KM = 500.0  # assumed for a country centroid that names no radius

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from contracts.callers import ROLES, new_token, parse_callers
 from contracts.keys import derive_keyring, keyfile_text, load_keyring
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from contracts.token import fill_keys
 
 

@@ -9,16 +9,18 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+
+from msgspec.structs import replace
 
 from contracts.heartbeat import (HeartbeatAck, HeartbeatError, HeartbeatUnauthorized, ReportSequence, check_fresh,
                                  decode_heartbeat, verify_body)
 from contracts.ids import FileKey, validate_file_key
 from contracts.callers import Caller, parse_callers
 from contracts.keys import DerivedKeys, load_keyring
-from contracts.tomlconf import read_toml
+from contracts.structconf import read_toml
 from contracts.token import Keyring
 from contracts.withdrawals import EMPTY as EMPTY_WITHDRAWALS, Withdrawals
 from steering import config as steering_config

@@ -17,10 +17,11 @@ import ctypes
 import os
 import platform
 import sys
-from dataclasses import replace
 from pathlib import Path
 
-from contracts.tomlconf import ConfigError
+from msgspec.structs import replace
+
+from contracts.structconf import ConfigError
 from oca.fill import config as fill_config
 from oca.fill.agent import EXIT_USAGE, RunOptions, run
 from oca.fill.log import log
@@ -83,6 +84,8 @@ def settings(args: argparse.Namespace) -> fill_config.FillConfig:
         origin = replace(origin, url=None if is_s3 else args.origin.rstrip("/"),
                          location=args.origin if is_s3 else None)
     if args.endpoint_url:
+        if not args.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError("--endpoint-url: must be an http(s) URL")
         origin = replace(origin, endpoint_url=args.endpoint_url.rstrip("/"))
     if args.region:
         origin = replace(origin, region=args.region)

@@ -1,6 +1,6 @@
 """The fill agent's typed config (`config/fill.example.toml`): its [agent], [window], [transfer], [origin]
-and [serving] tables. `load(path)` reads TOML, `parse(mapping)` builds frozen dataclasses; errors name
-the dotted key. Every table is optional.
+and [serving] tables, one msgspec Struct each (contracts.structconf). `load(path)` reads TOML,
+`parse(mapping)` checks and builds it; errors name the dotted key. Every table is optional.
 
 The planner's policy is not here: `fill plan` reads it from its own config (config/fill-plan.example.toml,
 fill.config). A [plan] table left in an appliance's fill.toml from before the split is accepted and
@@ -8,68 +8,116 @@ ignored, so an upgrade does not stop a fill run over it."""
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
-from contracts.tomlconf import ConfigError, Section, read_toml
+from msgspec import Meta
+from msgspec.structs import force_setattr
+
+from contracts.structconf import Conf, ConfigError, convert, invalid, read_toml
 from oca.fill.core.window import Window, parse_hhmm
 
 __all__ = ["ConfigError", "WindowConfig", "TransferConfig", "OriginConfig", "ServingConfig", "AgentConfig",
-           "FillConfig", "load", "parse", "parse_origin"]
+           "FillConfig", "load", "parse"]
+
+Timeout = Annotated[float, Meta(ge=0.1)]
+Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
 
 
-@dataclass(frozen=True)
-class WindowConfig:
-    window: Window = field(default_factory=lambda: Window(120, 12 * 3600.0))
+def local_zone(tz: str) -> dt.tzinfo | None:
+    if not tz:
+        return None
+    from zoneinfo import ZoneInfo
+    return ZoneInfo(tz)
+
+
+def _http_url(table: Conf, name: str) -> None:
+    """An optional http(s) URL setting, kept without its trailing slash."""
+    value = getattr(table, name)
+    if value is not None:
+        if not value.startswith(("http://", "https://")):
+            raise invalid(name, "must be an http(s) URL")
+        force_setattr(table, name, value.rstrip("/"))
+
+
+class WindowConfig(Conf):
+    """[window]: the daily fill window, local wall-clock time (`window`)."""
+
+    start: str = "02:00"  # HH:MM
+    hours: Annotated[float, Meta(ge=0.01, le=24.0)] = 12.0
+    shift_minutes: Annotated[int, Meta(ge=-720, le=720)] = 0  # this site's shift of the start
     timezone: str = ""  # IANA name ("Europe/Amsterdam"); "" = the system's local time
 
+    def __post_init__(self) -> None:
+        try:
+            parse_hhmm(self.start)
+        except ValueError as exc:
+            raise invalid("start", str(exc)) from None
+        try:
+            local_zone(self.timezone)
+        except Exception:
+            raise invalid("timezone", f"unknown time zone {self.timezone!r}") from None
 
-@dataclass(frozen=True)
-class TransferConfig:
-    rate_limit_bps: int = 1_200_000_000  # bits per second, all downloads together; 0 = no cap
-    max_files: int = 4  # files downloading at once
-    parts_per_file: int = 4  # parallel ranged GETs per file
-    part_bytes: int = 16 << 20
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0  # between bytes
-    max_attempts: int = 8  # host failures per file before it waits for the next run
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 60.0
+    @property
+    def window(self) -> Window:
+        return Window(parse_hhmm(self.start), self.hours * 3600.0, self.shift_minutes)
 
 
-@dataclass(frozen=True)
-class OriginConfig:
+class TransferConfig(Conf):
+    rate_limit_bps: Annotated[int, Meta(ge=0)] = 1_200_000_000  # bits per second, all downloads together; 0 = no cap
+    max_files: Annotated[int, Meta(ge=1, le=256)] = 4  # files downloading at once
+    parts_per_file: Annotated[int, Meta(ge=1, le=64)] = 4  # parallel ranged GETs per file
+    part_bytes: Annotated[int, Meta(ge=1 << 16)] = 16 << 20
+    connect_timeout_s: Timeout = 10.0
+    read_timeout_s: Timeout = 30.0  # between bytes
+    max_attempts: Annotated[int, Meta(ge=1)] = 8  # host failures per file before it waits for the next run
+    backoff_base_s: Annotated[float, Meta(ge=0.0)] = 1.0
+    backoff_cap_s: Annotated[float, Meta(ge=0.0)] = 60.0
+
+
+class OriginConfig(Conf):
     url: str | None = None  # an HTTP origin (`origin serve`): GET <url>/<key> with a fill token
     location: str | None = None  # or s3://bucket[/prefix] (or a local directory), read directly
     endpoint_url: str | None = None  # S3 API endpoint (MinIO, Ceph RGW, moto); None: AWS
     region: str | None = None
     verify_catalog: bool = True  # refuse a manifest naming files the origin's catalog does not know
 
+    def __post_init__(self) -> None:
+        _http_url(self, "url")
+        _http_url(self, "endpoint_url")
+        if self.url and self.location:
+            raise invalid("location", "give either url or location, not both")
 
-@dataclass(frozen=True)
-class ServingConfig:
-    nice: int = 10  # CPU niceness the agent runs at, at least (0..19); never raises its priority
-    io_class: str = "best-effort"  # I/O priority: "best-effort" (lowest level), "idle" or "none"
-    busy_fraction: float = 0.5  # serving egress / capacity above which fill slows down
-    floor_fraction: float = 0.1  # share of the cap fill keeps at full serving load
-    poll_s: float = 5.0  # how often the appliance's admin /v1/health is read
+
+class ServingConfig(Conf):
+    nice: Annotated[int, Meta(ge=0, le=19)] = 10  # CPU niceness the agent runs at, at least; never raises its priority
+    io_class: Literal["best-effort", "idle", "none"] = "best-effort"  # I/O priority ("best-effort": lowest level)
+    busy_fraction: Fraction = 0.5  # serving egress / capacity above which fill slows down
+    floor_fraction: Fraction = 0.1  # share of the cap fill keeps at full serving load
+    poll_s: Timeout = 5.0  # how often the appliance's admin /v1/health is read
     admin_url: str | None = None  # default: from the appliance config's [admin] (if its port is fixed)
 
+    def __post_init__(self) -> None:
+        _http_url(self, "admin_url")
 
-@dataclass(frozen=True)
-class AgentConfig:
+
+class AgentConfig(Conf):
     state_dir: Path | None = None  # default: <directory of store.index>/fill
     steering: tuple[str, ...] = ()  # steering replicas' base URLs, tried in order
 
+    def __post_init__(self) -> None:
+        for i, url in enumerate(self.steering):
+            if not url.startswith(("http://", "https://")):
+                raise invalid(f"steering[{i}]", "must be an http(s) URL")
+        force_setattr(self, "steering", tuple(u.rstrip("/") for u in self.steering))
 
-@dataclass(frozen=True)
-class FillConfig:
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    window: WindowConfig = field(default_factory=WindowConfig)
-    transfer: TransferConfig = field(default_factory=TransferConfig)
-    origin: OriginConfig = field(default_factory=OriginConfig)
-    serving: ServingConfig = field(default_factory=ServingConfig)
+
+class FillConfig(Conf):
+    agent: AgentConfig = AgentConfig()
+    window: WindowConfig = WindowConfig()
+    transfer: TransferConfig = TransferConfig()
+    origin: OriginConfig = OriginConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 def load(path: Path) -> FillConfig:
@@ -78,88 +126,6 @@ def load(path: Path) -> FillConfig:
 
 
 def parse(mapping: Mapping[str, Any], base: Path | None = None) -> FillConfig:
-    top = Section(mapping)
-    cfg = FillConfig(
-        agent=_agent(top.section("agent", {}), base), window=_window(top.section("window", {})),
-        transfer=_transfer(top.section("transfer", {})), origin=parse_origin(top.section("origin", {})),
-        serving=_serving(top.section("serving", {})),
-    )
-    top.raw("plan", {})  # the planner's table before the split (now in fill-plan.toml): ignored
-    top.done()
-    return cfg
-
-
-def _agent(s: Section, base: Path | None) -> AgentConfig:
-    steering = s.str_list("steering", [])
-    for i, url in enumerate(steering):
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{s.key('steering')}[{i}]: must be an http(s) URL")
-    cfg = AgentConfig(state_dir=s.path("state_dir", None, base=base), steering=tuple(u.rstrip("/") for u in steering))
-    s.done()
-    return cfg
-
-
-def _window(s: Section) -> WindowConfig:
-    try:
-        start = parse_hhmm(s.str("start", "02:00"))
-    except ValueError as exc:
-        raise ConfigError(f"{s.key('start')}: {exc}") from None
-    hours = s.float("hours", 12.0, min=0.01, max=24.0)
-    shift = s.int("shift_minutes", 0, min=-720, max=720)
-    tz = s.str("timezone", "")
-    if tz:
-        try:
-            from zoneinfo import ZoneInfo
-            ZoneInfo(tz)
-        except Exception:
-            raise ConfigError(f"{s.key('timezone')}: unknown time zone {tz!r}") from None
-    s.done()
-    return WindowConfig(Window(start, hours * 3600.0, shift), tz)
-
-
-def _transfer(s: Section) -> TransferConfig:
-    d = TransferConfig()
-    cfg = TransferConfig(
-        rate_limit_bps=s.int("rate_limit_bps", d.rate_limit_bps, min=0),
-        max_files=s.int("max_files", d.max_files, min=1, max=256),
-        parts_per_file=s.int("parts_per_file", d.parts_per_file, min=1, max=64),
-        part_bytes=s.int("part_bytes", d.part_bytes, min=1 << 16),
-        connect_timeout_s=s.float("connect_timeout_s", d.connect_timeout_s, min=0.1),
-        read_timeout_s=s.float("read_timeout_s", d.read_timeout_s, min=0.1),
-        max_attempts=s.int("max_attempts", d.max_attempts, min=1),
-        backoff_base_s=s.float("backoff_base_s", d.backoff_base_s, min=0.0),
-        backoff_cap_s=s.float("backoff_cap_s", d.backoff_cap_s, min=0.0),
-    )
-    s.done()
-    return cfg
-
-
-def parse_origin(s: Section) -> OriginConfig:
-    cfg = OriginConfig(url=s.http_url("url"), location=s.str("location", None),
-                       endpoint_url=s.http_url("endpoint_url"), region=s.str("region", None),
-                       verify_catalog=s.bool("verify_catalog", True))
-    s.done()
-    if cfg.url and cfg.location:
-        raise ConfigError(f"{s.key('location')}: give either url or location, not both")
-    return cfg
-
-
-def _serving(s: Section) -> ServingConfig:
-    d = ServingConfig()
-    cfg = ServingConfig(
-        nice=s.int("nice", d.nice, min=0, max=19),
-        io_class=s.str("io_class", d.io_class, choices=("best-effort", "idle", "none")),
-        busy_fraction=s.float("busy_fraction", d.busy_fraction, min=0.0, max=1.0),
-        floor_fraction=s.float("floor_fraction", d.floor_fraction, min=0.0, max=1.0),
-        poll_s=s.float("poll_s", d.poll_s, min=0.1),
-        admin_url=s.http_url("admin_url"),
-    )
-    s.done()
-    return cfg
-
-
-def local_zone(tz: str) -> dt.tzinfo | None:
-    if not tz:
-        return None
-    from zoneinfo import ZoneInfo
-    return ZoneInfo(tz)
+    if isinstance(mapping, Mapping) and "plan" in mapping:  # the planner's table before the split: ignored
+        mapping = {k: v for k, v in mapping.items() if k != "plan"}
+    return convert(FillConfig, mapping, base=base)

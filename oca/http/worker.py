@@ -30,7 +30,7 @@ import uvloop
 from contracts.keys import load_keyring
 from contracts.logs import json_line, setup_logging
 from contracts.supervise import TaskSupervisor
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from oca.config import OcaConfig
 from oca.http.files import OpenFiles, cors_headers
 from oca.http.protocol import Connection

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from contracts.ids import ApplianceId, SiteId
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from steering.core.geo import by_distance
 from steering.core.hashing import seed_of
 from steering.core.prefixes import PrefixTable

@@ -10,7 +10,7 @@ from contracts.callers import (Caller, Forbidden, Unauthorized, appliance_author
 from contracts.ids import KeyId
 from contracts.keys import derive_keyring
 from contracts.token import Keyring
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 
 MASTER = Keyring({KeyId("k1"): b"m" * 32}, KeyId("k1"))
 NOW = 1_800_000_000

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from contracts.ids import KeyId
 from contracts.keys import (DerivedKeys, derive_keyring, derive_secret, derived_for, keyfile_text,
-                            load_keyring)
+                            load_keyring, new_secret)
+from contracts.structconf import ConfigError
 from contracts.token import BadSignature, Keyring, parse_query, sign_path, verify
 
 MASTER = Keyring({KeyId("k1"): b"m" * 32, KeyId("k2"): b"n" * 32}, KeyId("k2"))
@@ -57,3 +58,22 @@ def test_derived_keys_cache_follows_the_master():
 def test_holder_id_bounds(holder):
     with pytest.raises(ValueError):
         derive_secret(b"m" * 32, holder)
+
+
+GOOD = f'signing = "k1"\n[keys]\nk1 = "{new_secret()}"\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (GOOD + 'k2 = "c2hvcnQ"\n', "keys.k2: secret shorter than 32 bytes"),
+    (GOOD.replace('"k1"', '"k9"', 1), "signing: must name one of the keys (k1)"),
+    (GOOD + "[extra]\n", "extra: unknown setting"),
+    ('signing = "k1"\n', "keys: required"),
+    ('signing = "k1"\n[keys]\n', "keys: must be a table with at least one key"),
+    (GOOD.replace("[keys]", 'derived_for = 5\n[keys]'), "derived_for: must be a string"),
+], ids=["short-secret", "signing-unknown", "unknown-key", "no-keys", "empty-keys", "derived-for-type"])
+def test_key_file_errors_name_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "keys.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_keyring(path)
+    assert str(err.value) == f"key file {path}: {message}"

@@ -11,9 +11,9 @@ import time
 import pytest
 from aiohttp import web
 
-from contracts.tomlconf import ConfigError, Section
+from contracts.structconf import ConfigError, convert
 from contracts.webguard import (GUARD, MAX_JSON_DEPTH, BadJson, Guard, GuardConfig, GuardedRunner, RequestRefused,
-                                parse_guard, parse_json)
+                                parse_json)
 
 
 def nested(depth: int, open_: bytes = b"[", close: bytes = b"]") -> bytes:
@@ -70,10 +70,10 @@ def test_json_refused_with_a_400_naming_the_problem(raw, want, reason):
 
 
 def test_guard_settings_default_and_parse():
-    assert parse_guard(Section({})) == GuardConfig()
+    assert convert(GuardConfig, {}) == GuardConfig()
     given = {"header_timeout_s": 1, "idle_timeout_s": 2.5, "body_timeout_s": 3, "send_timeout_s": 4,
              "max_connections": 10, "max_connections_per_client": 0, "max_body_bytes_in_flight": 1 << 20}
-    assert parse_guard(Section(given, "serve")) == GuardConfig(1.0, 2.5, 3.0, 4.0, 10, 0, 1 << 20)
+    assert convert(GuardConfig, given, where="serve") == GuardConfig(**given)
 
 
 @pytest.mark.parametrize("key,value,message", [
@@ -86,7 +86,7 @@ def test_guard_settings_default_and_parse():
 ])
 def test_guard_settings_errors_name_the_key(key, value, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        parse_guard(Section({key: value}, "serve"))
+        convert(GuardConfig, {key: value}, where="serve")
 
 
 # ---- the connection state machine, in-process --------------------------------------------------

@@ -8,9 +8,9 @@ import datetime as dt
 import os
 import subprocess
 import time
-from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from contracts.ids import KeyId
@@ -19,7 +19,6 @@ from contracts.manifest import ORIGIN, Manifest, ManifestFile, Source, encode_ma
 from contracts.token import Keyring, fill_keys, fill_token
 from oca.fill.agent import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, RunOptions, run
 from oca.fill.config import FillConfig, OriginConfig, TransferConfig, WindowConfig
-from oca.fill.core.window import Window
 from oca.fill.statedir import StateDir
 from fill_helpers import FakeSource, ThreadServer, h, title_entry, write_keyfile, write_oca_config
 from contracts.catalog import to_dict
@@ -113,7 +112,8 @@ def test_a_peer_still_filling_the_file_is_waited_for_without_holding_a_slot(lab)
     lab.add("t/a.mp4", a)
     lab.add("t/b.mp4", b, peer=False)
     lab.psrc.not_yet["t/a.mp4"] = 2  # the peer gets it after two "not yet"
-    one_slot = FillConfig(transfer=replace(FAST, max_files=1), origin=OriginConfig(verify_catalog=False))
+    one_slot = FillConfig(transfer=msgspec.structs.replace(FAST, max_files=1),
+                          origin=OriginConfig(verify_catalog=False))
     assert lab.fill([_pending(lab, "t/a.mp4", a, 5.0), lab.file("t/b.mp4", b, 1, peer=False)], one_slot) == EXIT_OK
     idx = lab.index()
     assert idx["t/a.mp4"].xxh3 == h(a) and idx["t/b.mp4"].xxh3 == h(b)
@@ -160,12 +160,13 @@ def _tampered(lab, files) -> dict[str, bytes]:
     """A good manifest for a1, then the ways it can be forged or damaged on the way."""
     good = lab.manifest(files)
     evil_source = Source("peer", url="http://198.51.100.9/steal", appliance="a2")
-    edited = replace(good, files=(replace(good.files[0], sources=(evil_source,)),))  # signature of the old files
+    edit = msgspec.structs.replace  # manifests are msgspec Structs
+    edited = edit(good, files=(edit(good.files[0], sources=(evil_source,)),))  # signature of the old files
     other = Keyring({KeyId("k1"): b"o" * 32}, KeyId("k1"))  # another appliance's keys
     return {
         "unsigned": encode_manifest(make_manifest("a1", files, 1.0)),
         "edited-sources": encode_manifest(edited),
-        "edited-credentials": encode_manifest(replace(good, credentials={"a2": "e=1&k=k1&t=fill&f=a1&s=" + "A" * 43})),
+        "edited-credentials": encode_manifest(edit(good, credentials={"a2": "e=1&k=k1&t=fill&f=a1&s=" + "A" * 43})),
         "signed-by-another": encode_manifest(sign_manifest(make_manifest("a1", files, 1.0), other)),
     }
 
@@ -240,7 +241,7 @@ def _fill_until_full(lab) -> None:
     for k, d in (("p/first", first), ("p/big", big), ("p/small", small_file)):
         lab.add(k, d)
     files = [lab.file("p/first", first, 0), lab.file("p/big", big, 1), lab.file("p/small", small_file, 2)]
-    cfg = FillConfig(transfer=replace(FAST, max_files=1), origin=OriginConfig(verify_catalog=False))
+    cfg = FillConfig(transfer=msgspec.structs.replace(FAST, max_files=1), origin=OriginConfig(verify_catalog=False))
     assert lab.fill(files, cfg) == EXIT_INCOMPLETE
     idx = lab.index()
     assert set(idx) == {"p/first"} and idx["p/first"].pinned  # small waits behind big
@@ -252,7 +253,7 @@ def test_outside_the_window_does_nothing(lab):
     lab.add("t/w", data)
     now = dt.datetime.now()
     start = (now.hour * 60 + now.minute + 180) % 1440
-    cfg = FillConfig(window=WindowConfig(Window(start, 3600.0)), transfer=FAST,
+    cfg = FillConfig(window=WindowConfig(start=f"{start // 60:02d}:{start % 60:02d}", hours=1.0), transfer=FAST,
                      origin=OriginConfig(verify_catalog=False))
     path = lab.root / "m.json"
     path.write_bytes(encode_manifest(make_manifest("a1", [lab.file("t/w", data)], 1.0)))
@@ -265,7 +266,7 @@ def test_stop_at_window_end_then_resume_without_refetching(lab):
     lab.add("t/big", data, peer=False)
     lab.osrc.modes["t/big"], lab.osrc.slow_s = "slow", 0.1  # each 512 KiB part takes ~0.8 s
     f = lab.file("t/big", data, peer=False)
-    slow = replace(FAST, part_bytes=512 * KB, parts_per_file=3)
+    slow = msgspec.structs.replace(FAST, part_bytes=512 * KB, parts_per_file=3)
     cfg = FillConfig(transfer=slow, origin=OriginConfig(verify_catalog=False))
     assert lab.fill([f], cfg, max_run_s=0.6) == EXIT_INCOMPLETE
     assert "t/big" not in lab.index() and not (lab.root / "oca/hdd0/t/big").exists()
@@ -287,7 +288,7 @@ def test_resumed_bytes_count_once_when_a_filling_peer_is_waited_for(lab):
     data = os.urandom(1536 * KB)
     lab.add("t/big", data)
     lab.osrc.modes["t/big"], lab.osrc.slow_s = "slow", 0.1
-    slow = replace(FAST, part_bytes=512 * KB, parts_per_file=3)
+    slow = msgspec.structs.replace(FAST, part_bytes=512 * KB, parts_per_file=3)
     cfg = FillConfig(transfer=slow, origin=OriginConfig(verify_catalog=False))
     assert lab.fill([lab.file("t/big", data, peer=False)], cfg, max_run_s=0.6) == EXIT_INCOMPLETE
     finished = sum(e - s for s, e in lab.state_dir.load_journal("t/big", len(data), h(data), str(lab.oca.disks[1].path)))
@@ -305,7 +306,8 @@ def test_yields_to_serving_load(lab):
     lab.add("t/y", data, peer=False)
     lab.osrc.health = {"egress_bps": 9_000_000_000, "capacity_bps": 10_000_000_000}  # serving at 90%
     cap = 80_000_000
-    cfg = FillConfig(transfer=replace(FAST, rate_limit_bps=cap), origin=OriginConfig(verify_catalog=False))
+    cfg = FillConfig(transfer=msgspec.structs.replace(FAST, rate_limit_bps=cap),
+                     origin=OriginConfig(verify_catalog=False))
     assert lab.fill([lab.file("t/y", data, peer=False)], cfg, admin_url=lab.origin.url) == EXIT_OK
     # 90% load, busy above 50%, floor 10%: 0.1 + 0.9 x (1 - 0.4 / 0.5) = 28% of the cap.
     assert value(lab.metrics(), "fill_rate_limit_bits_per_second") == int(cap * 0.28)

@@ -45,13 +45,16 @@ def test_defaults_manifests_beside_the_origin_and_regions_by_site(tmp_path):
     ({"steering": {"replicas": ["http://a", "http://a"]}}, "steering.replicas: a replica is listed twice"),
     ({"origin": {"location": "ftp://x"}}, "origin.location: 'ftp://x': only a local path"),
     ({"manifests": {"location": "/srv/m", "endpoint_url": "http://x"}}, "manifests.endpoint_url: only for an s3://"),
-    ({"regions": {"ams": 3}}, "regions.ams: site and region ids"),
+    ({"regions": {"ams": 3}}, "regions.ams: must be a string"),
+    ({"regions": {"ams": "n l"}}, "regions.ams: site and region ids"),
     ({"plan": {"copy_thresholds": [5, 1]}}, "plan.copy_thresholds: must be ascending"),
+    ({"plan": {"copy_thresholds": [5, 0]}}, "plan.copy_thresholds[1]: must be above 0"),
+    ({"manifests": {"locaton": "/m"}}, "manifests.locaton: unknown setting"),
     ({"plan": {"origin_s3": "bucket"}}, "plan.origin_s3: must be s3://bucket"),
     ({"planner": {"key_file": "/k", "keep_plans": 1}}, "planner.keep_plans: must be at least 2"),
     ({"planner": {"key_file": "/k", "typo": 1}}, "planner.typo: unknown setting"),
-], ids=["no-key", "no-steering", "steering-url", "twice", "origin-scheme", "endpoint-local", "region",
-        "thresholds-order", "plan-s3", "keep", "unknown"])
+], ids=["no-key", "no-steering", "steering-url", "twice", "origin-scheme", "endpoint-local", "region-type",
+        "region-id", "thresholds-order", "thresholds-positive", "manifests-typo", "plan-s3", "keep", "unknown"])
 def test_errors_name_the_key(change, message):
     with pytest.raises(ConfigError) as err:
         parse({**BASE, **change})

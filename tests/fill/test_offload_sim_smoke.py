@@ -4,9 +4,9 @@ the same fill runs, hindsight, evict-furthest) is the optimum, so no policy beat
 tuned number is asserted."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import replace
 
+import msgspec
 import pytest
 
 from fill.core.model import PlanPolicy
@@ -84,5 +84,5 @@ def test_cli_table_runs(capsys):
 def test_store_default_eviction_is_read_from_oca():
     from oca.config import StoreConfig
 
-    assert offload_sim.store_eviction() == next(f.default for f in dataclasses.fields(StoreConfig)
+    assert offload_sim.store_eviction() == next(f.default for f in msgspec.structs.fields(StoreConfig)
                                                 if f.name == "eviction")

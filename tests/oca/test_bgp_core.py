@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from oca import config as oca_config
 from oca.bgp import exaconf, show
 from oca.bgp.messages import Attributes, BadMessage, EndOfRib, StateEvent, UpdateEvent, parse_message

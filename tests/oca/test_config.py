@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import copy
 import re
-import dataclasses
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from contracts.keys import load_keyring
 from oca import config as oca_config
 from oca.cli import main
-from oca.config import (AdminConfig, ConfigError, DiskConfig, HttpConfig, MoverConfig, PullThroughConfig,
-                        SteeringLinkConfig, StoreConfig, Tier, TokenConfig, parse)
+from oca.config import (AdminConfig, ApplianceTable, ConfigError, DiskConfig, DiskTable, HttpConfig, MoverConfig,
+                        PullThroughConfig, SteeringLinkConfig, StoreConfig, Tier, TokenConfig, parse)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "oca.example.toml"
@@ -53,7 +53,7 @@ def test_minimal_config_takes_every_default() -> None:
     assert cfg.mover == MoverConfig() and cfg.pull_through == PullThroughConfig()
     assert cfg.tokens == TokenConfig(key_file=Path("/etc/oca/keys.toml"))
     assert cfg.store == StoreConfig(index_path=Path("/var/lib/oca/index.db"))
-    assert cfg.disks == (DiskConfig(Path("/srv/oca/ssd0"), Tier.SSD),)
+    assert cfg.disks == (DiskConfig(path=Path("/srv/oca/ssd0"), tier=Tier.SSD),)
     assert cfg.source is None and not cfg.dev
 
 
@@ -126,12 +126,15 @@ def test_relative_paths_are_taken_against_base(tmp_path: Path) -> None:
     (with_("tiers.ssd", [{"path": "/a", "reserve_bytes": -1}]), "tiers.ssd[0].reserve_bytes: must be at least 0"),
     (with_("tiers.hdd", [{"path": "/srv/oca/ssd0"}]), "tiers: disk path /srv/oca/ssd0 listed twice"),
     (with_("tiers.ssd", [{"path": "/a"}, {"path": "/a"}]), "tiers: disk path /a listed twice"),
-    (with_("mover.ssd_high_water", 1.5), "mover.ssd_high_water: must be at most 1.0"),
+    (with_("mover.ssd_high_water", 1.5), "mover.ssd_high_water: must be at most 1"),
     (with_("mover.io_budget_bps", 0), "mover.io_budget_bps: must be at least 1"),
     (with_("pull_through.enabled", True), "pull_through.parent: required when pull_through.enabled is true"),
     (with_("pull_through", {"enabled": True, "parent": ""}), "pull_through.parent: required when"),
     (with_("pull_through", {"enabled": True, "parent": "http://p:8000"}), "pull_through.key_file: required when"),
     (with_("pull_through.parent", 5), "pull_through.parent: must be a string"),
+    (with_("bgp", 5), "bgp: must be a table"),
+    (with_("bgp", {"local_az": 1}), "bgp.local_az: unknown setting (did you mean 'local_as'?"),
+    (with_("tls", {"certificate": []}), "tls.certificate: unknown setting"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_errors_name_the_dotted_key(mapping: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -164,27 +167,27 @@ def test_example_config_loads() -> None:
     # ... except pull-through, which the example turns on (as shipped: steering admits a site's 8th
     # miss of a file to its own appliance, which pulls it from the parent; loadtests/offload_sim.py)
     assert cfg.pull_through.enabled and not PullThroughConfig().enabled
-    assert dataclasses.replace(cfg.pull_through, enabled=False, parent=None, key_file=None) == PullThroughConfig()
+    assert msgspec.structs.replace(cfg.pull_through, enabled=False, parent=None, key_file=None) == PullThroughConfig()
 
 
-def _names(cls: type, renamed: dict[str, str] | None = None, skip: tuple[str, ...] = ()) -> set[str]:
-    renamed = renamed or {}
-    return {renamed.get(f.name, f.name) for f in dataclasses.fields(cls) if f.name not in skip}
+def _names(cls: type) -> set[str]:
+    """The TOML keys of a table's Struct."""
+    return {f.encode_name for f in msgspec.structs.fields(cls)}
 
 
 def test_example_config_documents_every_key() -> None:
     """A key added to oca/config.py must be added (with its comment) to the example too."""
     raw = tomllib.loads(EXAMPLE.read_text())
     expected = {
-        "appliance": {"id", "site", "egress_capacity_bps"},
+        "appliance": _names(ApplianceTable),
         "http": _names(HttpConfig), "admin": _names(AdminConfig), "tokens": _names(TokenConfig),
-        "store": _names(StoreConfig, {"index_path": "index"}), "mover": _names(MoverConfig),
+        "store": _names(StoreConfig), "mover": _names(MoverConfig),
         "pull_through": _names(PullThroughConfig), "steering": _names(SteeringLinkConfig),
     }
     assert set(raw) == set(expected) | {"tiers"}
     for section, keys in expected.items():
         assert set(raw[section]) == keys, section
-    assert set(raw["tiers"]["ssd"][0]) == _names(DiskConfig, skip=("tier",))
+    assert set(raw["tiers"]["ssd"][0]) == _names(DiskTable)
 
 
 def test_example_config_passes_check_config() -> None:

@@ -7,10 +7,11 @@ import os
 import subprocess
 import time
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import msgspec
 import pytest
 from moto.server import ThreadedMotoServer
 from origin_testkit import AWS_ENV, BUCKET, SAMPLE_FPS, SAMPLE_SECONDS, TEST_CONFIG, OriginProcess, free_port
@@ -56,7 +57,7 @@ def s3_client(moto_endpoint):
 def base_config(tmp_path_factory) -> OriginConfig:
     work = tmp_path_factory.mktemp("work")
     cfg = parse(tomllib.loads(TEST_CONFIG))
-    return replace(cfg, encode=replace(cfg.encode, work_dir=work))
+    return msgspec.structs.replace(cfg, encode=msgspec.structs.replace(cfg.encode, work_dir=work))
 
 
 @pytest.fixture(scope="session")

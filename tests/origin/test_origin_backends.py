@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import msgspec
 import pytest
 from origin_testkit import BUCKET
 from origin_testkit import FaultProxy
@@ -80,7 +81,7 @@ def test_local_abort_removes_only_dead_writers_temp_files(world):
 
 def proxied(world, proxy: FaultProxy, **s3):
     location = replace(world.location("s3"), endpoint_url=proxy.url)
-    return open_backend(location, replace(world.s3, **s3))
+    return open_backend(location, msgspec.structs.replace(world.s3, **s3))
 
 
 def test_throttling_and_5xx_are_retried(world, big_file, tmp_path):

@@ -5,7 +5,7 @@ import tomllib
 
 import pytest
 
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from origin.config import parse, parse_location
 from origin.core import ffargs
 from origin.core.errors import SourceError, UsageError

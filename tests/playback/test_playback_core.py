@@ -186,7 +186,12 @@ location = "/srv/origin"
     ('[playback]\nsteering_urls = ["http://x"]\nport = 70000', "playback.port"),
     ('[playback]\nsteering_urls = ["http://x"]\nsteering_tll_s = 3', "playback.steering_tll_s"),
     ('[playback]\nsteering_urls = ["http://x"]\ntoken_min_ttl_s = 9000\ntoken_max_ttl_s = 100', "playback.token_min_ttl_s"),
-], ids=["url", "proxy", "port", "typo", "ttl"])
+    ('[playback]\nsteering_urls = ["http://x"]\ncors_allow_origins = ["*", "http://a"]',
+     "playback.cors_allow_origins[0]"),
+    ('[playback]\nsteering_urls = ["http://x"]\nbody_timeout_s = 0', "playback.body_timeout_s: must be at least 0.1"),
+    ('[playback]\nsteering_urls = ["http://x"]\n[demand]\nregion = "a b"', "demand.region: must be 1-64"),
+    ('[playback]\nsteering_urls = ["http://x"]\n[tls]\ncert_file = "/c.pem"', "tls.key_file: required"),
+], ids=["url", "proxy", "port", "typo", "ttl", "cors", "guard", "region", "tls-key"])
 def test_config_errors_name_the_key(extra, where):
     text = extra + '\n[origin]\nlocation = "/srv/origin"\n'
     with pytest.raises(pconfig.ConfigError, match="^" + re.escape(where)):

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from contracts.keys import write_new_keyfile
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from steering import config as steering_config
 from steering.cli import main
+from steering.core.admission import PullPolicy
+from steering.core.health import HealthPolicy
 from steering.fleetconf import load_fleet, parse_fleet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,8 +70,17 @@ def with_(path: str, value: object) -> dict:
     (with_("tokens.client_prefix_v4", 33), "tokens.client_prefix_v4: must be at most 32"),
     (with_("ranking.max_locations", 0), "ranking.max_locations: must be at least 1"),
     (with_("geo.slack_km", "far"), "geo.slack_km: must be a number"),
+    (with_("steering.max_connections", 0), "steering.max_connections: must be at least 1"),  # the guard's
+    (with_("steering.fleet_url", 5), "steering.fleet_url: must be a string"),
+    (with_("demand.source", "a b"), "demand.source: must be 1-64 of [A-Za-z0-9_.-]"),
+    (with_("pull_through.misses_to_admit", 0), "pull_through.misses_to_admit: must be at least 1"),
+    (with_("fill.origin_url", "ftp://x"), "fill.origin_url: must be an http(s) URL"),
+    ({**MINIMAL, "fill": {"poll_interval_s": 9, "replan_interval_s": 7}}, "fill.replan_interval_s: the old name"),
+    (with_("tls.cert", "/c.pem"), "tls.cert: unknown setting"),
+    (with_("tls", 5), "tls: must be a table"),
 ], ids=["no-section", "no-fleet", "relative-path", "port", "missed", "band-inverted", "typo", "ttl",
-        "prefix-bits", "max-locations", "slack-type"])
+        "prefix-bits", "max-locations", "slack-type", "guard", "fleet-url-type", "demand-source", "pull-misses",
+        "fill-origin-url", "fill-both-intervals", "tls-unknown", "tls-type"])
 def test_config_errors_name_the_key(mapping: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         steering_config.parse(mapping)
@@ -81,6 +92,19 @@ def test_config_defaults_and_relative_paths(tmp_path: Path) -> None:
                                  "geo": {"database": "GeoLite2-City.mmdb"}}, base=tmp_path)
     assert cfg.fleet_file == tmp_path / "f.toml" and cfg.geo.database == tmp_path / "GeoLite2-City.mmdb"
     assert cfg.health.missed_reports == 3 and cfg.ranking.max_locations == 3 and cfg.tokens.ttl_s == 21600
+    assert cfg.demand.state_dir == tmp_path / "steering-demand" and cfg.demand.source.endswith("-8100")
+    assert cfg.pull_through.policy == PullPolicy() and cfg.health == HealthPolicy() and cfg.tls is None
+
+
+@pytest.mark.parametrize("fill, origin, poll_s", [
+    ({}, None, 5.0),
+    ({"origin": "manifests", "replan_interval_s": 7}, "manifests", 7.0),  # the old name, still read
+    ({"origin": "s3://b/p", "poll_interval_s": 3}, "s3://b/p", 3.0),
+], ids=["defaults", "relative-and-old-name", "s3"])
+def test_fill_settings(tmp_path: Path, fill: dict, origin: str | None, poll_s: float) -> None:
+    cfg = steering_config.parse({**MINIMAL, "fill": fill}, base=tmp_path)
+    want = str(tmp_path / origin) if origin and not origin.startswith("s3://") else origin
+    assert (cfg.fill.origin, cfg.fill.poll_interval_s, cfg.fill.replan_interval_s) == (want, poll_s, poll_s)
 
 
 SITE = {"id": "ams", "latitude": 52.37, "longitude": 4.9, "prefixes": ["192.0.2.0/24"],
@@ -95,6 +119,8 @@ def site(**changes: object) -> dict:
     ({"sites": []}, "sites: the fleet needs at least one site"),
     (site(latitude=91), "sites[0].latitude: must be at most 90"),
     (site(id="a b"), "sites[0].id: must be 1-64"),
+    (site(id=5), "sites[0].id: must be 1-64"),
+    (site(colour="red"), "sites[0].colour: unknown setting"),
     (site(prefixes=["192.0.2.1/24"]), "sites[0].prefixes[0]: 192.0.2.1/24 has host bits set"),
     (site(prefixes=["not-a-net"]), "sites[0].prefixes[0]"),
     (site(appliances=[{"id": "x", "base_url": "ftp://x", "capacity_gbps": 1}]), "sites[0].appliances[0].base_url"),
@@ -107,7 +133,8 @@ def site(**changes: object) -> dict:
      "coverageZones.ams.network[0]: 2001:db8::/32 is not an IPv4 network"),
     ({"coverageZones": {"ams": {"network": []}}}, "coverageZones.ams.coordinates: required"),
     ({"coverageZones": {}}, "coverageZones: must be an object with at least one zone"),
-], ids=["no-sites", "latitude", "site-id", "host-bits", "not-a-network", "scheme", "zero-capacity",
+], ids=["no-sites", "latitude", "site-id", "site-id-type", "unknown-site-key", "host-bits", "not-a-network", "scheme",
+        "zero-capacity",
         "no-capacity", "duplicate-site", "duplicate-appliance", "czf-v6-in-network", "czf-no-coordinates",
         "czf-empty"])
 def test_fleet_errors_name_the_key(mapping: dict, message: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from steer_helpers import AUTH, ServerThread, heartbeat, write_setup
 from steering.cli import check_config
 from steering.czf import read_czf

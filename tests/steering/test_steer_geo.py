@@ -133,7 +133,7 @@ def test_geo_database_built_with_mmdb_writer(tmp_path: Path) -> None:
 
 
 def test_a_missing_database_is_a_config_error(tmp_path: Path) -> None:
-    from contracts.tomlconf import ConfigError
+    from contracts.structconf import ConfigError
 
     with pytest.raises(ConfigError, match="geo.database"):
         GeoDatabase(tmp_path / "none.mmdb")
