@@ -29,8 +29,10 @@ nginx's combined format with --log-format combined — and the lines each wrote 
 
 With --tls both serve HTTPS only through the same certificate (a throwaway CA's ECDSA P-256 leaf, made
 with `cryptography`), TLS 1.2/1.3, and wrk negotiates the same cipher with both (printed): nginx
-`listen ... ssl` (no sendfile under TLS without kTLS, as for us), the appliance's [tls] listener (pread
-into a reused buffer, OpenSSL via uvloop's SSL protocol). Targets under TLS: W2 >= 0.9, W3 req/s >= 0.7.
+`listen ... ssl` (no sendfile under TLS without kTLS, as for us), the appliance's [tls] listener (the
+plain hot path's verdict, head and body preadv'ed into one reused buffer, OpenSSL via uvloop's SSL
+protocol). Targets under TLS: W1, W2 >= 0.9, W3 req/s >= 0.7. CPU per request is the steadiest figure
+on a shared machine; loadtests/README.md has the latest.
 """
 from __future__ import annotations
 

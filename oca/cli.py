@@ -13,7 +13,7 @@ from contracts.ids import InvalidFileKey, validate_file_key
 from contracts.keys import load_keyring
 from contracts.token import Keyring, client_prefix_for, sign_path
 from contracts.jsoncall import CallFailed, call_json
-from contracts.tomlconf import ConfigError
+from contracts.structconf import ConfigError
 from oca import config as oca_config
 from oca.config import OcaConfig, Tier
 
@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--client", help="bind the URL to this client's prefix")
     p.add_argument("--ttl", type=int, help="seconds the URL stays valid")
     p.add_argument("--base", help="base URL of the appliance (default: from the config)")
+    p.add_argument("--scheme", choices=["http", "https"],
+                   help="which listener's URL when both are on (default: https when [tls] is on, else http)")
     p = sub.add_parser("ls", help="list indexed files")
     _add_source(p)
     p.add_argument("--json", action="store_true")
@@ -99,7 +101,7 @@ def _config(args: argparse.Namespace) -> OcaConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     from oca.daemon import serve
 
@@ -119,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.tls_key is None:
             raise ConfigError("--tls-cert needs --tls-key")
         config = replace(config, tls=TlsConfig(
-            certificates=(CertificateConfig(args.tls_cert.resolve(), args.tls_key.resolve()),),
+            certificates=(CertificateConfig(cert=args.tls_cert.resolve(), key=args.tls_key.resolve()),),
             listen=http.listen, port=args.tls_port, handshake_timeout_s=http.header_timeout_s))
     serve(replace(config, http=http))
     return 0
@@ -146,9 +148,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if fill_path is not None:
         fill_config.load(fill_path)
     _warn_descriptor_budget(config)
+    if config.tls is not None:  # the files the workers load at start: readable, matching, not expired
+        from oca.tlsconf import check_certificates
+
+        for line in check_certificates(config.tls):
+            print(line, file=sys.stderr)
     print(f"{args.config}: ok — appliance {config.appliance_id}, {len(config.disks)} disk(s)"
           + (f" ({len(missing)} missing)" if missing else "") + f", {len(keys.keys)} key(s), signing key "
-          f"{keys.signing_id}; fill settings: {fill_path or 'defaults (no fill.toml beside it)'}")
+          f"{keys.signing_id}"
+          + (f"; tls: {len(config.tls.certificates)} certificate(s) on port {config.tls.port}" if config.tls else "")
+          + f"; fill settings: {fill_path or 'defaults (no fill.toml beside it)'}")
     return 0
 
 
@@ -207,20 +216,32 @@ def cmd_url(args: argparse.Namespace) -> int:
             prefix = client_prefix_for(args.client, config.tokens.client_prefix_v4, config.tokens.client_prefix_v6)
         except ValueError:
             raise ConfigError(f"--client {args.client!r}: not an IP address") from None
-    base = args.base or _base_url(config)
+    base = args.base or _base_url(config, args.scheme)
     print(base.rstrip("/") + sign_path("/" + key, keys, int(time.time()) + ttl, prefix))
     return 0
 
 
-def _base_url(config: OcaConfig) -> str:
-    if config.tls is not None:  # HTTPS when it is on: the first certificate's name, else the address
-        from oca.tlsconf import certificate_facts
+def _base_url(config: OcaConfig, scheme: str | None = None) -> str:
+    """The appliance's own base URL: https (the TLS port; the name of the default certificate — the
+    one marked `default`, else the first — or the address) when [tls] is on, else http; `scheme`
+    picks one when both listeners are on."""
+    tls = config.tls
+    if scheme is None:
+        scheme = "https" if tls is not None else "http"
+    if scheme == "http":
+        if tls is not None and not tls.plain_port:
+            raise ConfigError("--scheme http: this appliance serves HTTPS only (tls.plain_port = false)")
+        return f"http://{_host(config.http.listen)}:{config.http.port}"
+    if tls is None:
+        raise ConfigError("--scheme https: no [tls] in the config (a dev appliance started with --tls-cert: "
+                          "pass --base https://HOST:PORT)")
+    from oca.tlsconf import certificate_facts
 
-        names = [n for n in certificate_facts(config.tls.certificates[0], "tls.certificates[0]").names
-                 if not n.startswith("*.")]
-        host = names[0] if names else _host(config.tls.listen)
-        return f"https://{host}:{config.tls.port}"
-    return f"http://{_host(config.http.listen)}:{config.http.port}"
+    i = next((i for i, c in enumerate(tls.certificates) if c.default), 0)  # the default certificate's name
+    names = [n for n in certificate_facts(tls.certificates[i], f"tls.certificates[{i}]").names
+             if not n.startswith("*.")]
+    host = names[0] if names else _host(tls.listen)
+    return f"https://{host}:{tls.port}"
 
 
 def _host(host: str) -> str:

@@ -16,7 +16,9 @@ Per-request Python is what limits small ranges (about 3.5 µs of it per 16 KiB r
 included, beside the kernel's share), so the common case is one flat pass, `_fast`: a keep-alive
 GET for one plain range of an open file through a URL already verified — `single_range` rather than
 parse_range's verdict objects, one metrics call (`served`), the access log's `hit` — which returns
-False before a byte goes out for anything else, and the general path answers that. No timer objects
+False before a byte goes out for anything else, and the general path answers that. It is two steps:
+`_fast_verdict` decides (file, offset, length, head; nothing sent) and `_fast` sends with sendfile;
+TlsConnection (tls.py) takes the same verdict and sends through its TLS writer. No timer objects
 (each connection carries a deadline that the worker's sweep checks twice a second), no request
 object unless requests are pipelined (the fields of the request being parsed are the connection's,
 declared in __init__), header bytes assembled once with `%`.
@@ -301,88 +303,109 @@ class Connection(ResponseWriter, asyncio.Protocol):
     def _fast(self, parser: Any) -> bool:
         """The hot path for the overwhelmingly common request: a keep-alive HTTP/1.1 GET for one
         plain range (or all) of an open file, through a URL whose key and signature were already
-        checked, answered with one send and one sendfile. The decisions are the core's own
-        (`check_grant`, `single_range` — parse_range's answer for one plain range); only the layers
-        around them are skipped. Anything else returns False before a byte is sent, and the general
-        path answers it."""
-        server = self.server
-        if (self.h_if_range is not None or self.h_request_id is not None or self.h_authorization is not None
-                or not server.use_sendfile
-                or parser.get_method() != b"GET" or self.version != "1.1"
-                or not parser.should_keep_alive() or server.draining):
+        checked (`_fast_verdict`), answered with one send and one sendfile. Anything else returns
+        False before a byte is sent, and the general path answers it. TlsConnection has its own
+        (the same verdict, its own writer)."""
+        if not self.server.use_sendfile:
             return False
-        known = server.memo.get(self.url)
-        if known is None:
+        verdict = self._fast_verdict(parser)
+        if verdict is None:
             return False
-        grant = known.grant
-        now = time.time()
-        if grant.client_prefix is not None and grant.client_prefix is self.allowed_prefix:
-            if now > grant.expires_at:  # this connection's client is inside: only expiry
-                return False
-        else:
-            try:  # expiry and client prefix: the core's own check
-                check_grant(grant, now, self.client)
-            except TokenError:
-                return False  # the general path answers the 403 with its reason
-            self.allowed_prefix = grant.client_prefix  # the client of a connection never changes
-        of = server.files.open_file(known.key)
-        if of is None:
-            return False
-        size = of.facts.size
-        header = self.h_range
-        if header is None:
-            if size == 0:
-                return False
-            start, end = 0, size
-            head = file_head(200, server.date_header, of, 0, size, b"\r\n")
-            status = 200
-        else:
-            span = single_range(header, size)
-            if span is None:  # several ranges, a 416, another spelling: the general path
-                return False
-            start, end = span
-            head = range_head(server.date_header, of, start, end)
-            status = 206
+        of, start, count, status, head, now = verdict
         t0 = time.perf_counter()
-        count = end - start
         sent = done = 0
         try:
             sent = self.sock.send(head, MSG_MORE)
             if sent == len(head):
                 done = os.sendfile(self.sock_fd, of.fd, start, count)
                 if done == count:  # all of it: account and wait for the next request
-                    seconds = time.perf_counter() - t0
-                    server.metrics.served(status, of.tier, count, seconds)
-                    tally = server.hits.get(of.key)  # the popularity tally, as record_hit keeps it
-                    if tally is None:
-                        server.hits[of.key] = [1, count]
-                    else:
-                        tally[0] += 1
-                        tally[1] += count
-                    log = server.access_log
-                    if log is not None:
-                        log.hit(self.log_client, self.url, header, status, count, now, seconds, of, self.h_user_agent,
-                                self.h_referer)
-                    self.deadline = server.clock + self.config.keepalive_timeout_s
+                    self._fast_served(of, status, count, now, t0)
                     return True
         except OSError:
             if sent == 0:
                 return False  # nothing went out: the general path retries and handles the error
         # The kernel buffer filled (or an error is pending): the general writer takes over.
+        self._fast_takeover(of, head[sent:], start + done, count - done, done, status, t0)
+        return True
+
+    def _fast_verdict(self, parser: Any) -> tuple[OpenFile, int, int, int, bytes, float] | None:
+        """The fast path's decision, sending nothing: (file, offset, length, status, head, wall
+        clock) for a keep-alive HTTP/1.1 GET of one plain range (or all) of an open file through a
+        URL already verified, else None (the general path answers). The decisions are the core's
+        own (`check_grant`, `single_range` — parse_range's answer for one plain range); only the
+        layers around them are skipped. A tuple, not an object: this runs once per request."""
+        server = self.server
+        if (self.h_if_range is not None or self.h_request_id is not None or self.h_authorization is not None
+                or parser.get_method() != b"GET" or self.version != "1.1"
+                or not parser.should_keep_alive() or server.draining):
+            return None
+        known = server.memo.get(self.url)
+        if known is None:
+            return None
+        grant = known.grant
+        now = time.time()
+        if grant.client_prefix is not None and grant.client_prefix is self.allowed_prefix:
+            if now > grant.expires_at:  # this connection's client is inside: only expiry
+                return None
+        else:
+            try:  # expiry and client prefix: the core's own check
+                check_grant(grant, now, self.client)
+            except TokenError:
+                return None  # the general path answers the 403 with its reason
+            self.allowed_prefix = grant.client_prefix  # the client of a connection never changes
+        of = server.files.open_file(known.key)
+        if of is None:
+            return None
+        size = of.facts.size
+        header = self.h_range
+        if header is None:
+            if size == 0:
+                return None
+            return of, 0, size, 200, file_head(200, server.date_header, of, 0, size, b"\r\n"), now
+        span = single_range(header, size)
+        if span is None:  # several ranges, a 416, another spelling: the general path
+            return None
+        start, end = span
+        return of, start, end - start, 206, range_head(server.date_header, of, start, end), now
+
+    def _fast_served(self, of: OpenFile, status: int, count: int, now: float, t0: float) -> None:
+        """A fast-path response went out whole: one metrics call, the popularity tally, the access
+        log's `hit` (the line `request` would write), and the keep-alive deadline."""
+        server = self.server
+        seconds = time.perf_counter() - t0
+        server.metrics.served(status, of.tier, count, seconds)
+        tally = server.hits.get(of.key)  # the popularity tally, as record_hit keeps it
+        if tally is None:
+            server.hits[of.key] = [1, count]
+        else:
+            tally[0] += 1
+            tally[1] += count
+        log = server.access_log
+        if log is not None:
+            log.hit(self.log_client, self.url, self.h_range, status, count, now, seconds, of, self.h_user_agent,
+                    self.h_referer)
+        self.deadline = server.clock + self.config.keepalive_timeout_s
+
+    def _fast_takeover(self, of: OpenFile, head: bytes, offset: int, count: int, done: int, status: int,
+                       t0: float) -> None:
+        """A fast-path response that could not go out at once: the general writer sends the rest
+        (`head`, what is left of it, then `count` bytes of the file from `offset`; `done` body
+        bytes went out already) and accounts for it as for any response (`_finish`: the same
+        metrics and log line)."""
+        server = self.server
         self.t0 = t0
         server.metrics.hit()
         self.busy = True
         self.status = status
-        self.req = Request("GET", self.url, header, None, True, None, "1.1", user_agent=self.h_user_agent,
+        self.req = Request("GET", self.url, self.h_range, None, True, None, "1.1", user_agent=self.h_user_agent,
                            referer=self.h_referer) if server.access_log is not None else None
         of.refs += 1
         self.current = of
-        self.body_bytes = done
-        if sent < len(head):
-            self.out.append(head[sent:])
-        self.out.append(FilePart(of, start + done, count - done))
+        self.body_bytes = done  # body bytes already sent
+        if head:
+            self.out.append(head)
+        self.out.append(FilePart(of, offset, count))
         self._pump()
-        return True
 
     def _next(self) -> None:
         while self.queue and not self.busy and not self.closed:
