@@ -12,6 +12,12 @@ under systemd (Type=notify) it reports READY and STOPPING. Connections are guard
 header and idle timeouts and a connection cap; a request body is never read (a response to a request
 that carried one closes the connection).
 
+Withdrawn titles (contracts.withdrawals): with `serve.control_store` set, the `withdrawals` task reads
+the withdrawal log there every `withdrawals_poll_s` (origin.withdrawals), and a file of a withdrawn
+title or version is answered 410, as is its catalog entry (and it leaves the title list), so an
+appliance with a stale manifest or a pull-through miss cannot bring it back. A store that cannot be
+read keeps the last good state (the task raises to its supervisor: logged, counted, degraded).
+
 SIGHUP (`systemctl reload`) re-reads the config: what handlers use (config, backend, catalog, keys)
 is one `Serving` snapshot, built in a thread and swapped in with one assignment; a request reads the
 snapshot once, so requests in flight finish with the one they started with and none is dropped. A
@@ -44,12 +50,14 @@ from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
 from contracts.token import Keyring, Scope, TokenError, parse_query, verify
 from contracts.webguard import GUARD, Guard, GuardedRunner
+from contracts.withdrawals import EMPTY, Withdrawals
 from origin.backends.local import LocalDirBackend
 from origin.catalog import Catalog
 from origin.config import OriginConfig
 from origin.core.assemble import content_type
 from origin.core.errors import OriginError
 from origin.filebody import Sending, body_for, send
+from origin.withdrawals import LogReader
 
 AUTH_SCHEME = "CDN-Token"
 log = logging.getLogger("origin")
@@ -112,6 +120,7 @@ class OriginState:
         self.clock = clock
         self.tasks = TaskSupervisor("origin", logging.getLogger("origin.tasks"), registry=self.metrics.registry)
         self.reload_requested = asyncio.Event()  # set by SIGHUP, consumed by the `reload` task
+        self.withdrawn: Withdrawals = EMPTY  # what the control store's log withdraws (the `withdrawals` task)
 
 
 STATE = web.AppKey("state", OriginState)
@@ -155,8 +164,10 @@ async def titles(request: web.Request) -> web.Response:
         return denied
     entries = await asyncio.to_thread(serving.catalog.search, request.query.get("q") or None,
                                       request.query.get("genre") or None)
+    withdrawn = request.app[STATE].withdrawn
     request.app[STATE].metrics.responded("catalog", 200)
-    return web.json_response({"titles": [catalog_schema.summary(e) for e in entries]})
+    return web.json_response({"titles": [catalog_schema.summary(e) for e in entries
+                                         if withdrawn.find(e.title_id, e.version) is None]})
 
 
 async def title(request: web.Request) -> web.Response:
@@ -168,6 +179,9 @@ async def title(request: web.Request) -> web.Response:
     except (OriginError, CatalogError) as exc:  # a bad id (400), no such title (404), a broken entry
         m.responded("catalog", exc.status_hint)
         return web.json_response({"error": str(exc)}, status=exc.status_hint)
+    if event := request.app[STATE].withdrawn.find(entry.title_id, entry.version):
+        m.responded("catalog", 410)
+        return web.json_response({"error": f"{event.target}: withdrawn ({event.reason})"}, status=410)
     m.responded("catalog", 200)
     return web.json_response(catalog_schema.to_dict(entry))
 
@@ -176,6 +190,9 @@ async def fetch(request: web.Request) -> web.StreamResponse:
     serving, m = request.app[STATE].current, request.app[STATE].metrics  # one snapshot for the whole response
     if denied := _deny(request, "file", serving.keyring):
         return denied
+    if request.app[STATE].withdrawn.covers(request.match_info["key"]) is not None:
+        m.responded("file", 410)
+        return web.Response(status=410, text="withdrawn\n")
     try:
         path = serving.backend.path_of(request.match_info["key"])
         fh = await asyncio.to_thread(open, path, "rb")
@@ -242,6 +259,7 @@ class ReloadFailed(Exception):
 async def _background(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
     state.tasks.spawn("reload", lambda: _reloads(state))
+    state.tasks.spawn("withdrawals", lambda: _withdrawals(state))
     yield
     await state.tasks.shutdown()
 
@@ -254,6 +272,33 @@ async def _reloads(state: OriginState) -> None:
         state.reload_requested.clear()
         await reload(state)
         state.tasks.succeeded("reload")
+
+
+async def _withdrawals(state: OriginState) -> None:
+    """The `withdrawals` task: read what is new in the control store's log, then wait a poll. Idle while
+    no control store is set; a new store (a reload) is read from scratch."""
+    reader, where, backend = LogReader(), None, None
+    while True:
+        serve = state.current.config.serve
+        if serve.control_store is None:
+            state.withdrawn, where = EMPTY, None
+        else:
+            if (serve.control_store, serve.control_store_endpoint_url) != where:
+                from origin.backends import open_backend
+                from origin.config import S3Config, parse_location
+
+                where = (serve.control_store, serve.control_store_endpoint_url)
+                location = parse_location(where[0], endpoint_url=where[1], where="serve.control_store")
+                backend, reader = open_backend(location, S3Config(max_attempts=3)), LogReader()
+            fresh, rejected = await asyncio.to_thread(reader.read_new, backend)
+            for key, why in rejected.items():
+                log_event(log, "withdrawal-event-rejected", logging.WARNING, key=key, error=why)
+            if fresh or state.withdrawn is EMPTY:
+                before, state.withdrawn = state.withdrawn, reader.withdrawals()
+                if set(before.active) != set(state.withdrawn.active):
+                    log_event(log, "withdrawals", withdrawn=sorted(e.target for e in state.withdrawn.active.values()))
+            state.tasks.succeeded("withdrawals")
+        await asyncio.sleep(serve.withdrawals_poll_s)
 
 
 async def reload(state: OriginState) -> None:
