@@ -190,6 +190,7 @@ def cmd_put(args: argparse.Namespace) -> int:
     config = _config(args)
     if config.dev:
         prepare_dev(config)
+        config = _with_dev_tls(config, _dev_state(args.dev))
     key = validate_file_key(args.key)
     store = Store.open(config)
     try:
@@ -207,6 +208,7 @@ def cmd_url(args: argparse.Namespace) -> int:
     config = _config(args)
     if config.dev:
         prepare_dev(config)
+        config = _with_dev_tls(config, _dev_state(args.dev))
     key = validate_file_key(args.key)
     keys = load_keyring(config.tokens.key_file)
     ttl = args.ttl or config.tokens.default_ttl_s
@@ -221,6 +223,18 @@ def cmd_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_dev_tls(config: OcaConfig, state: dict) -> OcaConfig:
+    """A dev appliance started with --tls-cert says its TLS port and certificate in dev.json."""
+    if not state.get("tls_port"):
+        return config
+    from msgspec.structs import replace
+
+    from oca.tlsconf import CertificateConfig, TlsConfig
+
+    cert = CertificateConfig(cert=Path(state["tls_cert"]), key=Path(state["tls_key"]))
+    return replace(config, tls=TlsConfig(certificates=(cert,), listen=config.http.listen, port=int(state["tls_port"])))
+
+
 def _base_url(config: OcaConfig, scheme: str | None = None) -> str:
     """The appliance's own base URL: https (the TLS port; the name of the default certificate — the
     one marked `default`, else the first — or the address) when [tls] is on, else http; `scheme`
@@ -233,8 +247,8 @@ def _base_url(config: OcaConfig, scheme: str | None = None) -> str:
             raise ConfigError("--scheme http: this appliance serves HTTPS only (tls.plain_port = false)")
         return f"http://{_host(config.http.listen)}:{config.http.port}"
     if tls is None:
-        raise ConfigError("--scheme https: no [tls] in the config (a dev appliance started with --tls-cert: "
-                          "pass --base https://HOST:PORT)")
+        raise ConfigError("--scheme https: no [tls] in the config (nor a running dev appliance started with "
+                          "--tls-cert)")
     from oca.tlsconf import certificate_facts
 
     i = next((i for i, c in enumerate(tls.certificates) if c.default), 0)  # the default certificate's name

@@ -146,8 +146,10 @@ class Supervisor:
             workers=c.effective_workers(), files=self.store.index.count(), sendfile=c.http.sendfile)
         if c.dev:
             state = c.tokens.key_file.parent
+            tls = {"tls_port": c.tls.port, "tls_cert": str(c.tls.certificates[0].cert),
+                   "tls_key": str(c.tls.certificates[0].key)} if c.tls is not None else {}
             (state / "dev.json").write_text(json.dumps(
-                {"port": c.http.port, "admin_port": self.admin_port, "host": c.http.listen, "pid": os.getpid()}))
+                {"port": c.http.port, "admin_port": self.admin_port, "host": c.http.listen, "pid": os.getpid(), **tls}))
             print(f"oca dev appliance serving {c.disks[0].path} on http://{c.http.listen}:{c.http.port}/ "
                   f"(admin http://127.0.0.1:{self.admin_port}/metrics)\n"
                   f"  signed URL for a file: oca url --dev {c.disks[0].path} KEY", file=sys.stderr, flush=True)

@@ -129,3 +129,22 @@ def test_oca_url_refuses_a_listener_that_is_off(make_appliance, ca):
     out = plain_only.cli("url", "titles/u/v.mp4", "--scheme", "https", check=False)
     assert out.returncode == 2 and "no [tls] in the config" in out.stderr
     assert plain_only.cli("url", "titles/u/v.mp4").stdout.startswith("http://127.0.0.1:")
+
+
+def test_oca_url_dev_names_the_running_dev_appliances_https_port(tmp_path, ca):
+    """`oca serve --dev DIR --tls-cert ...` says its TLS port and certificate in dev.json, so `oca url
+    --dev DIR` prints an https URL a verifying client fetches."""
+    import sys
+
+    from tests.support.oca_proc import OcaProcess
+
+    root = tmp_path / "media"
+    (root / "titles/u").mkdir(parents=True)
+    (root / "titles/u/v.mp4").write_bytes(b"d" * 4000)
+    chain, key = ca.issue(NAME_A)
+    with OcaProcess(root, workers=1, tls_cert=chain, tls_key=key) as app:
+        url = subprocess.run([sys.executable, "-m", "oca.cli", "url", "--dev", str(root), "titles/u/v.mp4"],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        parts = urlsplit(url)
+        assert (parts.scheme, parts.hostname, parts.port) == ("https", NAME_A, app.tls_port)
+        assert _curl(url, ca, app.tls_port).stdout == "200"
