@@ -26,7 +26,7 @@ import tomllib
 import msgspec
 from msgspec import inspect as mi
 
-__all__ = ["Conf", "ConfigError", "convert", "explain", "invalid", "load_toml", "read_toml"]
+__all__ = ["Conf", "ConfigError", "HttpUrl", "convert", "explain", "invalid", "load_toml", "read_toml", "without_slash"]
 
 T = TypeVar("T")
 _type_info = functools.lru_cache(maxsize=None)(mi.type_info)  # ~0.5 ms to build; a CZF converts 10^4 zones
@@ -57,6 +57,21 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 class Conf(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base of every config table: immutable, keyword-built, unknown keys refused."""
+
+
+# an http(s) URL with a host and no whitespace; a table keeps it without_slash
+HttpUrl = Annotated[str, msgspec.Meta(pattern=r"^https?://[^\s/]+[^\s]*\Z", extra={"says": "must be an http(s) URL"})]
+
+
+def without_slash(table: Conf, *names: str) -> None:
+    """In a `__post_init__`: URL settings (one, a tuple of them, or None) kept without a trailing slash,
+    so `url + "/path"` is right however the operator wrote it."""
+    for name in names:
+        value = getattr(table, name)
+        if isinstance(value, str):
+            msgspec.structs.force_setattr(table, name, value.rstrip("/"))
+        elif isinstance(value, tuple):
+            msgspec.structs.force_setattr(table, name, tuple(v.rstrip("/") for v in value))
 
 
 def invalid(field: str, what: str) -> ValueError:

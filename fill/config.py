@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 from msgspec.structs import asdict, force_setattr, replace
 
-from contracts.structconf import Conf, ConfigError, convert, invalid, read_toml
+from contracts.structconf import Conf, ConfigError, HttpUrl, convert, invalid, read_toml, without_slash
 from contracts.ids import IDENT
 from fill.core.model import OriginRef, PlanPolicy
 
@@ -24,35 +24,23 @@ __all__ = ["ConfigError", "Replicas", "StoreConfig", "PlannerConfig", "PolicyTab
 Days = Annotated[int, Meta(ge=0, le=365)]
 
 
-def _http_url(table: Conf, name: str) -> None:
-    """An optional http(s) URL setting, kept without its trailing slash."""
-    value = getattr(table, name)
-    if value is not None:
-        if not value.startswith(("http://", "https://")):
-            raise invalid(name, "must be an http(s) URL")
-        force_setattr(table, name, value.rstrip("/"))
-
-
 class Replicas(Conf):
     """[steering] / [playback]: the replicas asked, and the bearer token (contracts.callers) shown them."""
 
-    urls: tuple[str, ...] = msgspec.field(default=(), name="replicas")
+    urls: tuple[HttpUrl, ...] = msgspec.field(default=(), name="replicas")
     token_file: Path | None = None  # [playback]'s default: [steering]'s
 
     def __post_init__(self) -> None:
-        for i, url in enumerate(self.urls):
-            if not url.startswith(("http://", "https://")):
-                raise invalid(f"replicas[{i}]", "must be an http(s) URL")
+        without_slash(self, "urls")
         if len(set(self.urls)) != len(self.urls):
             raise invalid("replicas", "a replica is listed twice")
-        force_setattr(self, "urls", tuple(u.rstrip("/") for u in self.urls))
 
 
 class StoreConfig(Conf):
     """[origin] / [manifests]: a local directory or s3://bucket[/prefix] (and the S3 API's endpoint and region)."""
 
     location: str
-    endpoint_url: str | None = None
+    endpoint_url: HttpUrl | None = None
     region: str | None = None
 
     @property
@@ -66,7 +54,7 @@ class StoreConfig(Conf):
             if "://" in self.location:
                 raise invalid("location", f"{self.location!r}: only a local path or s3://bucket[/prefix]")
             force_setattr(self, "location", str(Path(self.location).expanduser()))
-        _http_url(self, "endpoint_url")
+        without_slash(self, "endpoint_url")
         if self.endpoint_url is not None and not self.is_s3:
             raise invalid("endpoint_url", "only for an s3:// location")
 
@@ -99,13 +87,13 @@ class PolicyTable(Conf):
     remote_peers: bool = PlanPolicy.remote_peers
     hop_limit: Annotated[int, Meta(ge=1, le=8)] = PlanPolicy.hop_limit
     escalate_after_s: Annotated[float, Meta(ge=1, le=86400)] = PlanPolicy.escalate_after_s
-    origin_url: str | None = None
+    origin_url: HttpUrl | None = None
     origin_s3: str | None = None  # s3://bucket[/prefix]
 
     def __post_init__(self) -> None:
         if list(self.copy_thresholds) != sorted(self.copy_thresholds):
             raise invalid("copy_thresholds", "must be ascending")
-        _http_url(self, "origin_url")
+        without_slash(self, "origin_url")
         s3 = self.origin_s3
         if s3 is not None and not (s3.startswith("s3://") and s3[len("s3://"):].split("/", 1)[0]):
             raise invalid("origin_s3", "must be s3://bucket[/prefix]")

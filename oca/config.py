@@ -14,7 +14,7 @@ import msgspec
 from msgspec import Meta
 from msgspec.structs import force_setattr, replace
 
-from contracts.structconf import Conf, ConfigError, convert, invalid, read_toml
+from contracts.structconf import Conf, ConfigError, HttpUrl, convert, invalid, read_toml
 from oca.bgp.config import BgpConfig, parse_bgp
 from oca.tlsconf import TlsConfig, parse_tls
 
@@ -145,13 +145,8 @@ class PullThroughConfig(Conf):
 
 
 class SteeringLinkConfig(Conf):
-    urls: tuple[str, ...] = ()  # every steering replica; each gets every heartbeat
+    urls: tuple[HttpUrl, ...] = ()  # every steering replica; each gets every heartbeat
     report_interval_s: Timeout = 5.0
-
-    def __post_init__(self) -> None:
-        for i, url in enumerate(self.urls):
-            if not url.startswith(("http://", "https://")):
-                raise invalid(f"urls[{i}]", "must be an http:// or https:// URL")
 
 
 class OcaFile(Conf):

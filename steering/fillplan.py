@@ -36,7 +36,7 @@ from msgspec.structs import force_setattr
 from contracts.logs import log_event
 from contracts.manifest import CONTENT_TYPE, ManifestError, decode_manifest
 from contracts.planpointer import POINTER, Entry, PointerError, decode_pointer
-from contracts.structconf import Conf, invalid
+from contracts.structconf import Conf, HttpUrl, invalid
 from contracts.token import Keyring
 
 log = logging.getLogger("steering.fill")
@@ -52,14 +52,12 @@ class FillConfig(Conf):
     # s3://bucket/prefix; None: no manifests
     origin: str | None = None
     endpoint_url: str | None = None
-    origin_url: str | None = None  # accepted from configs older than `fill plan`; unused (the planner names the origin)
+    origin_url: HttpUrl | None = None  # accepted from configs older than `fill plan`; unused (the planner names the origin)
     poll_interval_s: Interval = POLL_S  # how often the pointer is read
     # poll_interval_s's old name, still read: it counts when poll_interval_s is left at its default
     legacy_replan_s: Interval | None = msgspec.field(default=None, name="replan_interval_s")
 
     def __post_init__(self) -> None:
-        if self.origin_url is not None and not self.origin_url.startswith(("http://", "https://")):
-            raise invalid("origin_url", "must be an http(s) URL")
         legacy = self.legacy_replan_s
         if legacy is not None and self.poll_interval_s != legacy:
             if self.poll_interval_s != POLL_S:

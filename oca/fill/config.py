@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
 
 from msgspec import Meta
-from msgspec.structs import force_setattr
 
-from contracts.structconf import Conf, ConfigError, convert, invalid, read_toml
+from contracts.structconf import Conf, ConfigError, HttpUrl, convert, invalid, read_toml, without_slash
 from oca.fill.core.window import Window, parse_hhmm
 
 __all__ = ["ConfigError", "WindowConfig", "TransferConfig", "OriginConfig", "ServingConfig", "AgentConfig",
@@ -29,15 +28,6 @@ def local_zone(tz: str) -> dt.tzinfo | None:
         return None
     from zoneinfo import ZoneInfo
     return ZoneInfo(tz)
-
-
-def _http_url(table: Conf, name: str) -> None:
-    """An optional http(s) URL setting, kept without its trailing slash."""
-    value = getattr(table, name)
-    if value is not None:
-        if not value.startswith(("http://", "https://")):
-            raise invalid(name, "must be an http(s) URL")
-        force_setattr(table, name, value.rstrip("/"))
 
 
 class WindowConfig(Conf):
@@ -76,15 +66,14 @@ class TransferConfig(Conf):
 
 
 class OriginConfig(Conf):
-    url: str | None = None  # an HTTP origin (`origin serve`): GET <url>/<key> with a fill token
+    url: HttpUrl | None = None  # an HTTP origin (`origin serve`): GET <url>/<key> with a fill token
     location: str | None = None  # or s3://bucket[/prefix] (or a local directory), read directly
-    endpoint_url: str | None = None  # S3 API endpoint (MinIO, Ceph RGW, moto); None: AWS
+    endpoint_url: HttpUrl | None = None  # S3 API endpoint (MinIO, Ceph RGW, moto); None: AWS
     region: str | None = None
     verify_catalog: bool = True  # refuse a manifest naming files the origin's catalog does not know
 
     def __post_init__(self) -> None:
-        _http_url(self, "url")
-        _http_url(self, "endpoint_url")
+        without_slash(self, "url", "endpoint_url")
         if self.url and self.location:
             raise invalid("location", "give either url or location, not both")
 
@@ -95,21 +84,18 @@ class ServingConfig(Conf):
     busy_fraction: Fraction = 0.5  # serving egress / capacity above which fill slows down
     floor_fraction: Fraction = 0.1  # share of the cap fill keeps at full serving load
     poll_s: Timeout = 5.0  # how often the appliance's admin /v1/health is read
-    admin_url: str | None = None  # default: from the appliance config's [admin] (if its port is fixed)
+    admin_url: HttpUrl | None = None  # default: from the appliance config's [admin] (if its port is fixed)
 
     def __post_init__(self) -> None:
-        _http_url(self, "admin_url")
+        without_slash(self, "admin_url")
 
 
 class AgentConfig(Conf):
     state_dir: Path | None = None  # default: <directory of store.index>/fill
-    steering: tuple[str, ...] = ()  # steering replicas' base URLs, tried in order
+    steering: tuple[HttpUrl, ...] = ()  # steering replicas' base URLs, tried in order
 
     def __post_init__(self) -> None:
-        for i, url in enumerate(self.steering):
-            if not url.startswith(("http://", "https://")):
-                raise invalid(f"steering[{i}]", "must be an http(s) URL")
-        force_setattr(self, "steering", tuple(u.rstrip("/") for u in self.steering))
+        without_slash(self, "steering")
 
 
 class FillConfig(Conf):

@@ -1,13 +1,14 @@
 """contracts.structconf: msgspec Structs from TOML/wire maps, every error naming the dotted key."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 import pytest
 
-from contracts.structconf import ConfigError, Conf, convert, invalid
+from contracts.structconf import ConfigError, Conf, HttpUrl, convert, invalid, without_slash
 
 
 class Tier(Conf):
@@ -117,3 +118,27 @@ def test_wire_words(data, message):
     with pytest.raises(WireError) as err:
         convert(Wire, data, error=WireError, noun="map")
     assert str(err.value) == message
+
+
+class Links(Conf):
+    origin: HttpUrl | None = None
+    replicas: tuple[HttpUrl, ...] = ()
+
+    def __post_init__(self) -> None:
+        without_slash(self, "origin", "replicas")
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"origin": "ftp://x"}, "origin: must be an http(s) URL"),
+    ({"origin": "https:///path"}, "origin: must be an http(s) URL"),
+    ({"origin": "http://a b"}, "origin: must be an http(s) URL"),
+    ({"replicas": ["http://s1:8100", "s2:8100"]}, "replicas[1]: must be an http(s) URL"),
+])
+def test_http_urls(data, message):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(message)}$"):
+        convert(Links, data)
+
+
+def test_http_urls_lose_their_trailing_slash():
+    links = convert(Links, {"origin": "https://o.example.net/media/", "replicas": ["http://s1:8100/"]})
+    assert (links.origin, links.replicas) == ("https://o.example.net/media", ("http://s1:8100",))
