@@ -145,6 +145,12 @@ class Replica:
                 "listen": self.config.server.listen, "port": self.config.server.port}})
             config = replace(config, server=replace(config.server, listen=self.config.server.listen,
                                                     port=self.config.server.port))
+        if config.tls != self.config.tls:  # the listener keeps re-reading the files it started with
+            running = self.config.tls
+            log.warning("tls-change-needs-restart", extra={"fields": {
+                "cert_file": str(running.cert_file) if running else None,
+                "key_file": str(running.key_file) if running else None}})
+            config = replace(config, tls=running)
         old_geo = self.loaded.geo
         self.state.reconfigure(loaded.fleet, config.health)
         self.localiser = self._localiser(config, loaded.fleet)

@@ -163,3 +163,27 @@ def test_fleet_file_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_fleet(tmp_path / "bad.json")
+
+
+def test_a_reload_that_moves_listen_port_or_tls_keeps_the_running_ones_and_says_so(tmp_path, caplog):
+    """The listening socket and its TLS files are the process's: a reload that changes them warns that
+    a restart is needed and keeps the running values (everything else is adopted)."""
+    import logging
+
+    from msgspec.structs import replace
+
+    from steer_helpers import write_setup
+    from steering.service import Replica, load_all
+
+    from contracts.tlsserve import TlsSettings
+
+    config = steering_config.load(write_setup(tmp_path / "s"))
+    replica = Replica(config, load_all(config))
+    moved = replace(config, server=replace(config.server, port=config.server.port + 1),
+                    tls=TlsSettings(cert_file=tmp_path / "c.pem", key_file=tmp_path / "k.pem"),
+                    default_site="lon")
+    with caplog.at_level(logging.WARNING, logger="steering"):
+        replica.adopt(moved, load_all(config))
+    assert {r.getMessage() for r in caplog.records} >= {"listen-change-needs-restart", "tls-change-needs-restart"}
+    kept = replica.config
+    assert (kept.server.port, kept.tls, kept.default_site) == (config.server.port, None, "lon")
