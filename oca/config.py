@@ -53,7 +53,7 @@ class HttpConfig(Conf):
     # makes True = stdout (journald under systemd), a Path = that file (one per appliance, every worker
     # appends whole lines; reopened on SIGUSR1 for logrotate) or False = off. A relative path is taken
     # against the config file's folder (`parse`).
-    access_log: Any = True
+    access_log: Annotated[bool | str, Meta(extra={"says": 'must be true, false, "stdout" or a file path'})] = True
     access_log_format: Literal["json", "combined"] = "json"  # one object per line, or nginx's plus id and prefix
     # A worker writes its lines once this many bytes are buffered, or every access_log_flush_s; and always
     # on drain, reload and shutdown.
