@@ -192,8 +192,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args, need_location=False)
     if cfg.serve.key_file is not None:
         load_keyring(cfg.serve.key_file)
+    from contracts.tlsserve import describe
+
+    listener = describe(cfg.tls) if cfg.tls is not None else "plain HTTP (no [tls])"
     print(f"{args.config}: ok; origin {cfg.location or '(none: pass --origin)'}; "
-          f"{len(cfg.encode.ladder)} ladder rungs; serve on {cfg.serve.listen}:{cfg.serve.port}")
+          f"{len(cfg.encode.ladder)} ladder rungs; serve on {cfg.serve.listen}:{cfg.serve.port}, {listener}")
     return 0
 
 

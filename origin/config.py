@@ -16,6 +16,7 @@ from msgspec import Meta
 from msgspec.structs import replace
 
 from contracts.structconf import Conf, ConfigError, convert, invalid, read_toml
+from contracts.tlsserve import TlsSettings
 from contracts.webguard import GuardConfig
 from origin.core.errors import UsageError
 from origin.core.ffargs import PRESETS
@@ -146,6 +147,7 @@ class _Tables(Conf):
     s3: S3Config = S3Config()
     encode: EncodeConfig = EncodeConfig()
     serve: ServeConfig = ServeConfig()
+    tls: TlsSettings | None = None  # `origin serve` on HTTPS (contracts.tlsserve); none: plain HTTP
 
 
 class OriginFile(_Tables):
@@ -173,7 +175,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None) -> OriginConfig:
     o = f.origin
     location = None if o is None else parse_location(o.location, o.endpoint_url, o.region, base,
                                                      where="origin.location")
-    return OriginConfig(s3=f.s3, encode=f.encode, serve=f.serve, location=location)
+    return OriginConfig(s3=f.s3, encode=f.encode, serve=f.serve, tls=f.tls, location=location)
 
 
 def parse_location(raw: str, endpoint_url: str | None = None, region: str | None = None,

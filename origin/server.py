@@ -7,7 +7,9 @@ Range header, authenticated by a fill token (contracts.token, scope "fill") in
 registry for the service) need no token. Range decisions are the appliance's (contracts.ranges: one
 range, several as multipart/byteranges, If-Range, answers as nginx gives them); bodies go from the file
 to the socket with sendfile (origin.filebody; `serve.sendfile = false` copies them off the loop).
-SIGTERM stops accepting, lets in-flight responses finish (up to drain_timeout_s), then exits;
+With `[tls]` it serves HTTPS instead (contracts.tlsserve: TLS 1.2+/AEAD, a handshake timeout, the
+certificate re-read on SIGHUP without dropping a connection), so fill tokens and bodies do not cross
+the network in clear text. SIGTERM stops accepting, lets in-flight responses finish (up to drain_timeout_s), then exits;
 under systemd (Type=notify) it reports READY and STOPPING. Connections are guarded (contracts.webguard):
 header and idle timeouts and a connection cap; a request body is never read (a response to a request
 that carried one closes the connection).
@@ -48,6 +50,7 @@ from contracts.logs import log_event
 from contracts.ranges import decide
 from contracts.supervise import TaskSupervisor
 from contracts.systemd import sd_notify
+from contracts.tlsserve import ServerTls, site as tls_site
 from contracts.token import Keyring, Scope, TokenError, parse_query, verify
 from contracts.webguard import GUARD, Guard, GuardedRunner
 from contracts.withdrawals import EMPTY, Withdrawals
@@ -310,28 +313,32 @@ async def reload(state: OriginState) -> None:
     except (ValueError, OSError, OriginError) as exc:  # ConfigError is a ValueError
         raise ReloadFailed(f"keeping the running config: {exc}") from exc
     old, new = running.config.serve, cfg.serve
-    if (old.listen, old.port, old.drain_timeout_s) != (new.listen, new.port, new.drain_timeout_s):
-        log_event(log, "restart-needed", logging.WARNING, keeps={"listen": old.listen, "port": old.port,
-                                                                  "drain_timeout_s": old.drain_timeout_s})
+    if (old.listen, old.port, old.drain_timeout_s, running.config.tls) != (new.listen, new.port, new.drain_timeout_s,
+                                                                          cfg.tls):
+        tls = running.config.tls
+        log_event(log, "restart-needed", logging.WARNING, keeps={
+            "listen": old.listen, "port": old.port, "drain_timeout_s": old.drain_timeout_s,
+            "tls": None if tls is None else {"cert_file": str(tls.cert_file), "key_file": str(tls.key_file)}})
     state.current = serving
     log_event(log, "reloaded", location=str(cfg.location), key_ids=sorted(serving.keyring.keys),
               catalog_public=new.catalog_public)
 
 
-async def _serve(serving: Serving, read_config: ReadConfig | None) -> None:
+async def _serve(serving: Serving, read_config: ReadConfig | None, tls: ServerTls | None) -> None:
     cfg = serving.config
     app = make_app(serving, read_config)
     runner = GuardedRunner(app, app[GUARD], shutdown_timeout=cfg.serve.drain_timeout_s, handle_signals=False,
                            access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, cfg.serve.listen, cfg.serve.port, backlog=1024).start()  # a burst waits, not drops
+    await tls_site(runner, cfg.serve.listen, cfg.serve.port, tls).start()  # backlog 1024: a burst waits, not drops
     host, port = runner.addresses[0][:2]  # the real port when the config says 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app[STATE].reload_requested.set)
-    log_event(log, "listening", url=f"http://{host}:{port}", port=port, location=str(cfg.location))
+    loop.add_signal_handler(signal.SIGHUP, lambda: (app[STATE].reload_requested.set(), tls and tls.request_reload()))
+    log_event(log, "listening", url=f"{'https' if tls else 'http'}://{host}:{port}", port=port, tls=tls is not None,
+              location=str(cfg.location))
     sd_notify("READY=1")
     await stop.wait()
     log_event(log, "draining", timeout_s=cfg.serve.drain_timeout_s)
@@ -343,4 +350,5 @@ async def _serve(serving: Serving, read_config: ReadConfig | None) -> None:
 def serve(cfg: OriginConfig, read_config: ReadConfig | None = None) -> None:
     """Serve until SIGTERM, reload on SIGHUP (see make_app). Refuses a bad origin or key file before
     binding."""
-    asyncio.run(_serve(open_serving(cfg), read_config))
+    serving = open_serving(cfg)
+    asyncio.run(_serve(serving, read_config, ServerTls(cfg.tls) if cfg.tls is not None else None))

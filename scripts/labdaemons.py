@@ -10,9 +10,10 @@ the fill, so the fleet page's charts (playback's /v1/fleet/charts reads it) show
 it the lab says so and runs on, and the page draws from its own samples. In the foreground
 `Lab.watch` owns the daemons: one that dies is announced and the rest keeps running; restart requests
 from other shells arrive as files in `control/`.
-With `--https` (labtls.py), appliances (TLS only), steering and playback serve the lab CA's leaf; the
-fleet's base URLs are https, so steering's answers are; every daemon, recorded with SSL_CERT_FILE in its
-environment, and this process trust the CA. The origin stays plain HTTP: no player talks to it.
+With `--https` (labtls.py), appliances (TLS only), the origin, steering and playback serve the lab CA's
+leaf; the fleet's base URLs are https, so steering's answers are, and fills and pulls reach the origin
+over https; every daemon, recorded with SSL_CERT_FILE in its environment, and this process trust the CA.
+The appliances' admin ports, the node exporters and Prometheus stay plain HTTP on loopback.
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def wait(what: str, check, timeout: float = 60.0, failed=lambda: None) -> None:
 
 # ---- configs: one per daemon, from what is known so far ----------------------------------------
 
-def origin_toml(origin_dir: Path, port: int, keys: Path) -> str:
+def origin_toml(origin_dir: Path, port: int, keys: Path, tls: labtls.LabTls | None = None) -> str:
     ladder = "".join(f'[[encode.ladder]]\nname = "{name}"\nheight = {height}\nbitrate_bps = {bps}\n'
                      for name, height, bps in LADDER)
     return f"""[origin]
@@ -91,7 +92,7 @@ catalog_public = true
 [encode]
 preset = "veryfast"
 segment_s = 2.0
-{ladder}"""
+{ladder}""" + service_tls(tls)
 
 
 def fleet_toml(appliances: Mapping[str, int], scheme: str = "http") -> str:
@@ -106,7 +107,7 @@ def fleet_toml(appliances: Mapping[str, int], scheme: str = "http") -> str:
 
 
 def service_tls(tls: labtls.LabTls | None) -> str:
-    """Steering's and playback's [tls] (contracts.tlsserve): the lab's leaf, or nothing (plain HTTP)."""
+    """The origin's, steering's and playback's [tls] (contracts.tlsserve): the lab's leaf, or nothing."""
     return f'\n[tls]\ncert_file = "{tls.chain}"\nkey_file = "{tls.key}"\n' if tls is not None else ""
 
 
@@ -311,11 +312,11 @@ class Lab:
     def origin(self, keys: Path, seconds: int) -> None:
         port = free_port()
         config = self.state / "origin.toml"
-        config.write_text(origin_toml(self.state / "origin", port, self.derived(keys, "origin")))
+        config.write_text(origin_toml(self.state / "origin", port, self.derived(keys, "origin"), self.tls))
         self.sample(config, seconds)
-        self.endpoints["origin"] = f"http://127.0.0.1:{port}"
-        self.spawn("origin", "origin", "serve", "-c", str(config), health=f"http://127.0.0.1:{port}/healthz")
-        self.wait("origin", lambda: answers(f"http://127.0.0.1:{port}/healthz"))
+        url = self.endpoints["origin"] = f"{self.scheme}://127.0.0.1:{port}"
+        self.spawn("origin", "origin", "serve", "-c", str(config), health=f"{url}/healthz")
+        self.wait("origin", lambda: answers(f"{url}/healthz"))
 
     def sample(self, config: Path, seconds: int) -> None:
         sample_dir = self.state / "sample"

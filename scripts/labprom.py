@@ -10,7 +10,7 @@ the targets — block YAML whose every scalar is a JSON string, so no value can 
 The commands are Debian's /usr/bin/prometheus (storage under the lab's state directory) and
 prometheus-node-exporter, on loopback ports. Every /metrics in the system is open (counts only), so
 no scrape needs a credential; a target that someday does gets `authorization: {credentials_file}`
-through `Target.token_file`. In an https lab (`--https`) steering and playback are scraped over HTTPS,
+through `Target.token_file`. In an https lab (`--https`) the origin, steering and playback are scraped over HTTPS,
 verifying the lab CA's certificates (`Target.ca_file`). Pure apart from `binary()`;
 tests/ops/test_lab_prometheus.py checks the file with `promtool check config` and a real lab's targets.
 """
@@ -56,7 +56,7 @@ def targets(endpoints: Mapping[str, Any], prometheus_address: str | None = None)
 
     out: list[Target] = []
     if endpoints.get("origin"):
-        out.append(Target("origin", "origin", _address(endpoints["origin"])))
+        out.append(Target("origin", "origin", _address(endpoints["origin"]), ca_file=ca_for(endpoints["origin"])))
     for name, url in endpoints.get("steering_replicas", {}).items():
         out.append(Target("steering", name, _address(url), ca_file=ca_for(url)))
     for name, info in endpoints.get("appliances", {}).items():
