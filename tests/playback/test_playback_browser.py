@@ -2,15 +2,13 @@
 the catalog page, plays a title with the shipped hls.js (currentTime advances), the appliance serving it
 is killed, and playback continues from the other appliance. Screenshots of the catalog, player and fleet
 pages go to artifacts/ under the repo root.
-
-The appliance does not send CORS headers yet; until it does, Chromium is started with
---disable-web-security (the test checks the appliance's preflight and says so)."""
+Chromium runs with its web security on: the appliances' segments are cross-origin to the player page,
+and their CORS answers (checked first, as a preflight) are what let it play."""
 from __future__ import annotations
 
 import os
 import signal
 import time
-import warnings
 from urllib.parse import urlsplit
 
 import requests
@@ -54,9 +52,7 @@ def wait_js(page, expression: str, timeout_s: float):
 
 def test_browser_plays_and_fails_over_when_the_serving_appliance_dies(stack, artifacts):
     args = list(ARGS)
-    if not appliance_sends_cors(stack):
-        warnings.warn("appliance sends no CORS headers: Chromium runs with --disable-web-security")
-        args.append("--disable-web-security")
+    assert appliance_sends_cors(stack)
     by_host = {f"127.0.0.1:{port}": name for name, port in stack.ports.items()}
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
@@ -104,8 +100,7 @@ def test_browser_moves_off_a_drained_appliance_without_a_stall(stack, artifacts)
     the drained appliance still answers the URLs it was given; the fleet page says why it drains;
     `oca undrain` and it is offered again."""
     args = list(ARGS)
-    if not appliance_sends_cors(stack):
-        args.append("--disable-web-security")
+    assert appliance_sends_cors(stack)
     by_host = {f"127.0.0.1:{port}": name for name, port in stack.ports.items()}
     reason = "fan swap 14:00 (OPS-1234)"
     with playwright.sync_playwright() as p:
