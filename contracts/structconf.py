@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
 
 import tomllib
+import typing
 
 import msgspec
 from msgspec import inspect as mi
@@ -205,7 +206,7 @@ def _resolve(info: Any, data: Any, path: str, where: str, base: Path | None, str
         if attr:
             if isinstance(info, mi.StructType):
                 f = next((f for f in info.fields if f.encode_name == attr), None)
-                info = f.type if f else None
+                info = _in_declared_order(f.type, info.cls, f.name) if f else None
             dotted = _join(dotted, attr)
             data = data.get(attr) if isinstance(data, Mapping) else None
         elif index == "...":
@@ -225,6 +226,21 @@ def _resolve(info: Any, data: Any, path: str, where: str, base: Path | None, str
             info = item
             data = data[i] if isinstance(data, list) and i < len(data) else None
     return dotted, _unwrap(info, data), data
+
+
+def _in_declared_order(info: Any, cls: type, name: str) -> Any:
+    """A Literal field's choices as its annotation lists them (msgspec's type info sorts them), so an
+    error says "one of ssd, hdd" as the code declares it."""
+    bare = _strip(_unwrap(info, None))[0]
+    if not isinstance(bare, mi.LiteralType):
+        return info
+    stack = [typing.get_type_hints(cls, include_extras=True).get(name)]
+    while stack:
+        hint = stack.pop()
+        if typing.get_origin(hint) is Literal:
+            return mi.LiteralType(values=tuple(typing.get_args(hint)))
+        stack.extend(typing.get_args(hint))
+    return info
 
 
 def _failing(kind: Any, data: Any, base: Path | None, strict: bool, values: bool = False) -> Any:

@@ -52,7 +52,7 @@ ERRORS = [
     ({"origin": OK, "tiers": {"ssd": [{"path": "/a"}], "hdd": [{"path": "/b"}, {"path": "/c", "size": 0}]}},
      "tiers.hdd[1].size: must be at least 1"),
     ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "size": 200}]}}, "tiers.hdd[0].size: too big for this tier"),
-    ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "kind": "nvme"}]}}, "tiers.hdd[0].kind: must be one of"),
+    ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "kind": "nvme"}]}}, "tiers.hdd[0].kind: must be one of ssd, hdd"),
     ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "ratio": 2}]}}, "tiers.hdd[0].ratio: must be at most 1"),
     ({"origin": OK, "tiers": {"hdd": [{"path": "/c", "sise": 1}]}}, "tiers.hdd[0].sise: unknown setting (did you mean 'size'?)"),
     ({"origin": OK, "names": "a"}, "names: must be a list of strings"),

@@ -49,7 +49,7 @@ BAD = [
     ("unknown-field", {"extra": 1}, ".extra: unknown setting"),
     ("key-is-not-stored", {"key": "withdrawals/x.json"}, ".key: unknown setting"),
     ("typo", {"titel": "t1", "title": None}, ".titel: unknown setting (did you mean 'title'?"),
-    ("action", {"action": "delete"}, ".action: must be one of undo, withdraw"),
+    ("action", {"action": "delete"}, ".action: must be one of withdraw, undo"),
     ("title", {"title": "../etc"}, ".title: a title id"),
     ("title-json", {"title": "x.json"}, ".title: a title id"),
     ("version-shape", {"version": "v1"}, ".version: a version"),

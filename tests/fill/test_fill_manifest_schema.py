@@ -72,7 +72,7 @@ def _mutate(fn) -> bytes:
     (lambda d: d["files"][0].update(size=-1), "files[0].size: must be at least 0"),
     (lambda d: d["files"][0].update(size=1.5), "files[0].size: must be an integer"),
     (lambda d: d["files"][1].update(xxh3="XYZ"), "files[1].xxh3: must be 32 lowercase hex"),
-    (lambda d: d["files"][0].update(tier="ram"), "files[0].tier: must be one of hdd, ssd"),
+    (lambda d: d["files"][0].update(tier="ram"), "files[0].tier: must be one of ssd, hdd"),
     (lambda d: d["files"][0].update(key="../etc/passwd"), "files[0].key:"),
     (lambda d: d["files"][0]["sources"][0].pop("url"), "files[0].sources[0].url: required for a peer"),
     (lambda d: d["files"][0]["sources"][0].update(kind="cdn"), "files[0].sources[0].kind: must be one of"),

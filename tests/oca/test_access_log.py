@@ -76,7 +76,7 @@ def test_defaults() -> None:
     (with_("http.access_log", ""), 'http.access_log: must be true, false, "stdout" or a file path'),
     (with_("http.access_log", "/var/log/oca/"), 'http.access_log: must be true, false, "stdout" or a file path'),
     (with_("http.access_log", "access.log"), "http.access_log: must be an absolute path"),
-    (with_("http.access_log_format", "main"), "http.access_log_format: must be one of combined, json"),
+    (with_("http.access_log_format", "main"), "http.access_log_format: must be one of json, combined"),
     (with_("http.access_log_buffer_bytes", -1), "http.access_log_buffer_bytes: must be at least 0"),
     (with_("http.access_log_buffer_bytes", "64k"), "http.access_log_buffer_bytes: must be an integer"),
     (with_("http.access_log_flush_s", 0), "http.access_log_flush_s: must be at least 0.01"),

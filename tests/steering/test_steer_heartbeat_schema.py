@@ -192,7 +192,7 @@ REFUSALS = [
     ("bgp-not-list", wire(bgp="up"), MalformedHeartbeat, "bgp: must be an array of maps"),
     ("bgp-too-many", wire(bgp=[{}] * 17), MalformedHeartbeat, "bgp: must have at most 16 items"),
     ("session-state", wire(bgp__0__state="established"), MalformedHeartbeat,
-     "bgp[0].state: must be one of connect, down, idle, up"),
+     "bgp[0].state: must be one of idle, connect, up, down"),
     ("session-as", wire(bgp__0__peer_as=1 << 32), MalformedHeartbeat, "bgp[0].peer_as: must be below 2^32"),
     ("session-peer-long", wire(bgp__0__peer="p" * 65), MalformedHeartbeat, "bgp[0].peer: must be at most 64 characters"),
     ("session-no-peer", wire(bgp__0__peer=DELETE), MalformedHeartbeat, "bgp[0].peer: required"),
