@@ -1,8 +1,8 @@
 """The appliance's typed config: `load(path)` reads TOML, `parse(mapping)` checks it against `OcaFile` (one
 msgspec Struct per table, each default on its field, every error naming the dotted key) and builds the
-`OcaConfig` the daemon runs with: [appliance] flattened, [tiers] as one tuple of disks, [bgp] and [tls]
-read by their own modules (oca.bgp.config, oca.tlsconf). `dev_config(dir)` is the one-disk config of
-`--dev DIR`, built through the same checks."""
+`OcaConfig` the daemon runs with: [appliance] flattened, [tiers] as one tuple of disks, [bgp] as
+oca.bgp.config's Struct, [tls] read by oca.tlsconf (its defaults come from [http]). `dev_config(dir)`
+is the one-disk config of `--dev DIR`, built through the same checks."""
 from __future__ import annotations
 
 import os
@@ -15,7 +15,7 @@ from msgspec import Meta
 from msgspec.structs import force_setattr, replace
 
 from contracts.structconf import Conf, ConfigError, HttpUrl, convert, invalid, read_toml
-from oca.bgp.config import BgpConfig, parse_bgp
+from oca.bgp.config import BgpConfig
 from oca.tlsconf import TlsConfig, parse_tls
 
 __all__ = ["ConfigError", "Tier", "ApplianceTable", "HttpConfig", "AdminConfig", "TokenConfig", "StoreConfig",
@@ -161,7 +161,7 @@ class OcaFile(Conf):
     mover: MoverConfig = MoverConfig()
     pull_through: PullThroughConfig = PullThroughConfig()
     steering: SteeringLinkConfig = SteeringLinkConfig()
-    bgp: dict[str, Any] | None = None  # read by oca.bgp.config
+    bgp: BgpConfig | None = None  # oca.bgp.config
     tls: dict[str, Any] | None = None  # read by oca.tlsconf (its defaults come from [http])
 
 
@@ -202,7 +202,7 @@ def parse(mapping: Mapping[str, Any], base: Path | None = None, source: Path | N
         appliance_id=f.appliance.id, site=f.appliance.site, egress_capacity_bps=f.appliance.egress_capacity_bps,
         http=_log_against(f.http, base), admin=f.admin, tokens=f.tokens, store=f.store, disks=f.tiers.disks(),
         mover=f.mover, pull_through=f.pull_through, steering=f.steering,
-        bgp=None if f.bgp is None else parse_bgp(f.bgp, base),
+        bgp=f.bgp,
         tls=None if f.tls is None else parse_tls(f.tls, base, f.http.listen, f.http.header_timeout_s),
         source=source,
     )

@@ -27,14 +27,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated
 
 import msgspec
 from msgspec import Meta
 from msgspec.structs import force_setattr
 
 from contracts.netprefix import Net, parse_prefix
-from contracts.structconf import Conf, convert, invalid
+from contracts.structconf import Conf, invalid
 
 MAX_PEERS = 16  # contracts.heartbeat.MAX_SESSIONS
 _PASSWORD = re.compile(r"[!#-&(-:<-\[\]-z|~]{1,80}")  # what ExaBGP's config tokeniser passes unharmed
@@ -75,7 +75,7 @@ class PeerConfig(Conf):
 
 
 class BgpConfig(Conf):
-    """[bgp]. A file declares `bgp: BgpConfig | None = None`, or hands the table to `parse_bgp`."""
+    """[bgp]: oca.toml declares `bgp: BgpConfig | None = None` (relative paths against its folder)."""
 
     local_as: ASN
     peers: Annotated[tuple[PeerConfig, ...], Meta(min_length=1, max_length=MAX_PEERS)]
@@ -128,11 +128,6 @@ class BgpConfig(Conf):
         return tuple(parse_prefix(text) for text in self.refused)
 
 
-def parse_bgp(table: Mapping[str, Any], base: Path | None, where: str = "bgp") -> BgpConfig:
-    """[bgp] as read from oca.toml (relative paths against `base`)."""
-    return convert(BgpConfig, table, where=where, base=base)
-
-
 def _address(text: str, field: str, version: int | None = None) -> str:
     try:
         addr = ipaddress.ip_address(text)
@@ -143,4 +138,4 @@ def _address(text: str, field: str, version: int | None = None) -> str:
     return str(addr)
 
 
-__all__ = ["BgpConfig", "PeerConfig", "parse_bgp"]
+__all__ = ["BgpConfig", "PeerConfig"]
