@@ -9,6 +9,8 @@ starts every daemon with its own config under the state directory, runs one fill
 command that plays the title through playback -> steering -> appliance. With `--https`, the appliances,
 steering and playback serve HTTPS only, with certificates of a CA the lab makes and keeps in the state
 directory (labtls.py); steering's URLs are then https ones, and the banner says how to trust the CA.
+With `--bgp`, BIRD runs as the ISP's router with a BGP session to every appliance (labbgp.py), announcing
+documentation client networks per site; steering maps those clients by the routes the appliances heard.
 
 Control. `lab.json` in the state directory is the record scripts read: every endpoint, and per daemon
 its pid with the identity of that process (start time and /proc cmdline), what starts it again (argv,
@@ -197,7 +199,7 @@ def cmd_up(state: Path, args: argparse.Namespace) -> int:
     running = LabFile(state).read()
     if running and any(is_ours(r) for r in records_of(running, state).values()):
         raise SystemExit(f"lab: a lab is already running in {state} (scripts/lab status, scripts/lab down)")
-    lab = Lab(state, args.replicas, args.detach, https=args.https)
+    lab = Lab(state, args.replicas, args.detach, https=args.https, bgp=args.bgp)
     signal.signal(signal.SIGTERM, lab.interrupt)  # as Ctrl-C: stop all
     signal.signal(signal.SIGINT, lab.interrupt)
     started = False
@@ -225,6 +227,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-fill", action="store_true", help="up: skip the first fill (appliances start empty)")
     ap.add_argument("--https", action="store_true",
                     help="up: appliances, steering and playback on HTTPS, with a throwaway CA the lab makes")
+    ap.add_argument("--bgp", action="store_true",
+                    help="up: BIRD as the ISP's router, announcing client networks per site to the appliances")
     ap.add_argument("--replicas", type=int, default=2, help="up: steering replicas")
     ap.add_argument("--json", action="store_true", help="status: as JSON")
     ap.add_argument("--signal", default="KILL", help="kill: the signal (default KILL, as a crash)")

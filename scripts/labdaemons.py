@@ -14,6 +14,9 @@ With `--https` (labtls.py), appliances (TLS only), the origin, steering and play
 leaf; the fleet's base URLs are https, so steering's answers are, and fills and pulls reach the origin
 over https; every daemon, recorded with SSL_CERT_FILE in its environment, and this process trust the CA.
 The appliances' admin ports, the node exporters and Prometheus stay plain HTTP on loopback.
+With `--bgp` (labbgp.py), BIRD plays the ISP's router: one more daemon, started before the appliances,
+whose `[bgp]` sessions it connects to; `up` waits until every session is up and every steering replica
+holds the routes each appliance heard, so the banner's steering calls answer by BGP at once.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import labbgp
 import labprom
 import labtls
 from labproc import (LabFile, Record, describe_exit, identity, launch, leftovers, pid_list, relaunch, say, stop_all,
@@ -39,10 +43,17 @@ SITES = {"lab-a": ("127.0.0.0/8", 52.37, 4.90), "lab-b": ("198.18.0.0/15", 50.11
 LADDER = (("240p", 240, 400000), ("360p", 360, 800000), ("480p", 480, 1200000), ("720p", 720, 2500000))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+HANDED_OUT: set[int] = set()  # ports free_port gave: the kernel may offer one again before its daemon binds it
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    while True:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in HANDED_OUT:
+            HANDED_OUT.add(port)
+            return port
 
 
 def run(*cmd: str) -> str:
@@ -150,8 +161,9 @@ origin_url = "{origin_url}"
 
 
 def appliance_toml(name: str, port: int, admin: int, keys: Path, steering_urls: str, origin_url: str,
-                   pull_keys: Path, tls: labtls.LabTls | None = None) -> str:
-    """With `tls`, `port` is the HTTPS port (oca.tlsconf's [tls], HTTPS only) and plain HTTP gets none."""
+                   pull_keys: Path, tls: labtls.LabTls | None = None, bgp: str = "") -> str:
+    """With `tls`, `port` is the HTTPS port (oca.tlsconf's [tls], HTTPS only) and plain HTTP gets none;
+    `bgp` is the appliance's [bgp] table (labbgp.bgp_toml) or nothing."""
     https = (f'[tls]\nport = {port}\nplain_port = false\n[[tls.certificates]]\ncert = "{tls.chain}"\n'
              f'key = "{tls.key}"\n') if tls is not None else ""
     return f"""[appliance]
@@ -180,7 +192,7 @@ report_interval_s = 1.0
 enabled = true
 parent = "{origin_url}"
 key_file = "{pull_keys}"
-{https}"""
+{https}{bgp}"""
 
 
 def playback_toml(port: int, steering_urls: str, origin_dir: Path, prometheus_url: str | None,
@@ -202,7 +214,7 @@ location = "{origin_dir}"
 class Lab:
     OPTIONAL = ("prometheus", "node-")  # names (and prefixes) whose death while `up` waits is reported, not fatal
 
-    def __init__(self, state: Path, replicas: int, detach: bool, https: bool = False) -> None:
+    def __init__(self, state: Path, replicas: int, detach: bool, https: bool = False, bgp: bool = False) -> None:
         # where, and how it runs
         self.state = state
         self.file = LabFile(state)
@@ -211,6 +223,8 @@ class Lab:
         self.https = https  # appliances, steering and playback on HTTPS (the lab's own CA: labtls)
         self.tls: labtls.LabTls | None = None  # made at `up` when https
         self.scheme = "https" if https else "http"
+        self.bgp = bgp  # BIRD as the ISP's router, a session to every appliance (labbgp)
+        self.sessions: list[labbgp.Session] = []  # planned at `up` when bgp
         # the daemons, in start order: what this process started (and owns while it runs), their records
         self.procs: dict[str, subprocess.Popen] = {}
         self.daemons: dict[str, Record] = {}
@@ -351,8 +365,10 @@ class Lab:
             admin = free_port()
             own = self.derived(keys, name)
             pull = self.derived(keys, name, pull_from="origin")
+            bgp = labbgp.bgp_toml(self.sessions, name, len(self.endpoints.get("appliances", {})) + 1
+                                  ) if self.sessions else ""
             (root / "oca.toml").write_text(appliance_toml(name, port, admin, own, self.steering_urls(),
-                                                          self.endpoints["origin"], pull, self.tls))
+                                                          self.endpoints["origin"], pull, self.tls, bgp))
             self.endpoints.setdefault("appliances", {})[name] = {
                 "url": f"{self.scheme}://127.0.0.1:{port}", "admin": f"http://127.0.0.1:{admin}",
                 "config": str(root / "oca.toml")}
@@ -360,6 +376,36 @@ class Lab:
         for url in self.endpoints["steering_replicas"].values():
             self.wait(f"{len(ports)} appliances up in steering {url}",
                       lambda url=url: get_json(f"{url}/healthz").get("up") == len(ports), timeout=90)
+
+    def router(self, appliances: list[str]) -> None:
+        """BIRD, the ISP's router (labbgp): its config under bird/, then the daemon; it connects to the
+        appliances' passive sessions as they come up (retrying every 2 s)."""
+        found = labbgp.binaries()
+        if found is None:
+            raise SystemExit("lab: --bgp needs BIRD 2 (bird, birdc), which scripts/setup installs")
+        bird, birdc = found
+        folder = self.state / "bird"
+        folder.mkdir(exist_ok=True)
+        self.sessions = labbgp.plan({name: labprom.site_of(name) for name in appliances}, free_port)
+        listen = {4: free_port("127.0.0.1"), 6: free_port("::1")}
+        (folder / "bird.conf").write_text(labbgp.bird_conf(self.sessions, folder, listen))
+        self.endpoints["bgp"] = labbgp.endpoints(folder, birdc)
+        self.spawn("bird", *labbgp.command(bird, folder))
+        self.wait("bird's control socket", lambda: (folder / "bird.ctl").exists(), timeout=15)
+
+    def routes_learned(self) -> None:
+        """Every BIRD session Established, then every steering replica holding each appliance's routes."""
+        bgp = self.endpoints["bgp"]
+        folder = Path(bgp["config"]).parent
+        self.wait(f"{len(self.sessions)} BGP sessions up (birdc -s {bgp['socket']} show protocols)",
+                  lambda: not labbgp.sessions_up(labbgp.birdc(bgp["birdc"], folder, "show", "protocols"),
+                                                 self.sessions))
+        want = {name: labbgp.expected_routes(labprom.site_of(name)) for name in self.endpoints["appliances"]}
+        token = self.state / "operator.token"
+        for url in self.endpoints["steering_replicas"].values():
+            self.wait(f"steering {url} holding the routes every appliance heard", lambda url=url: all(
+                labbgp.routes_held(get_json(f"{url}/v1/fleet", token_file=token)).get(a, 0) >= n
+                for a, n in want.items()))
 
     def fill(self) -> None:
         """`fill plan` (the fleet's planner, as its timer runs it before the window), then one fill run on
@@ -448,7 +494,11 @@ class Lab:
         playback_port = free_port()
         self.origin(keys, seconds)
         self.steering(keys, ports)
+        if self.bgp:
+            self.router(list(ports))
         self.appliances(keys, ports)
+        if self.bgp:
+            self.routes_learned()
         self.prometheus(playback_port)
         if fill:
             self.fill()
@@ -464,14 +514,26 @@ class Lab:
                 if "prometheus" in self.endpoints else "not running (see above)")
         cacert = f"--cacert {self.tls.ca} " if self.tls is not None else ""
         https = labtls.trust_help(self.tls, f"{pb}/play/{TITLE}") + "\n" if self.tls is not None else ""
+        bgp = self.bgp_banner(cacert) if self.bgp else ""
         return f"""
 The lab is up ({self.state / 'lab.json'} lists every endpoint):
   web player:   {pb}/play/{TITLE}      catalog: {pb}/      fleet: {pb}/fleet
   play it:      ffmpeg -hide_banner -i {pb}/v1/playback/{TITLE}/master.m3u8 -f null -
   steering:     curl {cacert}-H "Authorization: Bearer $(cat {self.state / 'operator.token'})" {self.endpoints['steering']}/v1/fleet
-  prometheus:   {prom}
+{bgp}  prometheus:   {prom}
   daemons:      scripts/lab status | kill NAME | restart NAME   ({', '.join(self.daemons)})
 {https}{how}."""
+
+    def bgp_banner(self, cacert: str) -> str:
+        """Where BIRD is, and a steering call per site for a client BGP brought it (a file of the title)."""
+        try:
+            catalog = json.loads((self.state / "origin" / "catalog" / f"{TITLE}.json").read_text())
+            key = catalog["renditions"][0]["key"]
+        except (OSError, ValueError, KeyError, IndexError):
+            key = f"{TITLE}/any.mp4"  # steering ranks any key; this one only if the catalog is unreadable
+        curl = f'curl {cacert}-H "Authorization: Bearer $(cat {self.state / "operator.token"})"'
+        return labbgp.banner(self.endpoints["bgp"], self.daemons["bird"]["log"], curl,
+                             f"{self.endpoints['steering']}/v1/steer?file={key}")
 
     # ---- foreground: the owner of the daemons --------------------------------------------------
     def watch(self) -> None:
