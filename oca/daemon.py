@@ -354,7 +354,9 @@ class Supervisor:
             "draining": self.draining or self.maintenance.draining,
             "drain": self.maintenance.public(),  # the operator's drain (`oca drain`), durable
             "degraded": degraded,
-            "workers": {"alive": workers_alive, "configured": len(self.generation.procs)},
+            "workers": {"alive": workers_alive, "configured": len(self.generation.procs),
+                        # a reload's previous generation, finishing what it accepted
+                        "retiring": len(self.retiring.procs) if self.retiring is not None else 0},
             "load": {"loadavg": list(os.getloadavg()), "open_connections": totals["open_connections"]},
             "egress_bps": round(self.egress_bps),
             "capacity_bps": self.config.egress_capacity_bps,

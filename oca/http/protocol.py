@@ -78,6 +78,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
         self.writing = False  # waiting for the socket to take more
         self.reading_paused = False
         self.close_after = False
+        self.fresh = True  # no request begun yet: a drain must not drop the first one, maybe on its way
         # per-request state: the head being parsed. No request object unless requests queue up (the
         # fast path reads these fields); on_message_begin resets them.
         self.in_head = False
@@ -105,7 +106,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         server = self.server
-        if server.draining or len(server.connections) >= self.config.max_connections:
+        if len(server.connections) >= self.config.max_connections:
             transport.abort()
             self.closed = True
             return
@@ -123,6 +124,8 @@ class Connection(ResponseWriter, asyncio.Protocol):
         server.metrics.add("connections_total", 1)
         self.parser = httptools.HttpRequestParser(self)
         self.deadline = server.clock + self.config.header_timeout_s
+        if server.draining:  # accepted just before the listener closed: its request is answered, then it closes
+            self.close_after = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.sock is None:
@@ -161,9 +164,12 @@ class Connection(ResponseWriter, asyncio.Protocol):
         self.transport.close()
 
     def drain(self) -> None:
-        """Graceful stop: idle connections close now, busy ones after their current response."""
+        """Graceful stop: a connection between two requests closes now, a busy one after its current
+        response. One that was accepted but has sent no whole head yet is not dropped: its request may
+        be on the wire (a reload closes the listener a moment after it accepted), so it is answered,
+        with Connection: close, or closed at its header deadline like any slow client."""
         self.close_after = True
-        if not self.busy and not self.queue:
+        if not self.busy and not self.queue and not self.in_head and not self.fresh:
             self.close()
 
     def check_deadline(self, now: float) -> None:
@@ -225,6 +231,7 @@ class Connection(ResponseWriter, asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.in_head = True
+        self.fresh = False
         self.head_bytes = 0
         self.pending_bytes = 0
         self.url = b""

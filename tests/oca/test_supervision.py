@@ -196,6 +196,36 @@ def test_sighup_reload_under_load_keeps_every_request_and_each_generations_count
     assert free_port()  # the fixture's helper is importable: the port picker stays shared
 
 
+def test_a_reload_answers_a_connection_accepted_before_its_first_request(make_appliance):
+    """A client connects; before its request arrives, a reload starts a new generation and the old
+    worker drains. The connection the old worker accepted is not dropped as idle (its request may be
+    on the wire): the request is answered, with Connection: close, and then it closes."""
+    from urllib.parse import urlsplit
+
+    app = make_appliance(workers=1, start=False)
+    # a header deadline well beyond the reload, so only the drain could drop the silent connection
+    app.config_path.write_text(app.config_path.read_text().replace("header_timeout_s = 1.0", "header_timeout_s = 20.0"))
+    app.start()
+    app.put(b"q" * 4096, "titles/q.mp4")
+    url = urlsplit(app.url("titles/q.mp4"))
+    app.wait_for(lambda: _status(app.url("titles/q.mp4")) == 200, what="the file indexed by the worker")
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        app.wait_for(lambda: app.metric("oca_open_connections") >= 1, what="the connection accepted")
+        text = app.config_path.read_text().replace("send_timeout_s = 5.0", "send_timeout_s = 6.0")
+        app.config_path.write_text(text)
+        app.proc.send_signal(signal.SIGHUP)
+        app.wait_for(lambda: app.health()["workers"]["retiring"] == 1, timeout=30, what="the old worker draining")
+        sock.sendall(f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):  # until the server closes: the whole answer, then EOF
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 206") and body == b"q" * 100, answer[:200]
+    assert b"\r\nconnection: close" in head.lower()
+    app.wait_for(lambda: '"restarted_workers":true' in app.log_path.read_text(), timeout=30, what="the reload")
+    assert app.health()["workers"] == {"alive": 1, "configured": 1, "retiring": 0}
+
+
 @pytest.mark.parametrize("moved", [True, False], ids=["moved-to-ssd", "deleted-by-hand"])
 def test_file_gone_from_its_disk_under_a_worker(tmp_path, moved):
     """The mover published a copy on the SSD and unlinked the HDD original before a worker's next
