@@ -418,22 +418,10 @@ def test_a_request_in_pieces_still_gets_its_400(tls_app):
     wait_metric(tls_app, "plain_http", 1)
 
 
-def _client_hello(name: str) -> bytes:
-    """The first bytes a real client sends: captured from ssl with a memory BIO."""
-    ctx = ssl.create_default_context()
-    out = ssl.MemoryBIO()
-    obj = ctx.wrap_bio(ssl.MemoryBIO(), out, server_hostname=name)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return out.read()
-
-
 def _send_hello(s: socket.socket, sent: str) -> None:
     """Part of a handshake: nothing, half a ClientHello (the listener waits for the rest), or a
     whole one (then the server's first flight is read: OpenSSL has the handshake, and waits)."""
-    hello = _client_hello(NAME_A)
+    hello = _hello(NAME_A)
     if sent == "half-hello":
         s.sendall(hello[:len(hello) // 2])
     elif sent == "whole-hello":

@@ -10,16 +10,12 @@ import json
 import os
 import re
 import subprocess
-import sys
-import time
 import urllib.parse
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_PY = REPO / "scripts" / "lab.py"
-sys.path.insert(0, str(REPO / "scripts"))  # scripts/ is not a package: lab.py runs as a script
+from tests.support.labtest import eventually, lab_cli  # also puts scripts/ on sys.path
 
 import labbgp  # noqa: E402
 from labdaemons import free_port, get_json  # noqa: E402
@@ -30,21 +26,6 @@ pytestmark = pytest.mark.skipif(labbgp.binaries() is None and not os.environ.get
                                 reason="BIRD 2 is not installed here (scripts/setup installs it)")
 
 
-def eventually(check, what: str, timeout_s: float = 30.0):
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        try:
-            if result := check():
-                return result
-        except (OSError, ValueError, KeyError) as exc:
-            last = exc
-        time.sleep(0.3)
-    raise AssertionError(f"not within {timeout_s} s: {what} (last error: {last!r})")
-
-
-def lab_cli(state: Path, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(LAB_PY), *args, "--state", str(state)], capture_output=True,
-                          text=True, timeout=timeout_s)
 
 
 def test_birds_config_for_the_lab_parses(tmp_path):

@@ -16,31 +16,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_PY = REPO / "scripts" / "lab.py"
-sys.path.insert(0, str(REPO / "scripts"))  # scripts/ is not a package: lab.py runs as a script
+from tests.support.labtest import LAB_PY, eventually, lab_cli  # also puts scripts/ on sys.path
 
 import labproc as lab  # noqa: E402  (process identity, signals, stop/start, lab.json)
 from labdaemons import get_json  # noqa: E402
 
 
-def eventually(check, what: str, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
-
-
-def cli(state: Path, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(LAB_PY), *args, "--state", str(state)], capture_output=True,
-                          text=True, timeout=timeout_s)
 
 
 def status(state: Path) -> dict[str, dict]:
-    out = cli(state, "status", "--json")
+    out = lab_cli(state, "status", "--json")
     return {row["name"]: row for row in json.loads(out.stdout)["daemons"]}
 
 
@@ -117,7 +102,7 @@ def test_stop_all_reaps_what_a_killed_leader_left_in_its_session(sleeper):
 # ---- a real lab -----------------------------------------------------------------------------------
 
 def start_detached(state: Path) -> dict:
-    out = cli(state, "up", "--detach", "--no-fill", "--seconds", "2", timeout_s=240)
+    out = lab_cli(state, "up", "--detach", "--no-fill", "--seconds", "2", timeout_s=240)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads((state / "lab.json").read_text())
 
@@ -129,17 +114,17 @@ def test_detached_lab_kill_status_restart_and_down_refuses_foreign_pids(tmp_path
         names = list(info["daemons"])
         assert {"origin", "steering-1", "steering-2", "lab-a1", "lab-a2", "lab-b1", "lab-b2", "playback"} <= set(names)
         assert all(row["state"] == "alive" for row in status(state).values())
-        assert cli(state, "up", "--detach").returncode != 0  # one lab per state directory
+        assert lab_cli(state, "up", "--detach").returncode != 0  # one lab per state directory
 
         victim = info["daemons"]["lab-a2"]
-        assert cli(state, "kill", "lab-a2").returncode == 0
+        assert lab_cli(state, "kill", "lab-a2").returncode == 0
         eventually(lambda: status(state)["lab-a2"]["state"] == "dead", "status shows lab-a2 dead")
         rows = status(state)
         assert all(rows[n]["state"] == "alive" for n in names if n != "lab-a2")
-        assert cli(state, "status").returncode == 3  # not everything alive
-        assert cli(state, "kill", "lab-a2").returncode == 1  # nothing to signal
+        assert lab_cli(state, "status").returncode == 3  # not everything alive
+        assert lab_cli(state, "kill", "lab-a2").returncode == 1  # nothing to signal
 
-        out = cli(state, "restart", "lab-a2")
+        out = lab_cli(state, "restart", "lab-a2")
         assert out.returncode == 0, out.stderr
         after = json.loads((state / "lab.json").read_text())
         fresh = after["daemons"]["lab-a2"]
@@ -148,7 +133,7 @@ def test_detached_lab_kill_status_restart_and_down_refuses_foreign_pids(tmp_path
         eventually(lambda: all(get_json(f"{url}/healthz")["up"] == 4
                                for url in after["steering_replicas"].values()), "steering has lab-a2 up again")
 
-        assert cli(state, "restart", "steering-2").returncode == 0  # restart of a live daemon: stop, start
+        assert lab_cli(state, "restart", "steering-2").returncode == 0  # restart of a live daemon: stop, start
         assert healthy(json.loads((state / "lab.json").read_text())["daemons"]["steering-2"]["health"])
 
         # Entries whose pid is now an unrelated process: another cmdline, or the same one started later.
@@ -158,10 +143,10 @@ def test_detached_lab_kill_status_restart_and_down_refuses_foreign_pids(tmp_path
             data["daemons"]["ghost"] = {**lab.identity(foreign.pid), "cmdline": victim["cmdline"]}
             data["daemons"]["twin"] = {**lab.identity(twin.pid), "start_ticks": lab.identity(twin.pid)["start_ticks"] - 7}
             lab.LabFile(state).write(data)
-        assert cli(state, "kill", "ghost").returncode == 2 and alive(foreign.pid)
-        down = cli(state, "down")
+        assert lab_cli(state, "kill", "ghost").returncode == 2 and alive(foreign.pid)
+        down = lab_cli(state, "down")
     finally:
-        cli(state, "down")
+        lab_cli(state, "down")
     assert down.returncode == 0 and "refused" in down.stdout and "ghost" in down.stderr
     assert alive(foreign.pid) and alive(twin.pid)
     assert not (state / "lab.json").exists()
@@ -182,7 +167,7 @@ def test_foreground_lab_survives_a_death_and_restarts_through_its_owner(tmp_path
                           "the lab up", timeout_s=240)
         assert info["owner"]["pid"] == owner.pid
         victim = info["daemons"]["lab-b1"]
-        assert cli(state, "kill", "lab-b1").returncode == 0
+        assert lab_cli(state, "kill", "lab-b1").returncode == 0
         line = eventually(lambda: next((l for l in stderr.read_text().splitlines() if "lab-b1 (pid" in l), None),
                           "the lab names the dead daemon")
         assert "SIGKILL" in line and victim["log"] in line
@@ -192,7 +177,7 @@ def test_foreground_lab_survives_a_death_and_restarts_through_its_owner(tmp_path
         assert rows["lab-b1"]["state"] == "dead"
         assert all(r["state"] == "alive" for n, r in rows.items() if n != "lab-b1")
 
-        out = cli(state, "restart", "lab-b1")
+        out = lab_cli(state, "restart", "lab-b1")
         assert out.returncode == 0, out.stderr
         fresh = json.loads((state / "lab.json").read_text())["daemons"]["lab-b1"]
         assert lab.seen(fresh["pid"]) is not None
@@ -205,7 +190,7 @@ def test_foreground_lab_survives_a_death_and_restarts_through_its_owner(tmp_path
         if owner.poll() is None:
             owner.kill()
             owner.wait(10)
-        cli(state, "down")
+        lab_cli(state, "down")
     assert not (state / "lab.json").exists()
     for name, rec in info["daemons"].items():
         assert not alive(rec["pid"]), name

@@ -24,9 +24,7 @@ import playwright.sync_api as playwright  # installed by scripts/setup (never `p
 from contracts.keys import load_keyring
 from contracts.token import sign_path
 
-REPO = Path(__file__).resolve().parents[2]
-LAB_PY = REPO / "scripts" / "lab.py"
-sys.path.insert(0, str(REPO / "scripts"))  # scripts/ is not a package: lab.py runs as a script
+from tests.support.labtest import LAB_PY, REPO, eventually  # also puts scripts/ on sys.path
 
 import labprom  # noqa: E402
 
@@ -59,18 +57,6 @@ def get_json(url: str, timeout: float = 5.0) -> dict:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
 
-
-def eventually(check, what: str, timeout_s: float = 60.0, seen=lambda: ""):
-    """Poll `check` until it returns something true; on the deadline, fail saying what `seen` saw last."""
-    deadline, last = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        try:
-            if result := check():
-                return result
-        except (OSError, ValueError, KeyError) as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout_s} s: {what} (last error: {last!r}) {seen()}")
 
 
 # ---- the config ------------------------------------------------------------------------------------
