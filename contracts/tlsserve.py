@@ -23,7 +23,7 @@ import logging
 import ssl
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Callable
 
 from aiohttp import web
 from msgspec import Meta
@@ -95,26 +95,31 @@ class ServerTls:
         self.context = server_context(cfg)  # the listener's, for the life of the process
         self.current = self.context  # the newest good one: new handshakes get it
         self.context.sni_callback = self._newest
-        self._reloads: set[asyncio.Task[None]] = set()  # in flight (held so they are not collected)
+        self.requested = asyncio.Event()  # set by SIGHUP, consumed by the service's `tls-reload` task
 
     def _newest(self, sslobj: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
         if self.current is not ctx:
             sslobj.context = self.current
 
     def request_reload(self) -> None:
-        """SIGHUP: re-read the files (on the loop's thread; the reading happens in a worker thread)."""
-        task = asyncio.get_running_loop().create_task(self.reload())
-        self._reloads.add(task)
-        task.add_done_callback(self._reloads.discard)
+        """SIGHUP: ask the `tls-reload` task to re-read the files."""
+        self.requested.set()
 
-    async def reload(self) -> None:
-        try:
-            fresh = await asyncio.to_thread(server_context, self.cfg)
-        except ConfigError as exc:
-            log_event(log, "tls-reload-failed", logging.ERROR, error=str(exc), keeping="the running certificate")
-            return
-        self.current = fresh
-        log_event(log, "tls-reloaded", cert_file=str(self.cfg.cert_file))
+    async def reloads(self, succeeded: Callable[[], None]) -> None:
+        """The service's `tls-reload` task (run under its TaskSupervisor): one reload per request, the
+        files read in a thread. A bad or mismatched pair keeps the running certificate and raises, so
+        the supervisor logs it with its traceback, counts it and degrades /healthz until a good one."""
+        while True:
+            await self.requested.wait()
+            self.requested.clear()
+            try:
+                fresh = await asyncio.to_thread(server_context, self.cfg)
+            except ConfigError as exc:
+                log_event(log, "tls-reload-failed", logging.ERROR, error=str(exc), keeping="the running certificate")
+                raise
+            self.current = fresh
+            log_event(log, "tls-reloaded", cert_file=str(self.cfg.cert_file))
+            succeeded()
 
 
 class TlsSite(web.TCPSite):

@@ -331,12 +331,15 @@ async def _serve(serving: Serving, read_config: ReadConfig | None, tls: ServerTl
                            access_log=None)
     await runner.setup()
     await tls_site(runner, cfg.serve.listen, cfg.serve.port, tls).start()  # backlog 1024: a burst waits, not drops
+    if tls is not None:
+        tasks = app[STATE].tasks
+        tasks.spawn("tls-reload", lambda: tls.reloads(lambda: tasks.succeeded("tls-reload")))
     host, port = runner.addresses[0][:2]  # the real port when the config says 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: (app[STATE].reload_requested.set(), tls and tls.request_reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: (app[STATE].reload_requested.set(), tls and tls.requested.set()))
     log_event(log, "listening", url=f"{'https' if tls else 'http'}://{host}:{port}", port=port, tls=tls is not None,
               location=str(cfg.location))
     sd_notify("READY=1")

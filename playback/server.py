@@ -430,11 +430,13 @@ async def serve(config: playback_config.PlaybackConfig, tls: ServerTls | None = 
     runner = GuardedRunner(app, app[GUARD], access_log=None, shutdown_timeout=config.drain_timeout_s)
     await runner.setup()
     await tls_site(runner, config.listen, config.port, tls).start()
+    if tls is not None:
+        app[SUPERVISOR].spawn("tls-reload", lambda: tls.reloads(lambda: app[SUPERVISOR].succeeded("tls-reload")))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: (app[RELOAD].set(), tls and tls.request_reload()))
+    loop.add_signal_handler(signal.SIGHUP, lambda: (app[RELOAD].set(), tls and tls.requested.set()))
     log_event(log, "listening", listen=config.listen, port=runner.addresses[0][1], tls=tls is not None,
               origin=str(config.origin))
     sd_notify("READY=1")

@@ -309,12 +309,14 @@ async def serve(config: SteeringConfig, loaded: Loaded, config_path: Path | None
     await runner.setup()
     site = tls_site(runner, config.server.listen, config.server.port, tls)
     await site.start()
+    if tls is not None:
+        app[SUPERVISOR].spawn("tls-reload", lambda: tls.reloads(lambda: app[SUPERVISOR].succeeded("tls-reload")))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: (app[RELOADER].requested.set(), app[POLLER].requested.set(),
-                                                    tls and tls.request_reload()))
+                                                    tls and tls.requested.set()))
     fleet = loaded.fleet
     log_fleet(loaded.fleet_info)
     log_event(log, "listening", listen=config.server.listen, port=runner.addresses[0][1], tls=tls is not None,

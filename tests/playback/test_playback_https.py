@@ -24,7 +24,8 @@ from https_testkit import reissue, spki_sha256, start_https_stack, tls_table
 from playback_testkit import TITLE, origin_with_title, playback_toml
 from test_playback_browser import ARGS, CHROMIUM, kill_tree, wait_js
 from tests.playback.conftest import make_origin
-from tests.steering.steer_helpers import wait_until, write_setup
+from tests.steering.steer_helpers import AUTH, wait_until, write_setup
+from tests.support.prom import value
 from tests.support.tlsca import TestCA
 
 import playwright.sync_api as playwright  # noqa: E402 - installed by scripts/setup (never `playwright install`)
@@ -197,6 +198,10 @@ def test_sighup_puts_a_renewed_certificate_on_new_connections_and_keeps_open_one
             still = _peer(port, stack.verify)
             assert _serial(still) == renewed and _get(still, "/healthz").startswith(b"HTTP/1.1 200"), name
             still.close()
+            # the supervised `tls-reload` task failed: counted (and logged with its traceback)
+            metrics = requests.get(f"https://127.0.0.1:{port}/metrics", headers=AUTH, verify=stack.verify,
+                                   timeout=10).text
+            assert value(metrics, f"{name}_task_failures_total", task="tls-reload") >= 1, name
         finally:
             key.write_bytes(good)
 
