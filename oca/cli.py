@@ -225,8 +225,8 @@ def cmd_url(args: argparse.Namespace) -> int:
 
 def _with_dev_tls(config: OcaConfig, state: dict) -> OcaConfig:
     """A dev appliance started with --tls-cert says its TLS port and certificate in dev.json."""
-    if not state.get("tls_port"):
-        return config
+    if not (state.get("tls_port") and state.get("tls_cert") and state.get("tls_key")):
+        return config  # none (or a dev.json from an older oca): plain http, or --base
     from msgspec.structs import replace
 
     from oca.tlsconf import CertificateConfig, TlsConfig
